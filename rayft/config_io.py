@@ -1,0 +1,206 @@
+"""Load the YAML, apply `--set a.b=c` overrides, validate, and explain errors.
+
+Errors name the dotted path of the bad field and, for a misspelled key, suggest the closest
+valid one (`training.lrr: unknown key; did you mean 'lr'?`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from rayft.config import Pipeline
+from rayft.errors import ConfigError
+
+
+@dataclass
+class LoadedConfig:
+    pipeline: Pipeline
+    source: Path | None  # the YAML file, None for a config built in code
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    @property
+    def stem(self) -> str:
+        return self.source.stem if self.source else "run"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.0.c=value` -> (['a','b','0','c'], value); the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. training.lr=1e-4")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_override(raw: dict, path: list[str], value: Any) -> None:
+    """Set `value` at `path` inside nested dicts/lists, creating dicts on the way."""
+    node: Any = raw
+    for i, part in enumerate(path[:-1]):
+        where = ".".join(path[: i + 1])
+        if isinstance(node, list):
+            node = node[_index(node, part, where)]
+        elif isinstance(node, dict):
+            if node.get(part) is None:
+                node[part] = [{}] if part == "stages" else {}
+            node = node[part]
+        else:
+            raise ConfigError(f"--set {'.'.join(path)}: '{where}' is not a section")
+    last = path[-1]
+    if isinstance(node, list):
+        node[_index(node, last, ".".join(path))] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"--set {'.'.join(path)}: parent is not a section")
+
+
+def _index(items: list, part: str, where: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(items) <= int(part) < len(items):
+        raise ConfigError(f"--set {where}: expected a list index below {len(items)}")
+    return int(part)
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, ...)")
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedConfig:
+    """Read, override and validate a config; relative data paths resolve against its folder."""
+    source = Path(path).resolve() if path is not None else None
+    raw = read_yaml(source) if source is not None else {}
+    for text in overrides:
+        apply_override(raw, *parse_override(text))
+    loaded = LoadedConfig(pipeline=validate(raw, str(source or "config")), source=source)
+    _resolve_paths(loaded)
+    return loaded
+
+
+def validate(raw: dict, label: str = "config") -> Pipeline:
+    try:
+        return Pipeline.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, label)) from None
+
+
+def _resolve_paths(loaded: LoadedConfig) -> None:
+    def resolve(p: str | None) -> str | None:
+        if p is None or "://" in p or Path(p).expanduser().is_absolute():
+            return p if p is None else str(Path(p).expanduser()) if "://" not in p else p
+        return str((loaded.base_dir / p).resolve())
+
+    for data in [loaded.pipeline.data, *(s.data for s in loaded.pipeline.stages)]:
+        if isinstance(data.path, list):
+            data.path = [resolve(p) for p in data.path]
+        else:
+            data.path = resolve(data.path)
+        data.eval_path = resolve(data.eval_path)
+
+
+def format_validation_error(err: ValidationError, label: str) -> str:
+    problems: list[str] = []
+    for e in err.errors():
+        where, model = _walk(e["loc"])
+        if e["type"] == "extra_forbidden":
+            key = str(e["loc"][-1])
+            allowed = list(model.model_fields) if model else []
+            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+            msg = f"unknown key; did you mean '{hint[0]}'?" if hint else "unknown key"
+            if allowed:
+                msg += f" (valid keys: {', '.join(allowed)})"
+        elif e["type"] == "union_tag_invalid":
+            tag = str(e.get("input", {}).get("type") if isinstance(e.get("input"), dict) else "")
+            tags = e.get("ctx", {}).get("expected_tags", "")
+            hint = difflib.get_close_matches(tag, [t.strip(" '") for t in tags.split(",")], n=1)
+            msg = f"unknown stage type '{tag}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
+            msg += f" (known: {tags})"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "input" in e and not isinstance(e["input"], (dict, list)):
+                msg += f" (got {e['input']!r})"
+        problems.append(f"{where}: {msg}" if where else msg)
+    problems = _drop_inherited(problems)
+    head = f"{label}: invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):"
+    return "\n".join([head, *(f"  {p}" for p in problems)])
+
+
+def _drop_inherited(problems: list[str]) -> list[str]:
+    """A bad top-level `training`/`data` field is copied into every stage; report it once."""
+    top = set(problems)
+    return [p for p in problems
+            if not (p.startswith("stages.") and p.split(".", 2)[-1] in top)]
+
+
+def _walk(loc: tuple) -> tuple[str, type[BaseModel] | None]:
+    """Dotted display path for a pydantic error location, and the model owning its last key.
+
+    Pydantic puts a discriminated union's tag into the location (`stages.0.sft.training`);
+    the display path drops it (`stages.0.training`).
+    """
+    model: Any = Pipeline
+    shown: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            shown.append(str(part))
+            continue
+        if isinstance(model, dict):  # a union of stage models: this part is the tag
+            model = model.get(part)
+            continue
+        if i == len(loc) - 1:
+            shown.append(part)
+            break
+        shown.append(part)
+        field = model.model_fields.get(part) if _is_model(model) else None
+        model = _models_in(field.annotation) if field else None
+    owner = model if _is_model(model) and loc and isinstance(loc[-1], str) else None
+    return ".".join(shown), owner
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _models_in(annotation: Any) -> Any:
+    """The BaseModel inside an annotation; a {tag: model} dict for a union of stage models."""
+    if _is_model(annotation):
+        return annotation
+    found = [m for m in (_models_in(a) for a in typing.get_args(annotation)) if m is not None]
+    tagged = {m.model_fields["type"].default: m for m in found
+              if _is_model(m) and "type" in m.model_fields}
+    if tagged and typing.get_origin(annotation) is typing.Annotated:
+        return tagged
+    return found[0] if found else None
+
+
+def dump_yaml(pipeline: Pipeline) -> str:
+    return yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False)
+
+
+def json_schema() -> str:
+    schema = Pipeline.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "rayft config"
+    return json.dumps(schema, indent=2)

@@ -1,0 +1,1 @@
+"""Data pipeline: read -> normalise -> template -> tokenise (answer-only loss) -> split."""

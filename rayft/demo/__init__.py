@@ -1,0 +1,1 @@
+"""Bundled demo assets for ``rayft demo`` (synthetic order-extraction dataset)."""

@@ -1,0 +1,24 @@
+"""User-facing errors.
+
+A `UserError` is something the user can fix (a bad config field, a missing file, a bad data
+row). The CLI prints its message and exits with code 2, never a traceback. Everything else is
+a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """An error caused by the user's input; its message names the field or file:line."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """The YAML config (or a --set override) is invalid."""
+
+
+class DataError(UserError):
+    """A data file or row is invalid; the message names file:line."""
+
+
+class ModelError(UserError):
+    """A model or adapter cannot be resolved or loaded."""

@@ -1,0 +1,1 @@
+"""Evaluation utilities for rayft: text metrics, generation tagging and related helpers."""

@@ -1,0 +1,1 @@
+"""Base-model resolution (builtin / local folder / hub id), loading, and adapters."""

@@ -1,0 +1,46 @@
+"""LoRA adapters through PEFT, and loading a trained adapter back onto its base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rayft.config import AdapterConfig, ModelConfig
+from rayft.errors import ModelError
+
+
+def lora_config(cfg: AdapterConfig):
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules, bias=cfg.bias, task_type=TaskType.CAUSAL_LM,
+    )
+
+
+def apply_adapter(model, cfg: AdapterConfig):
+    """Wrap `model` for training: a new (or `init_from`) LoRA adapter, or the model as is (full)."""
+    if cfg.type == "full":
+        return model
+    from peft import PeftModel, get_peft_model
+
+    if cfg.init_from:
+        return PeftModel.from_pretrained(model, cfg.init_from, is_trainable=True)
+    try:
+        return get_peft_model(model, lora_config(cfg))
+    except ValueError as exc:  # e.g. target_modules naming modules the model lacks
+        raise ModelError(f"adapter.target_modules: {exc}") from None
+
+
+def load_for_inference(base_path: str, model_cfg: ModelConfig, adapter_dir: str | Path | None = None,
+                       on_gpu: bool = False):
+    """The base model, with the adapter from `adapter_dir` applied if given, in eval mode."""
+    from rayft.models.loader import load_causal_lm
+
+    model = load_causal_lm(base_path, model_cfg, on_gpu)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise ModelError(f"{adapter_dir}: not a PEFT adapter folder (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return model.eval()

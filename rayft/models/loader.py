@@ -1,0 +1,81 @@
+"""Resolve `model.name` to a local folder, and load models and tokenizers from it.
+
+Resolution happens once on the driver (so a builtin is converted once, before workers start);
+workers receive the resolved local path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rayft.config import ModelConfig
+from rayft.errors import ModelError
+from rayft.models.builtin import builtin_path
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def resolve_model(name: str, revision: str | None = None) -> str:
+    """A local folder for `name`: a builtin, an existing directory, or a hub id."""
+    if name.startswith(BUILTIN_PREFIX):
+        return str(builtin_path(name[len(BUILTIN_PREFIX):]))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.name: {path} is a directory but has no config.json "
+                             "(expected a Hugging Face model folder)")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model.name: {name}: no such model directory")
+    return _from_hub(name, revision)
+
+
+def _from_hub(repo_id: str, revision: str | None) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:  # already in the local hub cache: no network needed
+        return snapshot_download(repo_id, revision=revision, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any miss falls through to the download attempt
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelError(f"model.name: '{repo_id}' is not in the local hub cache and HF_HUB_OFFLINE=1")
+    try:
+        return snapshot_download(repo_id, revision=revision, etag_timeout=10)
+    except Exception as exc:  # noqa: BLE001 - network, auth and not-found all mean the same to a user
+        raise ModelError(
+            f"model.name: cannot fetch '{repo_id}' from the Hugging Face hub "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Without a reachable hub, "
+            "use `builtin:smollm2-135m-instruct` or a local model directory."
+        ) from None
+
+
+def torch_dtype(cfg: ModelConfig, on_gpu: bool):
+    import torch
+
+    if cfg.dtype == "auto":
+        if on_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, cfg: ModelConfig, on_gpu: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype(cfg, on_gpu), attn_implementation=cfg.attn_implementation,
+            trust_remote_code=cfg.trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model.name: cannot load a causal LM from {path}: {exc}") from None

@@ -1,0 +1,31 @@
+"""Supervised fine-tuning: TRL's SFTTrainer on rayft's pre-tokenised, answer-masked data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayft.data.build import PreparedData, prepare
+from rayft.stages import register
+
+
+@register("sft")
+class SFTStage:
+    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+        return prepare(stage_cfg.data, tokenizer)
+
+    def build_trainer(self, ctx: Any) -> Any:
+        from trl import SFTConfig, SFTTrainer
+
+        args = SFTConfig(**ctx.training_args, max_length=None, dataset_num_proc=None)
+        # Our rows already hold input_ids + labels (-100 on prompts), which TRL uses as they are.
+        return SFTTrainer(
+            model=ctx.model, args=args, train_dataset=ctx.data.train,
+            eval_dataset=_without_text(ctx.data.eval), processing_class=ctx.tokenizer,
+        )
+
+
+def _without_text(dataset: Any) -> Any:
+    """The eval set minus the prompt/reference text kept for generation."""
+    if dataset is None:
+        return None
+    return dataset.remove_columns([c for c in ("prompt", "reference") if c in dataset.column_names])

@@ -1,0 +1,1 @@
+"""Ray Train launch of pipeline stages (driver: launch.py; workers: worker.py)."""

@@ -1,0 +1,59 @@
+"""Map rayft's `training` section onto transformers' TrainingArguments keywords.
+
+Every stage's trainer config (SFTConfig, DPOConfig, ...) subclasses TrainingArguments, so one
+mapping serves them all; a stage adds its own keywords on top.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayft.config import TrainingConfig
+
+
+def precision_flags(precision: str, on_gpu: bool) -> dict[str, bool]:
+    """fp32 on CPU; on GPU `auto` means bf16 where the card supports it."""
+    if not on_gpu or precision == "fp32":
+        return {"bf16": False, "fp16": False}
+    if precision == "auto":
+        import torch
+
+        return {"bf16": torch.cuda.is_bf16_supported(), "fp16": False}
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def training_kwargs(cfg: TrainingConfig, *, output_dir: str, on_gpu: bool, has_eval: bool,
+                    tensorboard: bool = False) -> dict[str, Any]:
+    eval_every = cfg.eval_steps if has_eval else None
+    return dict(
+        output_dir=output_dir,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a share of the steps
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optim,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if eval_every else "no",
+        eval_steps=eval_every,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        gradient_checkpointing=cfg.gradient_checkpointing and on_gpu,
+        use_cpu=not on_gpu,
+        # transformers 5 reads the TensorBoard folder from $TENSORBOARD_LOGGING_DIR (set by the worker).
+        report_to=["tensorboard"] if tensorboard else "none",
+        disable_tqdm=True,  # workers print compact progress lines instead (rayft.train.progress)
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        **precision_flags(cfg.precision, on_gpu),
+    )

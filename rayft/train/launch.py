@@ -1,0 +1,168 @@
+"""Run a pipeline's stages on Ray Train, one `TorchTrainer` per stage.
+
+Driver side: resolve the model once, prepare each stage's data once, launch the workers
+(rayft.train.worker), and record the outcome in `<storage>/<run>/<stage>/summary.json`, also
+on failure. Each stage starts from the previous stage's adapter. Re-running a named run skips
+stages whose summary says `completed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayft.config_io import LoadedConfig, dump_yaml
+from rayft.errors import UserError
+from rayft.train.rundir import pop_worker_metrics, read_summary, stage_output, write_summary
+
+log = logging.getLogger(__name__)
+
+
+class StageFailed(UserError):
+    """A stage failed; completed stages' outputs are kept."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final_output(self) -> Path | None:
+        return Path(self.stages[-1]["output"]) if self.stages and self.stages[-1].get("output") else None
+
+
+def run_name_for(loaded: LoadedConfig) -> str:
+    return loaded.pipeline.run_name or f"{loaded.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str | None = None,
+                 started_at: float | None = None) -> RunResult:
+    from rayft.models.loader import load_tokenizer, resolve_model
+    from rayft.stages import get_stage
+
+    started_at = started_at or time.time()
+    pipeline = loaded.pipeline
+    run_dir = Path(pipeline.storage.path).expanduser().resolve() / (run_name or run_name_for(loaded))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(pipeline))
+    print(f"rayft: run directory {run_dir}", flush=True)
+
+    model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
+    tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
+    result = RunResult(run_dir)
+    previous: Path | None = Path(pipeline.adapter.init_from) if pipeline.adapter.init_from else None
+    for index, stage in enumerate(pipeline.stages):
+        stage_dir = run_dir / stage.name
+        done = read_summary(stage_dir)
+        if done and done.get("status") == "completed" and stage_output(stage_dir):
+            print(f"rayft: stage '{stage.name}' already completed, skipping", flush=True)
+            previous = stage_output(stage_dir)
+            result.stages.append(done)
+            continue
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / "config.yaml").write_text(dump_yaml(pipeline))
+        data = get_stage(stage.type).prepare_data(stage, tokenizer)
+        print(f"rayft: stage '{stage.name}' data: {data.stats}", flush=True)
+        write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
+                      data=data.stats, num_workers=pipeline.scaling.num_workers, error=None)
+        summary = _fit_stage(pipeline, index, stage_dir, model_path, data, previous, address, started_at)
+        result.stages.append(summary)
+        previous = Path(summary["output"])
+    return result
+
+
+def _fit_stage(pipeline, index, stage_dir: Path, model_path: str, data, init_adapter: Path | None,
+               address: str | None, started_at: float) -> dict[str, Any]:
+    from rayft.eval.plots import plot_training
+
+    stage = pipeline.stages[index]
+    t0 = time.time()
+    ensure_ray(address, pipeline.scaling)
+    trainer = _trainer(pipeline, index, stage_dir, model_path, data, init_adapter, started_at)
+    try:
+        result = trainer.fit()
+        error = result.error
+    except Exception as exc:  # noqa: BLE001 - recorded in summary.json, then re-raised as StageFailed
+        error = exc
+    if error is not None:
+        message = _failure_message(error)
+        write_summary(stage_dir, status="failed", error=message, wall_s=time.time() - t0)
+        raise StageFailed(f"stage '{stage.name}' failed: {message}\n(outputs of earlier stages are kept; "
+                          f"details in {stage_dir / 'summary.json'})")
+    metrics = pop_worker_metrics(stage_dir)
+    output = stage_output(stage_dir)
+    plots = plot_training(metrics, stage_dir / "plots")
+    return write_summary(stage_dir, status="completed", output=str(output), wall_s=time.time() - t0,
+                         plots=[str(p) for p in plots], **metrics)
+
+
+def _trainer(pipeline, index, stage_dir, model_path, data, init_adapter, started_at):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from rayft.train.worker import train_stage_worker
+
+    scaling = pipeline.scaling
+    stage = pipeline.stages[index]
+    resources = dict(scaling.resources_per_worker)
+    if scaling.use_gpu:
+        resources.setdefault("GPU", 1)
+    threads = scaling.threads_per_worker or max(1, int(resources.get("CPU", 1)))
+    return TorchTrainer(
+        train_stage_worker,
+        train_loop_config={
+            "pipeline": pipeline.model_dump(mode="json"), "stage_index": index, "stage_dir": str(stage_dir),
+            "model_path": model_path, "data": data, "init_adapter": str(init_adapter) if init_adapter else None,
+            "threads": threads, "started_at": started_at,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources,
+            placement_strategy=scaling.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name="ray", storage_path=str(stage_dir),
+            checkpoint_config=CheckpointConfig(num_to_keep=stage.training.save_total_limit),
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+        ),
+    )
+
+
+def ensure_ray(address: str | None, scaling) -> None:
+    """Connect to `address`, or start a local Ray sized to this machine; fail fast (instead of
+    waiting forever) when a local cluster cannot fit the requested workers."""
+    import ray
+
+    if not ray.is_initialized():
+        # Worker lines are printed once, as written (Ray Train would also re-log each print).
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+        ray.init(address=address, logging_level=logging.WARNING, configure_logging=True)
+    if address is not None:
+        return
+    need = {k: v * scaling.num_workers for k, v in scaling.resources_per_worker.items()}
+    if scaling.use_gpu:
+        need["GPU"] = need.get("GPU", scaling.num_workers)
+    have = ray.cluster_resources()
+    short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
+    if short:
+        detail = ", ".join(f"{k}: need {n:g}, have {h:g}" for k, (n, h) in short.items())
+        raise UserError(f"scaling: the local Ray cluster cannot fit {scaling.num_workers} workers ({detail}); "
+                        "lower scaling.num_workers / scaling.resources_per_worker or pass --address")
+
+
+def _failure_message(error: BaseException) -> str:
+    """The root cause, preferring a rayft UserError raised inside a worker."""
+    failures = getattr(error, "worker_failures", None) or {}
+    for exc in failures.values():
+        cause = getattr(exc, "cause", None) or exc
+        if isinstance(cause, UserError):
+            return str(cause)
+    if failures:
+        rank, exc = next(iter(failures.items()))
+        text = str(exc).strip().splitlines()
+        return f"worker {rank}: {text[-1] if text else type(exc).__name__}"
+    return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__

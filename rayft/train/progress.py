@@ -1,0 +1,55 @@
+"""A trainer callback that prints compact progress lines from rank 0 and keeps the figures
+that go into summary.json (loss history, tokens/s, time of the first optimizer step)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class ProgressCallback(TrainerCallback):
+    def __init__(self, stage: str, started_at: float):
+        self.stage = stage
+        self.started_at = started_at  # wall clock when the command started (driver)
+        self.first_step_at: float | None = None
+        self.train_started_at: float | None = None
+        self.loss_history: list[tuple[int, float]] = []
+        self.eval_history: list[tuple[int, float]] = []
+        self.num_tokens: float = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_started_at = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        logs = logs or {}
+        if "num_tokens" in logs:
+            self.num_tokens = float(logs["num_tokens"])
+        if "loss" in logs:
+            self.loss_history.append((state.global_step, float(logs["loss"])))
+        if "eval_loss" in logs:
+            self.eval_history.append((state.global_step, float(logs["eval_loss"])))
+        if not state.is_world_process_zero or not ({"loss", "eval_loss"} & set(logs)):
+            return
+        elapsed = time.time() - (self.train_started_at or time.time())
+        parts = [f"[{self.stage}] step {state.global_step}/{state.max_steps}"]
+        for key in ("loss", "eval_loss", "learning_rate"):
+            if key in logs:
+                parts.append(f"{key} {logs[key]:.4g}")
+        if self.num_tokens and elapsed > 0:
+            parts.append(f"{self.num_tokens / elapsed:,.0f} tok/s")
+        print("  ".join(parts), flush=True)
+
+    def figures(self, train_runtime: float) -> dict[str, Any]:
+        return {
+            "loss_history": self.loss_history,
+            "eval_loss_history": self.eval_history,
+            "num_tokens": self.num_tokens,
+            "tokens_per_s": self.num_tokens / train_runtime if train_runtime > 0 else None,
+            "time_to_first_step_s": (self.first_step_at - self.started_at) if self.first_step_at else None,
+        }

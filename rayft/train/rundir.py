@@ -1,0 +1,64 @@
+"""The run directory contract: `<storage>/<run>/<stage>/` with config.yaml, summary.json,
+adapter/ (or model/), tensorboard/ and plots/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "worker_metrics.json"  # rank 0's final figures, merged into summary.json
+VERSIONED = ("rayft", "ray", "torch", "transformers", "peft", "trl", "accelerate", "datasets")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_summary(stage_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((stage_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_summary(stage_dir: Path, **fields: Any) -> dict[str, Any]:
+    summary = {**(read_summary(stage_dir) or {}), **fields, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    summary.setdefault("versions", versions())
+    write_json_atomic(stage_dir / "summary.json", summary)
+    return summary
+
+
+def stage_output(stage_dir: Path) -> Path | None:
+    """The finished adapter (or full model) of a stage, if any."""
+    for name in ("adapter", "model"):
+        if (stage_dir / name).is_dir():
+            return stage_dir / name
+    return None
+
+
+def pop_worker_metrics(stage_dir: Path) -> dict[str, Any]:
+    path = stage_dir / METRICS_FILE
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    path.unlink()
+    return metrics

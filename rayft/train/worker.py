@@ -1,0 +1,102 @@
+"""What each Ray Train worker runs for one stage: load model + adapter, build the stage's
+trainer, train, and (rank 0) save the adapter or model into the stage directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class WorkerContext:
+    """What a stage's `build_trainer` gets."""
+
+    pipeline: Any  # rayft.config.Pipeline
+    stage: Any  # the stage's config
+    model: Any
+    tokenizer: Any
+    data: Any  # rayft.data.build.PreparedData
+    training_args: dict[str, Any]
+    on_gpu: bool
+
+
+def train_stage_worker(config: dict[str, Any]) -> None:
+    """Ray Train's `train_loop_per_worker`. `config` holds plain data only (see launch.py)."""
+    import ray.train
+    import torch
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    from rayft.config import Pipeline
+    from rayft.models.adapters import apply_adapter
+    from rayft.models.loader import load_causal_lm, load_tokenizer
+    from rayft.stages import get_stage
+    from rayft.train.args import training_kwargs
+    from rayft.train.progress import ProgressCallback
+    from rayft.train.rundir import METRICS_FILE, write_json_atomic
+
+    pipeline = Pipeline.model_validate(config["pipeline"])
+    stage = pipeline.stages[config["stage_index"]]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    on_gpu = pipeline.scaling.use_gpu and torch.cuda.is_available()
+    if not on_gpu:
+        torch.set_num_threads(config["threads"])
+    stage_dir = Path(config["stage_dir"])
+    if rank == 0:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(stage_dir / "tensorboard")
+
+    tokenizer = load_tokenizer(config["model_path"], pipeline.model.trust_remote_code)
+    model = load_causal_lm(config["model_path"], pipeline.model, on_gpu)
+    adapter_cfg = pipeline.adapter.model_copy(update={"init_from": config["init_adapter"]})
+    model = apply_adapter(model, adapter_cfg)
+
+    local_out = tempfile.mkdtemp(prefix=f"rayft-{stage.name}-r{rank}-")
+    has_eval = config["data"].eval is not None
+    args = training_kwargs(stage.training, output_dir=local_out, on_gpu=on_gpu, has_eval=has_eval,
+                           tensorboard=rank == 0)
+    wctx = WorkerContext(pipeline, stage, model, tokenizer, config["data"], args, on_gpu)
+    trainer = get_stage(stage.type).build_trainer(wctx)
+    progress = ProgressCallback(stage.name, config["started_at"])
+    trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate our progress lines
+    trainer.add_callback(progress)
+    trainer.add_callback(RayTrainReportCallback())
+    trainer = prepare_trainer(trainer)
+
+    resume_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        resume_from = str(Path(checkpoint.to_directory()) / RayTrainReportCallback.CHECKPOINT_NAME)
+    output = trainer.train(resume_from_checkpoint=resume_from)
+
+    metrics: dict[str, Any] = {
+        "global_step": trainer.state.global_step,
+        "train_loss": output.training_loss,
+        "train_runtime_s": output.metrics.get("train_runtime"),
+        **progress.figures(output.metrics.get("train_runtime") or 0.0),
+    }
+    if has_eval:
+        metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
+    if rank == 0:
+        _save_output(trainer, tokenizer, stage_dir, full=pipeline.adapter.type == "full")
+        # Ray Train keeps only checkpoint-attached metrics in Result; the driver reads this file.
+        write_json_atomic(stage_dir / METRICS_FILE, metrics)
+    ray.train.report(metrics)
+
+
+def _save_output(trainer: Any, tokenizer: Any, stage_dir: Path, full: bool) -> None:
+    """Save into a temporary sibling, then rename: a half-written adapter is never picked up."""
+    final = stage_dir / ("model" if full else "adapter")
+    staging = stage_dir / f".{final.name}.partial-{time.time_ns()}"
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    if final.exists():
+        import shutil
+
+        shutil.rmtree(final)
+    staging.rename(final)
