@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = verbs.add_parser("demo", help="fine-tune the embedded model on the demo task, base vs tuned")
     _config_args(demo, required=False)
+    demo.add_argument("--config", dest="config", help="another config to run as the demo")
 
     config = verbs.add_parser("config", help="config tools")
     config_verbs = config.add_subparsers(dest="config_verb", required=True, metavar="ACTION")

@@ -1,0 +1,79 @@
+"""The terminal table and `report.md` of a run's base-vs-tuned comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rayft.config_io import LoadedConfig
+from rayft.train.rundir import read_summary
+
+EXAMPLES_SHOWN = 5
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def print_comparison(comparison: Any, examples: int = 3) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=120)
+    table = Table(title="held-out evaluation (higher is better)")
+    for col in ("model", "n", "exact match %", "ROUGE-L %", "BLEU", "gen s", "tags"):
+        table.add_column(col, justify="left" if col in ("model", "tags") else "right")
+    for row in comparison.metrics_table():
+        table.add_row(row["model"], str(row["n"]), _pct(row["exact_match"]), _pct(row["rouge_l"]),
+                      "-" if row["bleu"] is None else f"{row['bleu']:.1f}", f"{row['gen_s']:.0f}",
+                      ", ".join(f"{k}:{v}" for k, v in row["tags"].items()) or "-")
+    console.print(table)
+    labels = list(comparison.answers)
+    for i in range(min(examples, len(comparison.prompts))):
+        side = Table(show_header=True, title=f"example {i + 1}", title_justify="left", width=118)
+        side.add_column("who", style="bold", width=10)
+        side.add_column("answer", overflow="fold")
+        side.add_row("question", _question(comparison.prompts[i]))
+        side.add_row("reference", comparison.references[i])
+        for label in labels:
+            side.add_row(label, comparison.answers[label][i] or "(empty)")
+        console.print(side)
+
+
+def _question(prompt: str, limit: int = 300) -> str:
+    """The end of the templated prompt: where the actual question is."""
+    text = prompt.strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
+    lines = [f"# rayft run `{run_dir.name}`", "", f"Base model: `{loaded.pipeline.model.name}`; "
+             f"adapter: {loaded.pipeline.adapter.type}.", "", "## Training", "",
+             "| stage | status | steps | train loss | eval loss | tokens/s | wall s |", "|---|---|---|---|---|---|---|"]
+    for stage in loaded.pipeline.stages:
+        s = read_summary(run_dir / stage.name) or {}
+        lines.append(f"| {stage.name} | {s.get('status', '-')} | {s.get('global_step', '-')} | "
+                     f"{_num(s.get('train_loss'))} | {_num(s.get('eval_loss'))} | {_num(s.get('tokens_per_s'), 0)} | "
+                     f"{_num(s.get('wall_s'), 0)} |")
+        for plot in s.get("plots") or []:
+            lines += ["", f"![{stage.name} loss]({Path(plot).relative_to(run_dir)})"]
+    lines += ["", f"## Held-out evaluation ({len(comparison.prompts)} examples)", "",
+              "| model | exact match % | ROUGE-L % | BLEU | generation s | tags |", "|---|---|---|---|---|---|"]
+    for row in comparison.metrics_table():
+        tags = ", ".join(f"{k}: {v}" for k, v in row["tags"].items()) or "-"
+        lines.append(f"| {row['model']} | {_pct(row['exact_match'])} | {_pct(row['rouge_l'])} | "
+                     f"{_num(row['bleu'], 1)} | {row['gen_s']} | {tags} |")
+    lines += ["", "## Examples", ""]
+    for i in range(min(EXAMPLES_SHOWN, len(comparison.prompts))):
+        lines += [f"### Example {i + 1}", "", "```text", _question(comparison.prompts[i]), "```", "",
+                  f"- **reference**: `{comparison.references[i]}`"]
+        lines += [f"- **{label}**: `{answers[i]}`" for label, answers in comparison.answers.items()]
+        lines.append("")
+    lines += ["All answers with per-example scores and tags: `eval.json`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
