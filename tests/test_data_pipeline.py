@@ -1,0 +1,112 @@
+"""Data pipeline basics: formats, templates, answer-only labels, split, errors naming file:line."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import DEMO_DATA, SHARED_DATA, write_jsonl
+from rayft.config import DataConfig
+from rayft.data.build import prepare, split_rows
+from rayft.data.readers import Row, read_rows
+from rayft.data.tokenize import IGNORE_INDEX
+from rayft.errors import DataError
+
+
+def _answer_text(tokenizer, item) -> str:
+    return tokenizer.decode([t for t in item["labels"] if t != IGNORE_INDEX])
+
+
+def test_loss_only_on_the_answer(tmp_path, tiny_tokenizer):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": f"What is {i}+{i}?", "answer": f"It is {2 * i}."}
+                                               for i in range(10)])
+    data = prepare(DataConfig(path=str(path), eval_split=0), tiny_tokenizer)
+    item = data.train[3]
+    assert _answer_text(tiny_tokenizer, item) == "It is 6." + tiny_tokenizer.eos_token
+    first_label = next(i for i, t in enumerate(item["labels"]) if t != IGNORE_INDEX)
+    prompt = tiny_tokenizer.decode(item["input_ids"][:first_label])
+    assert prompt == "### Question:\nWhat is 3+3?\n\n### Answer:\n"
+    assert item["input_ids"][-1] == tiny_tokenizer.eos_token_id
+
+
+def test_train_on_prompt_keeps_every_label(tmp_path, tiny_tokenizer):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q?", "answer": "a."}] * 3)
+    data = prepare(DataConfig(path=str(path), eval_split=0, train_on_prompt=True), tiny_tokenizer)
+    assert data.train[0]["labels"] == data.train[0]["input_ids"]
+
+
+def test_chat_template_segments_and_held_out_prompt(tiny_tokenizer):
+    data = prepare(DataConfig(path=str(DEMO_DATA), template="chat", eval_split=10), tiny_tokenizer)
+    assert data.stats["format"] == "instruction" and data.stats["eval"]["rows"] == 10
+    row = data.eval[0]
+    assert row["prompt"].endswith("<|im_start|>assistant\n")
+    assert _answer_text(tiny_tokenizer, row).startswith(row["reference"])
+
+
+def test_truncation_is_counted_and_answerless_rows_dropped(tmp_path, tiny_tokenizer):
+    rows = [{"question": "word " * 200, "answer": "short"}, {"question": "q", "answer": "long " * 200},
+            {"question": "q", "answer": "fine"}]
+    path = write_jsonl(tmp_path / "qa.jsonl", rows)
+    data = prepare(DataConfig(path=str(path), eval_split=0, max_length=64), tiny_tokenizer)
+    stats = data.stats["train"]
+    assert stats["dropped_no_answer_left"] == 1 and stats["truncated"] == 1 and stats["rows"] == 2
+    left = prepare(DataConfig(path=str(path), eval_split=0, max_length=64, truncation_side="left"), tiny_tokenizer)
+    assert left.stats["train"]["dropped_no_answer_left"] == 0 and left.stats["train"]["truncated"] == 2
+    assert all(len(r["input_ids"]) <= 64 for r in left.train)
+
+
+def test_split_is_seeded_and_disjoint():
+    rows = [Row({"i": i}, f"f:{i}") for i in range(100)]
+    train, held = split_rows(rows, 0.2, seed=1)
+    again_train, again_held = split_rows(rows, 0.2, seed=1)
+    assert [r.origin for r in held] == [r.origin for r in again_held] and len(held) == 20
+    assert not {r.origin for r in train} & {r.origin for r in held}
+    assert [r.origin for r in split_rows(rows, 0.2, seed=2)[1]] != [r.origin for r in held]
+    assert len(split_rows(rows, 7, seed=1)[1]) == 7
+
+
+@pytest.mark.parametrize("content,expected", [
+    ('{"question": "a", "answer": "b"}\n{"question": "c", "answer": \n', r"bad.jsonl:2: not valid JSON"),
+    ('{"question": "a", "answer": "b"}\n["not", "an", "object"]\n', r"bad.jsonl:2: expected a JSON object"),
+    ('{"question": "a", "answer": "b"}\n{"question": "c"}\n', r"bad.jsonl:2: missing field 'answer'"),
+    ('{"question": "a", "answer": 3}\n', r"bad.jsonl:1: field 'answer' must be text"),
+    ('{"foo": "a"}\n', r"cannot tell the format from the columns \['foo'\]"),
+])
+def test_bad_rows_name_file_and_line(tmp_path, tiny_tokenizer, content, expected):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=expected):
+        prepare(DataConfig(path=str(path), eval_split=0), tiny_tokenizer)
+
+
+def test_chat_messages_out_of_order(tmp_path, tiny_tokenizer):
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "assistant", "content": "hi"}]}])
+    with pytest.raises(DataError, match=r"chat.jsonl:1: messages\[0\] has role 'assistant' out of order"):
+        prepare(DataConfig(path=str(path), eval_split=0), tiny_tokenizer)
+
+
+def test_column_mapping_and_csv(tmp_path, tiny_tokenizer):
+    path = tmp_path / "d.csv"
+    path.write_text("q,a\nhello?,world\nfoo?,bar\n")
+    data = prepare(DataConfig(path=str(path), format="qa", columns={"question": "q", "answer": "a"},
+                              eval_split=0), tiny_tokenizer)
+    assert data.stats["train"]["rows"] == 2
+    assert _answer_text(tiny_tokenizer, data.train[1]).startswith("bar")
+
+
+def test_missing_file_and_input_untouched(tmp_path, tiny_tokenizer):
+    with pytest.raises(DataError, match="no such file"):
+        read_rows(str(tmp_path / "none.jsonl"))
+    before = DEMO_DATA.read_bytes()
+    prepare(DataConfig(path=str(DEMO_DATA), eval_split=5), tiny_tokenizer)
+    assert DEMO_DATA.read_bytes() == before
+
+
+def test_lamini_qa_set_keeps_its_own_template(tiny_tokenizer):
+    path = SHARED_DATA / "lamini_docs.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (../shared/data ships beside the repo in CI only)")
+    data = prepare(DataConfig(path=str(path), eval_split=0.1, max_length=256), tiny_tokenizer)
+    assert data.stats["rows_read"] == 1400 and data.stats["format"] == "qa"
+    prompt = data.eval[0]["prompt"]
+    assert prompt.startswith("### Question:\n") and prompt.count("### Question:") == 1
+    assert data.stats["train"]["rows"] + data.stats["train"]["dropped_no_answer_left"] == 1260
