@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from rayft.errors import UserError
 
@@ -31,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-name", help="run directory name (overrides run_name)")
 
     ev = verbs.add_parser("eval", help="answer held-out questions with the base and the tuned model")
-    _config_args(ev)
-    ev.add_argument("--run", required=True, help="a run directory written by `rayft train`")
+    ev.add_argument("run", help="a run directory written by `rayft train`")
+    ev.add_argument("--config", help="config to use (default: the run's own config.yaml)")
+    _config_args(ev, required=False)
 
     demo = verbs.add_parser("demo", help="fine-tune the embedded model on the demo task, base vs tuned")
     _config_args(demo, required=False)
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rayft: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `rayft config schema | head`
+        sys.stderr.close()
+        return 0
 
 
 def _dispatch(args: argparse.Namespace, started_at: float) -> int:
@@ -78,19 +83,23 @@ def _dispatch(args: argparse.Namespace, started_at: float) -> int:
             print(f"builtin:{name:24s} {spec.description}")
         return 0
     if args.verb == "train":
-        from rayft.train.launch import run_pipeline
+        from rayft.workflow import train_and_evaluate
 
         loaded = config_io.load_config(args.config, args.overrides)
-        result = run_pipeline(loaded, address=args.address, run_name=args.run_name, started_at=started_at)
+        outcome = train_and_evaluate(loaded, address=args.address, run_name=args.run_name, started_at=started_at)
+        result = outcome.run
         for stage in result.stages:
             print(f"rayft: stage {stage['stage']}: {stage['status']}  step {stage.get('global_step')}  "
                   f"train_loss {_fmt(stage.get('train_loss'))}  eval_loss {_fmt(stage.get('eval_loss'))}")
+        if outcome.report:
+            print(f"rayft: report: {outcome.report}")
         print(f"rayft: done. run directory: {result.run_dir}")
         return 0
     if args.verb == "eval":
         from rayft.eval.compare import evaluate_run
 
-        loaded = config_io.load_config(args.config, args.overrides)
+        config = args.config or str(Path(args.run) / "config.yaml")
+        loaded = config_io.load_config(config, args.overrides)
         report = evaluate_run(loaded, args.run)
         print(f"rayft: report written to {report}")
         return 0

@@ -33,8 +33,9 @@ class ModelConfig(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; `auto` is bfloat16 on GPU workers and float32 on CPU."
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    trust_remote_code: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel; flash_attention_2 needs a GPU and the flash-attn package.")
+    trust_remote_code: bool = Field(False, description="Allow model code shipped with a hub model.")
     revision: str | None = Field(None, description="Hub revision (hub ids only).")
 
 
@@ -44,11 +45,11 @@ class AdapterConfig(Strict):
     )
     r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     target_modules: Union[Literal["all-linear"], list[str]] = Field(
         "all-linear", description="`all-linear` or a list of module names, e.g. [q_proj, v_proj]."
     )
-    bias: Literal["none", "all", "lora_only"] = "none"
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train (PEFT `bias`).")
     init_from: str | None = Field(
         None, description="Start from an existing PEFT adapter directory instead of a fresh one."
     )
@@ -81,15 +82,16 @@ class DataConfig(Strict):
         "template string with {placeholders} for the row's fields.",
     )
     max_length: int = Field(512, ge=8, description="Maximum tokens per example.")
-    truncation_side: Literal["right", "left"] = "right"
+    truncation_side: Literal["right", "left"] = Field(
+        "right", description="Cut long examples at the end (`right`) or the start (`left`); counted in the stats.")
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
     add_eos: bool = Field(True, description="Append EOS so the tuned model learns to stop.")
     eval_path: str | None = Field(None, description="A separate held-out file (else split).")
     eval_split: float = Field(
         0.1, ge=0, description="Held-out share (< 1) or count (>= 1) taken from `path`."
     )
-    max_rows: int | None = Field(None, ge=1, description="Use only the first N rows (after split).")
-    seed: int = 42
+    max_rows: int | None = Field(None, ge=1, description="Use only the first N training rows (after the split).")
+    seed: int = Field(42, description="Seed of the held-out split.")
 
     @field_validator("eval_split")
     @classmethod
@@ -101,35 +103,38 @@ class DataConfig(Strict):
 
 class TrainingConfig(Strict):
     lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (when max_steps is -1).")
     max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 uses `epochs`.")
     batch_size: int = Field(8, ge=1, description="Per-worker micro-batch size.")
-    eval_batch_size: int | None = Field(None, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1, description="Per-worker eval batch size (default: batch_size).")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    max_grad_norm: float = Field(1.0, gt=0)
-    optim: str = "adamw_torch"
-    seed: int = 42
-    logging_steps: int = Field(10, ge=1)
-    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (None: at end).")
-    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (None: at end).")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of the steps spent warming up the lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optim: str = Field("adamw_torch", description="A transformers optimizer name (e.g. adamw_torch, adafactor).")
+    seed: int = Field(42, description="Seed of model init, dropout and data order.")
+    logging_steps: int = Field(10, ge=1, description="Log (and print progress) every N steps.")
+    eval_steps: int | None = Field(None, ge=1, description="Eval loss every N steps (null: once, at the end).")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (null: no intermediate checkpoints).")
     save_total_limit: int = Field(2, ge=1, description="Keep the last K checkpoints.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="`auto`: bf16 on GPU when supported, fp32 on CPU."
     )
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations to save memory (GPU workers only; ignored on CPU).")
 
 
 class ScalingConfig(Strict):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (one process each).")
-    use_gpu: bool = False
+    use_gpu: bool = Field(False, description="One GPU per worker (unless resources_per_worker says otherwise).")
     resources_per_worker: dict[str, float] = Field(
         default_factory=lambda: {"CPU": 1},
         description="Ray resources per worker, e.g. {CPU: 4, GPU: 1}.",
     )
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement group strategy for the workers.")
     max_failures: int = Field(0, ge=-1, description="Restarts after a worker failure (-1: no limit).")
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch threads per CPU worker (default: its CPU resources)."
@@ -141,14 +146,15 @@ class StorageConfig(Strict):
 
 
 class EvalConfig(Strict):
-    enabled: bool = Field(True, description="Generate on held-out rows after training.")
+    enabled: bool = Field(True, description="After training, answer held-out rows with the base and the "
+                          "tuned model and write report.md (`rayft eval` does it on demand).")
     num_examples: int = Field(50, ge=1, description="Held-out rows to generate answers for.")
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(64, ge=1, description="Generation length limit per answer.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together.")
     compare_base: bool = Field(True, description="Also answer with the base model, side by side.")
-    do_sample: bool = False
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
 
 
 class StageBase(Strict):
@@ -158,7 +164,7 @@ class StageBase(Strict):
 
 
 class SFTStage(StageBase):
-    type: Literal["sft"] = "sft"
+    type: Literal["sft"] = Field("sft", description="Supervised fine-tuning (TRL SFTTrainer).")
 
 
 # New stage types join this union (one class each) and the registry in rayft.stages.
@@ -176,7 +182,9 @@ class Pipeline(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    stages: list[StageConfig] = Field(default_factory=lambda: [SFTStage()], min_length=1)
+    stages: list[StageConfig] = Field(
+        default_factory=lambda: [SFTStage()], min_length=1,
+        description="Ordered training stages; each starts from the previous stage's output.")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

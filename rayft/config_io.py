@@ -55,7 +55,7 @@ def apply_override(raw: dict, path: list[str], value: Any) -> None:
             node = node[_index(node, part, where)]
         elif isinstance(node, dict):
             if node.get(part) is None:
-                node[part] = [{}] if part == "stages" else {}
+                node[part] = [{"type": "sft"}] if part == "stages" else {}
             node = node[part]
         else:
             raise ConfigError(f"--set {'.'.join(path)}: '{where}' is not a section")
@@ -108,9 +108,10 @@ def validate(raw: dict, label: str = "config") -> Pipeline:
 
 def _resolve_paths(loaded: LoadedConfig) -> None:
     def resolve(p: str | None) -> str | None:
-        if p is None or "://" in p or Path(p).expanduser().is_absolute():
-            return p if p is None else str(Path(p).expanduser()) if "://" not in p else p
-        return str((loaded.base_dir / p).resolve())
+        if p is None or "://" in p:  # unset, or a URI (object store, hub dataset spec)
+            return p
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (loaded.base_dir / path).resolve())
 
     for data in [loaded.pipeline.data, *(s.data for s in loaded.pipeline.stages)]:
         if isinstance(data.path, list):
@@ -131,6 +132,8 @@ def format_validation_error(err: ValidationError, label: str) -> str:
             msg = f"unknown key; did you mean '{hint[0]}'?" if hint else "unknown key"
             if allowed:
                 msg += f" (valid keys: {', '.join(allowed)})"
+        elif e["type"] == "union_tag_not_found":
+            msg = "each stage needs a `type` (e.g. sft)"
         elif e["type"] == "union_tag_invalid":
             tag = str(e.get("input", {}).get("type") if isinstance(e.get("input"), dict) else "")
             tags = e.get("ctx", {}).get("expected_tags", "")

@@ -10,15 +10,15 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 def run_demo(overrides: list[str], started_at: float | None = None, config_path: str | None = None) -> dict:
     from rayft.config_io import load_config
-    from rayft.eval.compare import evaluate_run
-    from rayft.train.launch import run_pipeline
+    from rayft.workflow import train_and_evaluate
 
     started_at = started_at or time.time()
     loaded = load_config(config_path or DEMO_CONFIG, overrides)
     print("rayft demo: LoRA fine-tuning SmolLM2-135M-Instruct on 2 Ray workers to extract orders as JSON",
           flush=True)
-    result = run_pipeline(loaded, started_at=started_at)
-    report = evaluate_run(loaded, result.run_dir)
+    loaded.pipeline.eval.enabled = True
+    outcome = train_and_evaluate(loaded, started_at=started_at)
+    result, report = outcome.run, outcome.report
     scores = __import__("json").loads((result.run_dir / "eval.json").read_text())["metrics"]
     by_model = {row["model"]: row for row in scores}
     tuned = next(label for label in by_model if label != "base")

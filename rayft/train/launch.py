@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class StageFailed(UserError):
-    """A stage failed; completed stages' outputs are kept."""
+    """A stage failed; completed stages' outputs are kept. Exit code 1: the input was accepted,
+    the run itself failed (a user error found inside a worker still names its field)."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -70,23 +73,26 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         print(f"rayft: stage '{stage.name}' data: {data.stats}", flush=True)
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None)
-        summary = _fit_stage(pipeline, index, stage_dir, model_path, data, previous, address, started_at)
+        summary = _fit_stage(pipeline, index, stage_dir, data, previous, address, started_at)
         result.stages.append(summary)
         previous = Path(summary["output"])
     return result
 
 
-def _fit_stage(pipeline, index, stage_dir: Path, model_path: str, data, init_adapter: Path | None,
+def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None,
                address: str | None, started_at: float) -> dict[str, Any]:
     from rayft.eval.plots import plot_training
 
     stage = pipeline.stages[index]
     t0 = time.time()
     ensure_ray(address, pipeline.scaling)
-    trainer = _trainer(pipeline, index, stage_dir, model_path, data, init_adapter, started_at)
+    trainer = _trainer(pipeline, index, stage_dir, data, init_adapter, started_at)
     try:
         result = trainer.fit()
         error = result.error
+    except KeyboardInterrupt:
+        write_summary(stage_dir, status="interrupted", error="interrupted by the user", wall_s=time.time() - t0)
+        raise
     except Exception as exc:  # noqa: BLE001 - recorded in summary.json, then re-raised as StageFailed
         error = exc
     if error is not None:
@@ -101,7 +107,7 @@ def _fit_stage(pipeline, index, stage_dir: Path, model_path: str, data, init_ada
                          plots=[str(p) for p in plots], **metrics)
 
 
-def _trainer(pipeline, index, stage_dir, model_path, data, init_adapter, started_at):
+def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -117,7 +123,7 @@ def _trainer(pipeline, index, stage_dir, model_path, data, init_adapter, started
         train_stage_worker,
         train_loop_config={
             "pipeline": pipeline.model_dump(mode="json"), "stage_index": index, "stage_dir": str(stage_dir),
-            "model_path": model_path, "data": data, "init_adapter": str(init_adapter) if init_adapter else None,
+            "data": data, "init_adapter": str(init_adapter) if init_adapter else None,
             "threads": threads, "started_at": started_at,
         },
         scaling_config=ScalingConfig(

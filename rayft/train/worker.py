@@ -33,7 +33,7 @@ def train_stage_worker(config: dict[str, Any]) -> None:
 
     from rayft.config import Pipeline
     from rayft.models.adapters import apply_adapter
-    from rayft.models.loader import load_causal_lm, load_tokenizer
+    from rayft.models.loader import load_causal_lm, load_tokenizer, resolve_model
     from rayft.stages import get_stage
     from rayft.train.args import training_kwargs
     from rayft.train.progress import ProgressCallback
@@ -50,8 +50,11 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     if rank == 0:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(stage_dir / "tensorboard")
 
-    tokenizer = load_tokenizer(config["model_path"], pipeline.model.trust_remote_code)
-    model = load_causal_lm(config["model_path"], pipeline.model, on_gpu)
+    # Resolved again here: on another node the driver's path may not exist; on the driver's node
+    # this is a cache hit. A builtin converts once per node, under the cache's file lock.
+    model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
+    tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
+    model = load_causal_lm(model_path, pipeline.model, on_gpu)
     adapter_cfg = pipeline.adapter.model_copy(update={"init_from": config["init_adapter"]})
     model = apply_adapter(model, adapter_cfg)
 

@@ -1,0 +1,27 @@
+"""`rayft train` end to end: run the pipeline's stages, then (if `eval.enabled`) answer the
+held-out rows with the base and the tuned model and write the run's report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayft.config_io import LoadedConfig
+from rayft.train.launch import RunResult, run_pipeline
+
+
+@dataclass
+class TrainOutcome:
+    run: RunResult
+    report: Path | None  # report.md, when evaluated
+
+
+def train_and_evaluate(loaded: LoadedConfig, address: str | None = None, run_name: str | None = None,
+                       started_at: float | None = None) -> TrainOutcome:
+    run = run_pipeline(loaded, address=address, run_name=run_name, started_at=started_at)
+    report = None
+    if loaded.pipeline.eval.enabled:
+        from rayft.eval.compare import evaluate_run
+
+        report = evaluate_run(loaded, run.run_dir)
+    return TrainOutcome(run, report)
