@@ -62,6 +62,14 @@ class AdapterConfig(Strict):
         return v
 
 
+class DedupConfig(Strict):
+    exact: bool = Field(True, description="Drop rows whose normalised text repeats an earlier row.")
+    near: bool = Field(False, description="Also drop near-duplicates (MinHash LSH, datasketch).")
+    threshold: float = Field(0.85, gt=0, le=1, description="Estimated Jaccard similarity of word "
+                             "5-grams at or above which a row is a near-duplicate.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed).")
+
+
 class DataConfig(Strict):
     path: str | list[str] | None = Field(
         None, description="A jsonl/json/csv/parquet file, or a list of them. Relative paths are "
@@ -86,10 +94,13 @@ class DataConfig(Strict):
         "right", description="Cut long examples at the end (`right`) or the start (`left`); counted in the stats.")
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
     add_eos: bool = Field(True, description="Append EOS so the tuned model learns to stop.")
+    packing: bool = Field(False, description="Pack several training examples per row (up to max_length), "
+                          "isolated by a block-diagonal causal mask; eval rows stay unpacked.")
     eval_path: str | None = Field(None, description="A separate held-out file (else split).")
     eval_split: float = Field(
         0.1, ge=0, description="Held-out share (< 1) or count (>= 1) taken from `path`."
     )
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal, before the split.")
     max_rows: int | None = Field(None, ge=1, description="Use only the first N training rows (after the split).")
     seed: int = Field(42, description="Seed of the held-out split.")
 

@@ -109,4 +109,21 @@ def test_lamini_qa_set_keeps_its_own_template(tiny_tokenizer):
     assert data.stats["rows_read"] == 1400 and data.stats["format"] == "qa"
     prompt = data.eval[0]["prompt"]
     assert prompt.startswith("### Question:\n") and prompt.count("### Question:") == 1
-    assert data.stats["train"]["rows"] + data.stats["train"]["dropped_no_answer_left"] == 1260
+    # The real set repeats a few questions+answers verbatim (up to case/punctuation): removed, counted.
+    removed = data.stats["dedup"]["exact_removed"]
+    assert removed == len(data.removed) > 0
+    kept = data.stats["train"]["rows"] + data.stats["train"]["dropped_no_answer_left"] + data.stats["eval"]["rows"]
+    assert kept == 1400 - removed
+
+
+def test_dedup_before_split_and_counts(tmp_path, tiny_tokenizer):
+    rows = [{"question": f"What is item {i}?", "answer": f"Item {i}."} for i in range(30)]
+    rows += [{"question": "what is ITEM 3?", "answer": "Item 3"}, {"question": "What is item 7 ?", "answer": "item 7."}]
+    path = write_jsonl(tmp_path / "qa.jsonl", rows)
+    data = prepare(DataConfig(path=str(path), eval_split=5), tiny_tokenizer)
+    assert data.stats["rows_read"] == 32 and data.stats["dedup"] == {"exact_removed": 2, "near_removed": 0}
+    assert {r.origin.rsplit(":", 1)[1] for r in data.removed} == {"31", "32"}
+    assert {r.duplicate_of.rsplit(":", 1)[1] for r in data.removed} == {"4", "8"}
+    assert data.stats["train"]["rows"] + data.stats["eval"]["rows"] == 30
+    kept_all = prepare(DataConfig(path=str(path), eval_split=5, dedup={"exact": False}), tiny_tokenizer)
+    assert kept_all.stats["train"]["rows"] + kept_all.stats["eval"]["rows"] == 32

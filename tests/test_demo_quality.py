@@ -28,6 +28,14 @@ def test_demo_tuned_beats_base_on_held_out_rows(tmp_path):
     assert "exact match" in out.stdout and "(base) ->" in out.stdout
     report = (run_dir / "report.md").read_text()
     assert "| base |" in report and "| sft |" in report and "![sft loss](sft/plots/loss.png)" in report
-    # The held-out rows are not in the training split (same seeded split as training).
+    # The evaluated rows are held out: no training message appears in any evaluated prompt.
+    from rayft.config_io import load_config
+    from rayft.data.build import split_rows
+    from rayft.data.readers import read_rows
+
+    data = load_config(run_dir / "config.yaml").pipeline.data
+    train_rows, _ = split_rows(read_rows(data.path), data.eval_split, data.seed)
+    train_inputs = {r.data["input"] for r in train_rows}
     examples = json.loads((run_dir / "eval.json").read_text())["examples"]
-    assert len({e["prompt"] for e in examples}) == 20
+    assert len(examples) == 20
+    assert not [e for e in examples if any(t in e["prompt"] for t in train_inputs)]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayft.config import DataConfig
+from rayft.data.dedup import dedup_rows
 from rayft.data.formats import detect_format, normalise, rename_columns
 from rayft.data.readers import Row, read_rows
 from rayft.data.templates import prompt_for_generation, render, resolve_template
@@ -23,6 +24,7 @@ class PreparedData:
     train: Any  # datasets.Dataset with input_ids, labels
     eval: Any | None  # same columns plus prompt / reference text for generation
     stats: dict[str, Any] = field(default_factory=dict)
+    removed: list[Any] = field(default_factory=list)  # rayft.data.dedup.Removed, one per dropped duplicate
 
 
 def split_rows(rows: list[Row], eval_split: float, seed: int) -> tuple[list[Row], list[Row]]:
@@ -42,25 +44,42 @@ def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
     if cfg.path is None:
         raise DataError("data.path: no training data given (set data.path to a jsonl/json/csv/parquet file)")
     rows = read_rows(cfg.path)
+    fmt = cfg.format
+    if fmt == "auto":
+        fmt = detect_format(set(rename_columns(rows[0], cfg.columns)))
+    # Dedup before the split, so no copy of a held-out row can sit in the training split.
+    deduped = dedup_rows(rows, lambda row: _row_text(row, cfg, fmt), exact=cfg.dedup.exact, near=cfg.dedup.near,
+                         threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm, seed=cfg.seed)
+    rows = deduped.kept
     if cfg.eval_path:
         train_rows, eval_rows = rows, read_rows(cfg.eval_path)
     else:
         train_rows, eval_rows = split_rows(rows, cfg.eval_split, cfg.seed)
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
-    fmt = cfg.format
-    if fmt == "auto":
-        fmt = detect_format(set(rename_columns(rows[0], cfg.columns)))
     template = resolve_template(cfg.template, fmt, tokenizer)
     train, train_stats = _tokenise_rows(train_rows, cfg, fmt, template, tokenizer, with_text=False)
     held, eval_stats = _tokenise_rows(eval_rows, cfg, fmt, template, tokenizer, with_text=True)
     if not train:
         raise DataError(f"data.path: no usable training rows ({train_stats})")
-    stats = {"rows_read": len(rows), "format": fmt, "template": template if len(template) < 20 else "custom",
+    if cfg.packing:
+        from rayft.data.packing import pack_examples
+
+        train = pack_examples(train, cfg.max_length)
+        train_stats["packed_rows"] = len(train)
+    stats = {"rows_read": len(rows) + len(deduped.removed), "dedup": deduped.stats(), "format": fmt, "template": template if len(template) < 20 else "custom",
              "train": train_stats, "eval": eval_stats}
     from datasets import Dataset
 
-    return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats)
+    return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats, deduped.removed)
+
+
+def _row_text(row: Row, cfg: DataConfig, fmt: str) -> str:
+    """The text that identifies a row for dedup: every turn (prompt and answer), or the raw text."""
+    example = normalise(rename_columns(row, cfg.columns), fmt, row.origin)
+    if not example["turns"]:
+        return example["text"]
+    return "\n".join(f"{user}\n{answer}" for user, answer in example["turns"])
 
 
 def _tokenise_rows(rows: list[Row], cfg: DataConfig, fmt: str, template: str, tokenizer: Any,

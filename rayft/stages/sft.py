@@ -16,10 +16,18 @@ class SFTStage:
     def build_trainer(self, ctx: Any) -> Any:
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**ctx.training_args, max_length=None, dataset_num_proc=None)
-        # Our rows already hold input_ids + labels (-100 on prompts), which TRL uses as they are.
+        packed = ctx.stage.data.packing
+        collator = None
+        if packed:
+            from rayft.data.packing import PackedCollator
+
+            collator = PackedCollator(ctx.tokenizer.pad_token_id, dtype=ctx.model.dtype)
+        # Our rows already hold input_ids + labels (-100 on prompts), which TRL uses as they are;
+        # packed rows also carry seq_lengths, which only rayft's collator understands.
+        args = SFTConfig(**ctx.training_args, max_length=None, dataset_num_proc=None,
+                         dataset_kwargs={"skip_prepare_dataset": True} if packed else None)
         return SFTTrainer(
-            model=ctx.model, args=args, train_dataset=ctx.data.train,
+            model=ctx.model, args=args, train_dataset=ctx.data.train, data_collator=collator,
             eval_dataset=_without_text(ctx.data.eval), processing_class=ctx.tokenizer,
         )
 

@@ -71,6 +71,11 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         (stage_dir / "config.yaml").write_text(dump_yaml(pipeline))
         data = get_stage(stage.type).prepare_data(stage, tokenizer)
         print(f"rayft: stage '{stage.name}' data: {data.stats}", flush=True)
+        if data.removed:
+            from rayft.data.dedup import write_removed
+
+            write_removed(data.removed, stage_dir / "data" / "dedup_removed.jsonl")
+            print(f"rayft: {len(data.removed)} duplicate rows removed; pairs in {stage_dir / 'data'}", flush=True)
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None)
         summary = _fit_stage(pipeline, index, stage_dir, data, previous, address, started_at)

@@ -82,6 +82,8 @@ def train_stage_worker(config: dict[str, Any]) -> None:
         "train_runtime_s": output.metrics.get("train_runtime"),
         **progress.figures(output.metrics.get("train_runtime") or 0.0),
     }
+    if stage.data.packing:  # TRL counts tokens from a 2-D attention mask; packed rows have a 4-D one
+        metrics.update(_packed_token_figures(config["data"].train, trainer, ctx.get_world_size(), metrics))
     if has_eval:
         metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
     if rank == 0:
@@ -103,3 +105,13 @@ def _save_output(trainer: Any, tokenizer: Any, stage_dir: Path, full: bool) -> N
 
         shutil.rmtree(final)
     staging.rename(final)
+
+
+def _packed_token_figures(train: Any, trainer: Any, world_size: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Real (non-padding) tokens trained on, from the rows processed and their mean length."""
+    args = trainer.args
+    rows = min(trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
+               * world_size, int(len(train) * max(args.num_train_epochs, 1)) if args.max_steps <= 0 else 10**12)
+    tokens = rows * sum(len(ids) for ids in train["input_ids"]) / max(len(train), 1)
+    runtime = metrics.get("train_runtime_s") or 0.0
+    return {"num_tokens": tokens, "tokens_per_s": tokens / runtime if runtime else None}
