@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_verbs.add_parser("show", help="validate a config and print it with defaults filled in")
     _config_args(show)
 
+    data = verbs.add_parser("data", help="data tools")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+    inspect = data_verbs.add_parser("inspect", help="show each stage's data stats and examples as tokenised")
+    _config_args(inspect)
+    inspect.add_argument("--examples", type=int, default=2, help="examples to show per stage")
+
     verbs.add_parser("models", help="list the builtin models")
     return parser
 
@@ -75,6 +81,11 @@ def _dispatch(args: argparse.Namespace, started_at: float) -> int:
         return 0
     if args.verb == "config":
         print(config_io.dump_yaml(config_io.load_config(args.config, args.overrides).pipeline), end="")
+        return 0
+    if args.verb == "data":
+        from rayft.data.inspect import inspect_data
+
+        inspect_data(config_io.load_config(args.config, args.overrides), examples=args.examples)
         return 0
     if args.verb == "models":
         from rayft.models.builtin import BUILTINS

@@ -93,3 +93,15 @@ def test_train_sft_tiny_from_the_command_line(tmp_path):
     assert summary["status"] == "completed" and summary["global_step"] == 6
     assert "run directory:" in out.stdout and str(tmp_path / "sft-tiny") in out.stdout
     assert "[sft] step 6/6" in out.stdout + out.stderr, "progress lines are shown"
+
+
+def test_data_inspect_shows_stats_examples_and_duplicates(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"question": "Q{i}?", "answer": "A{i}."}}\n' for i in range(20))
+                    + '{"question": "q3?", "answer": "a3"}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {{name: 'builtin:tiny-random'}}\ndata: {{path: {data.name}, eval_split: 4}}\n")
+    out = run("data", "inspect", str(cfg), "--examples", "1")
+    assert out.returncode == 0, out.stderr
+    assert '"exact_removed": 1' in out.stdout and "example 1" in out.stdout
+    assert f"{data}:21 repeats" in out.stdout.replace("\n", "") and "### Question:" in out.stdout
