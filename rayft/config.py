@@ -70,15 +70,29 @@ class DedupConfig(Strict):
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed).")
 
 
+class SourceConfig(Strict):
+    path: str = Field(description="A file, a folder of files, or `hf:<dataset>[:<split>]` (a `datasets` "
+                      "load spec; needs the dataset in the local cache or a reachable hub).")
+    weight: float = Field(1.0, gt=0, description="Mixing weight: 2 repeats the source twice, 0.5 takes a "
+                          "seeded half of it.")
+    format: Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion", "preference"] | None = Field(
+        None, description="This source's format (default: data.format).")
+    columns: dict[str, str] = Field(default_factory=dict, description="Column mapping for this source "
+                                    "(merged over data.columns).")
+
+
 class DataConfig(Strict):
     path: str | list[str] | None = Field(
-        None, description="A jsonl/json/csv/parquet file, or a list of them. Relative paths are "
-        "resolved against the config file's directory.",
+        None, description="A jsonl/json/csv/parquet file, a folder of them, `hf:<dataset>[:<split>]`, or a "
+        "list of these. Relative paths are resolved against the config file's directory.",
     )
-    format: Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion"] = Field(
+    sources: list[SourceConfig] = Field(
+        default_factory=list, description="Several sources mixed with weights (instead of `path`).")
+    format: Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion", "preference"] = Field(
         "auto",
         description="Row format: `instruction` (instruction/input/output), `qa` (question/answer), "
-        "`chat` (messages), `text` (raw text), `prompt_completion`; `auto` detects from the columns.",
+        "`chat` (messages), `text` (raw text), `prompt_completion`, `preference` (prompt/chosen/rejected); "
+        "`auto` detects from the columns.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -110,6 +124,19 @@ class DataConfig(Strict):
         if v >= 1 and v != int(v):
             raise ValueError("a count (>= 1) must be a whole number; a share must be < 1")
         return v
+
+    @model_validator(mode="after")
+    def _path_or_sources(self) -> "DataConfig":
+        if self.path is not None and self.sources:
+            raise ValueError("give either `path` or `sources`, not both")
+        return self
+
+    def source_list(self) -> list[SourceConfig]:
+        """`sources`, or `path` (one or more) as sources of weight 1."""
+        if self.sources:
+            return self.sources
+        paths = [self.path] if isinstance(self.path, str) else list(self.path or [])
+        return [SourceConfig(path=p) for p in paths]
 
 
 class TrainingConfig(Strict):

@@ -108,7 +108,7 @@ def validate(raw: dict, label: str = "config") -> Pipeline:
 
 def _resolve_paths(loaded: LoadedConfig) -> None:
     def resolve(p: str | None) -> str | None:
-        if p is None or "://" in p:  # unset, or a URI (object store, hub dataset spec)
+        if p is None or "://" in p or p.startswith("hf:"):  # unset, a URI, or a hub dataset spec
             return p
         path = Path(p).expanduser()
         return str(path if path.is_absolute() else (loaded.base_dir / path).resolve())
@@ -118,6 +118,8 @@ def _resolve_paths(loaded: LoadedConfig) -> None:
             data.path = [resolve(p) for p in data.path]
         else:
             data.path = resolve(data.path)
+        for source in data.sources:
+            source.path = resolve(source.path)
         data.eval_path = resolve(data.eval_path)
 
 

@@ -127,3 +127,71 @@ def test_dedup_before_split_and_counts(tmp_path, tiny_tokenizer):
     assert data.stats["train"]["rows"] + data.stats["eval"]["rows"] == 30
     kept_all = prepare(DataConfig(path=str(path), eval_split=5, dedup={"exact": False}), tiny_tokenizer)
     assert kept_all.stats["train"]["rows"] + kept_all.stats["eval"]["rows"] == 32
+
+
+def test_sources_mixed_by_weight_after_the_split(tmp_path, tiny_tokenizer):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"question": f"A{i}?", "answer": f"a{i}"} for i in range(20)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"instruction": f"Do B{i}", "output": f"b{i}"} for i in range(10)])
+    cfg = DataConfig(sources=[{"path": str(a), "weight": 0.5}, {"path": str(b), "weight": 2}], eval_split=0)
+    data = prepare(cfg, tiny_tokenizer)
+    assert data.stats["format"] == "mixed" and data.stats["formats"] == ["instruction", "qa"]
+    assert [s["used_for_training"] for s in data.stats["sources"]] == [10, 20]
+    assert data.stats["train"]["rows"] == 30
+    held = prepare(DataConfig(sources=[{"path": str(a)}, {"path": str(b), "weight": 3}], eval_split=6, seed=3),
+                   tiny_tokenizer)
+    # Repeats only ever come from the training split; the held-out rows are each read once.
+    assert held.stats["eval"]["rows"] == 6
+    assert held.stats["train"]["rows"] == sum(s["used_for_training"] for s in held.stats["sources"])
+    again = prepare(DataConfig(sources=[{"path": str(a), "weight": 0.5}], eval_split=0), tiny_tokenizer)
+    assert again.train["input_ids"] == prepare(DataConfig(sources=[{"path": str(a), "weight": 0.5}], eval_split=0),
+                                               tiny_tokenizer).train["input_ids"], "weights are seeded"
+
+
+def test_path_and_sources_together_is_a_config_error():
+    from rayft.config_io import validate
+    from rayft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="either `path` or `sources`"):
+        validate({"data": {"path": "a.jsonl", "sources": [{"path": "b.jsonl"}]}})
+
+
+def test_folder_of_mixed_file_types(tmp_path, tiny_tokenizer):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "1.jsonl", [{"question": "q1", "answer": "a1"}])
+    (folder / "2.json").write_text('[{"question": "q2", "answer": "a2"}]')
+    (folder / "3.csv").write_text("question,answer\nq3,a3\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["q4"], "answer": ["a4"]}), folder / "4.parquet")
+    (folder / "notes.txt").write_text("ignored: not a data file type")
+    data = prepare(DataConfig(path=str(folder), eval_split=0), tiny_tokenizer)
+    assert data.stats["rows_read"] == 4 and data.stats["train"]["rows"] == 4
+
+
+def test_preference_rows_plain_and_conversational(tmp_path, tiny_tokenizer):
+    rows = [
+        {"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."},
+        {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Greet me"},
+                    {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Again"}],
+         "chosen": [{"role": "assistant", "content": "Hello again!"}],
+         "rejected": [{"role": "assistant", "content": "Go away."}]},
+    ]
+    path = write_jsonl(tmp_path / "pref.jsonl", rows)
+    data = prepare(DataConfig(path=str(path), eval_split=0), tiny_tokenizer)
+    assert data.stats["format"] == "preference" and data.stats["template"] == "chat"
+    trained = [_answer_text(tiny_tokenizer, r) for r in data.train]
+    assert trained[0].startswith("Hi!") and "Hello." in trained[1] and "Hello again!" in trained[1]
+    assert not any("No." in t or "Go away." in t for t in trained), "SFT on preference data learns `chosen` only"
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "chosen": [{"role": "user", "content": "x"}],
+                                               "rejected": "r"}])
+    with pytest.raises(DataError, match=r"bad.jsonl:1: 'chosen' must be text or a one-message list"):
+        prepare(DataConfig(path=str(bad), eval_split=0), tiny_tokenizer)
+
+
+def test_hub_dataset_spec_fails_clearly_offline(monkeypatch, tmp_path, tiny_tokenizer):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(DataError, match="cannot load dataset 'someone/nothing' split 'train'"):
+        prepare(DataConfig(path="hf:someone/nothing", eval_split=0), tiny_tokenizer)

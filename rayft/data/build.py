@@ -14,6 +14,7 @@ from rayft.config import DataConfig
 from rayft.data.dedup import dedup_rows
 from rayft.data.formats import detect_format, normalise, rename_columns
 from rayft.data.readers import Row, read_rows
+from rayft.data.sources import apply_weights, load_sources
 from rayft.data.templates import prompt_for_generation, render, resolve_template
 from rayft.data.tokenize import tokenise
 from rayft.errors import DataError
@@ -40,26 +41,44 @@ def split_rows(rows: list[Row], eval_split: float, seed: int) -> tuple[list[Row]
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
-def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
-    if cfg.path is None:
-        raise DataError("data.path: no training data given (set data.path to a jsonl/json/csv/parquet file)")
-    rows = read_rows(cfg.path)
-    fmt = cfg.format
-    if fmt == "auto":
-        fmt = detect_format(set(rename_columns(rows[0], cfg.columns)))
+@dataclass
+class Collected:
+    """Normalised examples (see rayft.data.formats) after dedup, split and source weights."""
+
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    stats: dict[str, Any]
+    removed: list[Any]
+
+
+def collect(cfg: DataConfig) -> Collected:
+    rows, described = load_sources(cfg)
     # Dedup before the split, so no copy of a held-out row can sit in the training split.
-    deduped = dedup_rows(rows, lambda row: _row_text(row, cfg, fmt), exact=cfg.dedup.exact, near=cfg.dedup.near,
+    deduped = dedup_rows(rows, _row_text, exact=cfg.dedup.exact, near=cfg.dedup.near,
                          threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm, seed=cfg.seed)
-    rows = deduped.kept
     if cfg.eval_path:
-        train_rows, eval_rows = rows, read_rows(cfg.eval_path)
+        train_rows, eval_rows = deduped.kept, _eval_file_rows(cfg)
     else:
-        train_rows, eval_rows = split_rows(rows, cfg.eval_split, cfg.seed)
+        train_rows, eval_rows = split_rows(deduped.kept, cfg.eval_split, cfg.seed)
+    train_rows, used = apply_weights(train_rows, cfg)
+    for source, count in zip(described, used):
+        source["used_for_training"] = count
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
-    template = resolve_template(cfg.template, fmt, tokenizer)
-    train, train_stats = _tokenise_rows(train_rows, cfg, fmt, template, tokenizer, with_text=False)
-    held, eval_stats = _tokenise_rows(eval_rows, cfg, fmt, template, tokenizer, with_text=True)
+    stats = {"rows_read": len(rows), "sources": described, "dedup": deduped.stats(),
+             "formats": sorted({r.format for r in rows})}
+    return Collected([_example(r) for r in train_rows], [_example(r) for r in eval_rows], stats, deduped.removed)
+
+
+def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
+    """Tokenised SFT data: prompt + answer per example, loss on the answer (preference rows: on `chosen`)."""
+    collected = collect(cfg)
+    templates: dict[str, str] = {}
+    for ex in collected.train + collected.eval:
+        if ex["_format"] not in templates:
+            templates[ex["_format"]] = resolve_template(cfg.template, ex["_format"], tokenizer)
+    train, train_stats = _tokenise(collected.train, cfg, templates, tokenizer, with_text=False)
+    held, eval_stats = _tokenise(collected.eval, cfg, templates, tokenizer, with_text=True)
     if not train:
         raise DataError(f"data.path: no usable training rows ({train_stats})")
     if cfg.packing:
@@ -67,29 +86,45 @@ def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
 
         train = pack_examples(train, cfg.max_length)
         train_stats["packed_rows"] = len(train)
-    stats = {"rows_read": len(rows) + len(deduped.removed), "dedup": deduped.stats(), "format": fmt, "template": template if len(template) < 20 else "custom",
+    names = sorted({t if len(t) < 20 else "custom" for t in templates.values()})
+    stats = {**collected.stats, "template": names[0] if len(names) == 1 else names,
+             "format": collected.stats["formats"][0] if len(collected.stats["formats"]) == 1 else "mixed",
              "train": train_stats, "eval": eval_stats}
     from datasets import Dataset
 
-    return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats, deduped.removed)
+    return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats,
+                        collected.removed)
 
 
-def _row_text(row: Row, cfg: DataConfig, fmt: str) -> str:
+def _eval_file_rows(cfg: DataConfig) -> list[Row]:
+    rows = read_rows(cfg.eval_path)
+    fmt = cfg.format if cfg.format != "auto" else detect_format(set(rename_columns(rows[0], cfg.columns)))
+    for row in rows:
+        row.format, row.columns = fmt, cfg.columns
+    return rows
+
+
+def _example(row: Row) -> dict[str, Any]:
+    example = normalise(rename_columns(row, row.columns or {}), row.format, row.origin)
+    example["_origin"], example["_format"] = row.origin, row.format
+    return example
+
+
+def _row_text(row: Row) -> str:
     """The text that identifies a row for dedup: every turn (prompt and answer), or the raw text."""
-    example = normalise(rename_columns(row, cfg.columns), fmt, row.origin)
+    example = _example(row)
     if not example["turns"]:
         return example["text"]
-    return "\n".join(f"{user}\n{answer}" for user, answer in example["turns"])
+    text = "\n".join(f"{user}\n{answer}" for user, answer in example["turns"])
+    return text + ("\n" + example["rejected"] if "rejected" in example else "")
 
 
-def _tokenise_rows(rows: list[Row], cfg: DataConfig, fmt: str, template: str, tokenizer: Any,
-                   with_text: bool) -> tuple[list[dict], dict[str, Any]]:
+def _tokenise(examples: list[dict[str, Any]], cfg: DataConfig, templates: dict[str, str], tokenizer: Any,
+              with_text: bool) -> tuple[list[dict], dict[str, Any]]:
     out: list[dict] = []
     truncated = dropped = tokens = 0
-    for row in rows:
-        example = normalise(rename_columns(row, cfg.columns), fmt, row.origin)
-        example["_origin"] = row.origin
-        segments = render(example, template, tokenizer)
+    for example in examples:
+        segments = render(example, templates[example["_format"]], tokenizer)
         tok = tokenise(segments, tokenizer, max_length=cfg.max_length, truncation_side=cfg.truncation_side,
                        train_on_prompt=cfg.train_on_prompt, add_eos=cfg.add_eos)
         if tok is None:

@@ -14,13 +14,15 @@ from rayft.errors import DataError
 
 # rayft's column names for each format; `data.columns` maps them to a dataset's own names.
 FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "preference": ("prompt", "chosen", "rejected"),
     "instruction": ("instruction", "output"),
     "qa": ("question", "answer"),
     "chat": ("messages",),
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
 }
-OPTIONAL_COLUMNS = {"instruction": ("input", "system"), "qa": ("system",), "prompt_completion": ("system",)}
+OPTIONAL_COLUMNS = {"instruction": ("input", "system"), "qa": ("system",), "prompt_completion": ("system",),
+                    "preference": ("system",)}
 
 
 def detect_format(columns: set[str]) -> str:
@@ -49,6 +51,8 @@ def normalise(data: dict[str, Any], fmt: str, origin: str) -> dict[str, Any]:
         if column not in data or data[column] is None:
             raise DataError(f"{origin}: missing field '{column}' required by format '{fmt}' "
                             f"(row has: {', '.join(sorted(data)) or 'nothing'})")
+    if fmt == "preference":
+        return _preference(data, origin)
     for column in FORMAT_COLUMNS[fmt] + OPTIONAL_COLUMNS.get(fmt, ()):
         if fmt != "chat" and data.get(column) is not None and not isinstance(data[column], str):
             raise DataError(f"{origin}: field '{column}' must be text, got {type(data[column]).__name__}")
@@ -89,3 +93,31 @@ def _chat_turns(messages: Any, origin: str) -> tuple[str | None, list[tuple[str,
     if not turns or pending is not None:
         raise DataError(f"{origin}: 'messages' must end with an assistant reply")
     return system, turns
+
+
+def _preference(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Plain (`prompt`, `chosen`, `rejected` strings) or conversational (`prompt` a list of
+    messages ending with the user's, `chosen` / `rejected` one assistant message each)."""
+    out = dict(data)
+    prompt, chosen, rejected = data["prompt"], _reply(data["chosen"], "chosen", origin), \
+        _reply(data["rejected"], "rejected", origin)
+    if isinstance(prompt, str):
+        out["system"], history, user = data.get("system") or None, [], prompt
+    elif isinstance(prompt, list) and prompt:
+        dialogue = [*prompt, {"role": "assistant", "content": chosen}]
+        out["system"], turns = _chat_turns(dialogue, origin)
+        history, user = turns[:-1], turns[-1][0]
+    else:
+        raise DataError(f"{origin}: 'prompt' must be text or a non-empty list of messages")
+    out["turns"] = [*history, (user, chosen)]
+    out["rejected"] = rejected
+    return out
+
+
+def _reply(value: Any, field: str, origin: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) \
+            and value[0].get("role") == "assistant" and isinstance(value[0].get("content"), str):
+        return value[0]["content"]
+    raise DataError(f"{origin}: '{field}' must be text or a one-message list [{{role: assistant, content}}]")

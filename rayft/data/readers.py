@@ -21,15 +21,36 @@ SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 class Row:
     data: dict[str, Any]
     origin: str  # "path:line" or "path:#index"
+    format: str | None = None  # set by rayft.data.sources: the source's format
+    columns: dict[str, str] | None = None  # the source's column mapping
+    source: int = 0  # index of the source in data.sources
 
 
 def read_rows(paths: str | Iterable[str]) -> list[Row]:
-    """All rows of every file in `paths` (a file, a folder, or a list of either)."""
+    """All rows of every file in `paths` (a file, a folder, `hf:<dataset>[:<split>]`, or a list)."""
     rows: list[Row] = []
     for path in [paths] if isinstance(paths, str) else paths:
+        if path.startswith("hf:"):
+            rows.extend(_hub_rows(path))
+            continue
         for file in _files(Path(path)):
             rows.extend(_read_file(file))
     return rows
+
+
+def _hub_rows(spec: str) -> list[Row]:
+    """`hf:<dataset>[:<split>]` through `datasets.load_dataset` (its local cache, or a reachable hub)."""
+    name, _, split = spec[3:].partition(":")
+    split = split or "train"
+    try:
+        from datasets import load_dataset
+
+        dataset = load_dataset(name, split=split)
+    except Exception as exc:  # noqa: BLE001 - offline, not found, bad split: all a user problem
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"data.path: cannot load dataset '{name}' split '{split}' ({first}); without a "
+                        "reachable hub, use local files") from None
+    return [Row(dict(item), f"{spec}:#{index}") for index, item in enumerate(dataset)]
 
 
 def _files(path: Path) -> list[Path]:
