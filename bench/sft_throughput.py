@@ -131,7 +131,9 @@ def main() -> None:
         work = Path(tmp)
         for i in range(a.repeats):
             for name in ("plain", "rayft"):
+                load = os.getloadavg()[0]
                 res = plain(a, cfg, work, i) if name == "plain" else rayft(a, work, i)
+                res["loadavg_1m_before"] = load
                 runs[name].append(res)
                 print(f"[{i + 1}/{a.repeats}] {name}: {res['tokens_per_s']:.1f} tok/s, first step "
                       f"{res['time_to_first_step_s']:.1f} s, wall {res['wall_s']:.1f} s", flush=True)
@@ -144,7 +146,8 @@ def main() -> None:
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": shlex.join([exe, os.path.relpath(Path(__file__).resolve(), ROOT), *sys.argv[1:]]),
-        "machine": {"nproc": len(os.sched_getaffinity(0)), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"nproc": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+                    "python": platform.python_version()},
         "versions": versions(),
         "steps": a.steps, "threads": a.threads, "repeats": a.repeats,
         "batch_size": cfg.stages[0].training.batch_size,

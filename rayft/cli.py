@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_verbs.add_parser("inspect", help="show each stage's data stats and examples as tokenised")
     _config_args(inspect)
     inspect.add_argument("--examples", type=int, default=2, help="examples to show per stage")
+    pref = data_verbs.add_parser("preference", help="build preference pairs: reference answer as chosen, "
+                                 "the model's answer as rejected")
+    _config_args(pref)
+    pref.add_argument("--out", required=True, help="output jsonl (preference format)")
+    pref.add_argument("--adapter", help="a tuned adapter folder to answer with (default: the base model)")
+    pref.add_argument("--limit", type=int, help="use only the first N rows")
 
     verbs.add_parser("models", help="list the builtin models")
     return parser
@@ -81,6 +87,11 @@ def _dispatch(args: argparse.Namespace, started_at: float) -> int:
         return 0
     if args.verb == "config":
         print(config_io.dump_yaml(config_io.load_config(args.config, args.overrides).pipeline), end="")
+        return 0
+    if args.verb == "data" and args.data_verb == "preference":
+        from rayft.data.preference import build_preference_pairs
+
+        build_preference_pairs(config_io.load_config(args.config, args.overrides), args.out, args.adapter, args.limit)
         return 0
     if args.verb == "data":
         from rayft.data.inspect import inspect_data

@@ -45,11 +45,11 @@ def type_name(ann: Any) -> str:
     return getattr(ann, "__name__", str(ann))
 
 
-def default_text(field: FieldInfo) -> str:
+def default_text(field: FieldInfo, in_stage: bool = False) -> str:
     if field.default_factory is not None:
         value = field.default_factory()
-        if _is_model(type(value)):  # a stage's training/data section (see field_rows)
-            return "top-level value"
+        if _is_model(type(value)):  # a section: the stage's copy of a top-level one, or a sub-section
+            return "top-level value" if in_stage else "see its fields"
         if isinstance(value, list) and value and all(_is_model(type(v)) for v in value):
             value = [{"type": v.type} for v in value]  # the default stage list
         return json.dumps(value)
@@ -68,17 +68,21 @@ def field_rows(model: type[BaseModel], prefix: str) -> list[str]:
     in_stage = prefix.startswith("stages.")
     for name, field in model.model_fields.items():
         section = _is_model(field.annotation)
-        if section and not in_stage:
-            continue
+        if section and not in_stage and not prefix:
+            continue  # a top-level section: it has a table of its own
+        items = [a for a in typing.get_args(field.annotation) if _is_model(a)]
+        nested = field.annotation if section and prefix and not in_stage else (items[0] if items else None)
         description = field.description or ""
-        if section:
+        if section and in_stage:
             description = (f"Any field of [`{name}`](#{name}); keys set here override the top-level "
                            f"`{name}` for this stage only.")
         elif name == "stages" and not description:
             description = "The training stages, run in order; each starts from the previous one's output."
-        cells = [f"`{prefix}{name}`", f"`{type_name(field.annotation)}`", f"`{default_text(field)}`",
+        cells = [f"`{prefix}{name}`", f"`{type_name(field.annotation)}`", f"`{default_text(field, in_stage)}`",
                  constraints_text(field), description]
         rows.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        if nested is not None and name != "stages":  # a sub-section (data.dedup) or a list of them (data.sources)
+            rows += field_rows(nested, f"{prefix}{name}{'[].' if items else '.'}")
     return rows
 
 

@@ -37,6 +37,7 @@ def test_every_field_of_every_section_is_documented():
     text = DOC.read_text(encoding="utf-8")
     names = _dotted_fields()
     assert {"run_name", "stages", "model.name", "data.path", "stages.N.type", "eval.top_p"} <= set(names)
+    names += ["data.dedup.near", "data.dedup.threshold", "data.sources[].weight", "data.sources[].path"]
     missing = [n for n in names if f"| `{n}` |" not in text]
     assert not missing, f"fields missing from docs/config.md: {missing}"
 

@@ -1,0 +1,63 @@
+"""`rayft data preference`: the model's answers become `rejected`, references `chosen`; pairs
+where both agree are skipped and counted; the output trains as preference data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_jsonl
+from rayft.config_io import load_config
+from rayft.data.preference import build_preference_pairs
+from rayft.errors import UserError
+
+
+def test_pairs_from_the_tiny_model(tmp_path, tiny_model_path):
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"{2 * i}"} for i in range(12)]
+    rows.append({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                              {"role": "user", "content": "bye"}, {"role": "assistant", "content": "goodbye"}]})
+    src = write_jsonl(tmp_path / "sft.jsonl", rows[:12])
+    chat = write_jsonl(tmp_path / "chat.jsonl", rows[12:])
+    before = src.read_bytes()
+    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.sources=[{{path: {src}}}, {{path: {chat}}}]",
+                                "data.eval_split=0", "eval.max_new_tokens=8", "eval.batch_size=5",
+                                "eval.do_sample=true"])  # the random model greedily emits only newlines
+    stats = build_preference_pairs(loaded, tmp_path / "pairs.jsonl")
+    pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert stats["examples"] == 13 and stats["pairs"] == len(pairs)
+    assert stats["pairs"] + stats["skipped_same_answer"] + stats["skipped_empty_answer"] == 13
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    by_source = {p["source"].rsplit(":", 1)[0]: p for p in pairs}
+    single = next(p for p in pairs if "sft.jsonl" in p["source"])
+    assert isinstance(single["prompt"], str) and single["prompt"].startswith("What is")
+    if str(chat) in by_source:  # multi-turn rows keep their history as a message list
+        assert by_source[str(chat)]["prompt"][-1] == {"role": "user", "content": "bye"}
+    assert src.read_bytes() == before
+    # The output is valid rayft preference data.
+    from rayft.data.build import collect
+
+    out_cfg = load_config(None, [f"data.path={tmp_path / 'pairs.jsonl'}", "data.eval_split=0"]).pipeline.data
+    assert collect(out_cfg).stats["formats"] == ["preference"]
+
+
+def test_refuses_to_overwrite_an_input(tmp_path):
+    src = write_jsonl(tmp_path / "sft.jsonl", [{"question": "q", "answer": "a"}])
+    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}"])
+    with pytest.raises(UserError, match="input files are never modified"):
+        build_preference_pairs(loaded, src)
+
+
+def test_cli_preference_verb(tmp_path):
+    src = write_jsonl(tmp_path / "sft.jsonl", [{"question": f"q{i}?", "answer": f"a{i}"} for i in range(4)])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {{name: 'builtin:tiny-random'}}\ndata: {{path: {src.name}, eval_split: 0}}\n"
+                   "eval: {max_new_tokens: 4, do_sample: true}\n")
+    out = subprocess.run([sys.executable, "-m", "rayft", "data", "preference", str(cfg), "--out",
+                          str(tmp_path / "p.jsonl"), "--limit", "3"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert '"examples": 3' in out.stdout and "generated 3/3 answers" in out.stdout
