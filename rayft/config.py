@@ -205,8 +205,62 @@ class SFTStage(StageBase):
     type: Literal["sft"] = Field("sft", description="Supervised fine-tuning (TRL SFTTrainer).")
 
 
+class RewardStage(StageBase):
+    type: Literal["reward"] = Field("reward", description="Reward model: a scalar head on the base, trained "
+                                    "on preference pairs (TRL RewardTrainer).")
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Pull mean rewards towards 0 (TRL's auxiliary loss); null: off.")
+
+
+class DPOStage(StageBase):
+    type: Literal["dpo"] = Field("dpo", description="Direct Preference Optimization (TRL DPOTrainer); the "
+                                 "reference is the base with the adapter disabled.")
+    beta: float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference.")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
+                       "aot", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = Field(
+        "sigmoid", description="DPO loss variant (TRL names).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label noise (robust/cDPO).")
+
+
+class ORPOStage(StageBase):
+    type: Literal["orpo"] = Field("orpo", description="Odds-Ratio Preference Optimization (TRL experimental); "
+                                  "no reference model.")
+    beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term (lambda in the paper).")
+
+
+class CPOStage(StageBase):
+    type: Literal["cpo"] = Field("cpo", description="Contrastive Preference Optimization (TRL experimental).")
+    beta: float = Field(0.1, gt=0, description="Temperature of the preference loss.")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "simpo", "alphapo"] = Field("sigmoid", description="CPO loss variant.")
+    cpo_alpha: float = Field(1.0, ge=0, description="Weight of the NLL (behaviour-cloning) term.")
+    simpo_gamma: float = Field(0.5, description="Target reward margin for loss_type simpo.")
+
+
+class KTOStage(StageBase):
+    type: Literal["kto"] = Field("kto", description="Kahneman-Tversky Optimization (TRL KTOTrainer): preference "
+                                 "pairs are unpaired into desirable / undesirable completions.")
+    beta: float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference.")
+    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable (chosen) completions.")
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable (rejected) completions.")
+
+
+class GRPOStage(StageBase):
+    type: Literal["grpo"] = Field("grpo", description="Group Relative Policy Optimization (TRL GRPOTrainer): "
+                                  "sampled completions scored by reward functions.")
+    rewards: list[str] = Field(
+        min_length=1, description="Reward sources, summed: `module:function` (a Python function "
+        "`f(prompts, completions, **row) -> list[float]`) or `stage:<name>` (a reward model trained by an "
+        "earlier stage of this pipeline).")
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the group).")
+    max_completion_length: int = Field(64, ge=1, description="Tokens per sampled completion.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    beta: float = Field(0.0, ge=0, description="KL coefficient against the reference (0: no reference needed).")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("dapo", description="Loss aggregation.")
+
+
 # New stage types join this union (one class each) and the registry in rayft.stages.
-StageConfig = Annotated[Union[SFTStage], Field(discriminator="type")]
+StageConfig = Annotated[Union[SFTStage, RewardStage, DPOStage, ORPOStage, CPOStage, KTOStage, GRPOStage],
+                        Field(discriminator="type")]
 
 
 class Pipeline(Strict):

@@ -96,8 +96,11 @@ def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"--run: {run_dir}: no such run directory")
+    from rayft.stages import get_stage
+
     outputs = {s.name: stage_output(run_dir / s.name) for s in loaded.pipeline.stages
-               if (read_summary(run_dir / s.name) or {}).get("status") == "completed"}
+               if (read_summary(run_dir / s.name) or {}).get("status") == "completed"
+               and get_stage(s.type).produces_policy}
     outputs = {k: v for k, v in outputs.items() if v is not None}
     if not outputs:
         raise UserError(f"--run: {run_dir} has no completed stage to evaluate")

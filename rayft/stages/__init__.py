@@ -1,40 +1,62 @@
 """Training algorithms, one module per stage `type`, found through a registry.
 
-A stage says how to prepare its data on the driver and how to build its trainer on a worker;
-the launcher (rayft.train) is the same for all of them. Adding an algorithm is one module with
-a `@register("name")` class plus its config class in rayft.config; the launcher is untouched.
+A stage says how to prepare its data on the driver and how to build its model and trainer on a
+worker; the launcher (rayft.train) is the same for all of them. Adding an algorithm is one module
+with a `@register("name")` subclass of `StageImpl` plus its config class in rayft.config; the
+launcher is untouched.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from rayft.data.build import PreparedData
 
+STAGES: dict[str, type["StageImpl"]] = {}
+BUILTIN_STAGE_MODULES = ("sft", "reward", "dpo", "orpo_cpo", "kto", "grpo")
 
-class Stage(Protocol):
+
+class StageImpl:
+    """Defaults shared by the stages: a causal LM with the run's adapter, which becomes the
+    policy that the next stage starts from and that `rayft eval` generates with."""
+
+    produces_policy = True  # False for a reward model: the next stage starts from the policy before it
+
     def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
-        """Runs on the driver, once: tokenised train / eval datasets and their stats."""
+        """Runs on the driver, once: the datasets and their stats."""
+        raise NotImplementedError
 
-    def build_trainer(self, ctx: "Any") -> Any:
-        """Runs on each Ray worker: a transformers.Trainer (TRL or rayft's own) ready to train."""
+    def load_model(self, model_path: str, pipeline: Any, adapter_cfg: Any, on_gpu: bool) -> Any:
+        """Runs on each worker: the model to train (default: the causal LM with the adapter)."""
+        from rayft.models.adapters import apply_adapter
+        from rayft.models.loader import load_causal_lm
 
+        return apply_adapter(load_causal_lm(model_path, pipeline.model, on_gpu), adapter_cfg)
 
-STAGES: dict[str, type] = {}
+    def build_trainer(self, ctx: Any) -> Any:
+        """Runs on each worker: a transformers.Trainer (TRL's or rayft's own) ready to train."""
+        raise NotImplementedError
 
 
 def register(name: str):
-    def wrap(cls: type) -> type:
+    def wrap(cls: type[StageImpl]) -> type[StageImpl]:
         STAGES[name] = cls
         return cls
 
     return wrap
 
 
-def get_stage(name: str) -> Stage:
+def get_stage(name: str) -> StageImpl:
     _import_builtin_stages()
     return STAGES[name]()
 
 
 def _import_builtin_stages() -> None:
-    from rayft.stages import sft  # noqa: F401 - registers itself
+    import importlib
+
+    for module in BUILTIN_STAGE_MODULES:
+        try:
+            importlib.import_module(f"rayft.stages.{module}")
+        except ModuleNotFoundError as exc:  # a stage module not written yet must not break the others
+            if exc.name != f"rayft.stages.{module}":
+                raise

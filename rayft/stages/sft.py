@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rayft.data.build import PreparedData, prepare
-from rayft.stages import register
+from rayft.stages import StageImpl, register
 
 
 @register("sft")
-class SFTStage:
+class SFTStage(StageImpl):
     def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
         return prepare(stage_cfg.data, tokenizer)
 

@@ -64,7 +64,8 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         done = read_summary(stage_dir)
         if done and done.get("status") == "completed" and stage_output(stage_dir):
             print(f"rayft: stage '{stage.name}' already completed, skipping", flush=True)
-            previous = stage_output(stage_dir)
+            if get_stage(stage.type).produces_policy:
+                previous = stage_output(stage_dir)
             result.stages.append(done)
             continue
         stage_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,8 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None)
         summary = _fit_stage(pipeline, index, stage_dir, data, previous, address, started_at)
         result.stages.append(summary)
-        previous = Path(summary["output"])
+        if get_stage(stage.type).produces_policy:
+            previous = Path(summary["output"])
     return result
 
 

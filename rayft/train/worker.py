@@ -22,6 +22,7 @@ class WorkerContext:
     data: Any  # rayft.data.build.PreparedData
     training_args: dict[str, Any]
     on_gpu: bool
+    run_dir: Path  # earlier stages' outputs are at run_dir / <stage name> (e.g. a reward model)
 
 
 def train_stage_worker(config: dict[str, Any]) -> None:
@@ -32,8 +33,7 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     from transformers.trainer_callback import PrinterCallback
 
     from rayft.config import Pipeline
-    from rayft.models.adapters import apply_adapter
-    from rayft.models.loader import load_causal_lm, load_tokenizer, resolve_model
+    from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
     from rayft.train.args import training_kwargs
     from rayft.train.progress import ProgressCallback
@@ -54,16 +54,16 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     # this is a cache hit. A builtin converts once per node, under the cache's file lock.
     model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
     tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
-    model = load_causal_lm(model_path, pipeline.model, on_gpu)
     adapter_cfg = pipeline.adapter.model_copy(update={"init_from": config["init_adapter"]})
-    model = apply_adapter(model, adapter_cfg)
+    stage_impl = get_stage(stage.type)
+    model = stage_impl.load_model(model_path, pipeline, adapter_cfg, on_gpu)
 
     local_out = tempfile.mkdtemp(prefix=f"rayft-{stage.name}-r{rank}-")
     has_eval = config["data"].eval is not None
     args = training_kwargs(stage.training, output_dir=local_out, on_gpu=on_gpu, has_eval=has_eval,
                            tensorboard=rank == 0)
-    wctx = WorkerContext(pipeline, stage, model, tokenizer, config["data"], args, on_gpu)
-    trainer = get_stage(stage.type).build_trainer(wctx)
+    wctx = WorkerContext(pipeline, stage, model, tokenizer, config["data"], args, on_gpu, stage_dir.parent)
+    trainer = stage_impl.build_trainer(wctx)
     progress = ProgressCallback(stage.name, config["started_at"])
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate our progress lines
     trainer.add_callback(progress)
