@@ -258,8 +258,28 @@ class GRPOStage(StageBase):
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("dapo", description="Loss aggregation.")
 
 
+class PPOStage(StageBase):
+    type: Literal["ppo"] = Field("ppo", description="Proximal Policy Optimization (rayft's own, TRL has none): "
+                                 "rollouts, reward, KL to the reference, value-head critic, GAE, clipped losses.")
+    rewards: list[str] = Field(
+        min_length=1, description="Reward sources, summed: `module:function` (`f(prompts, completions, **row) "
+        "-> list[float]`) or `stage:<name>` (a reward model trained by an earlier stage).")
+    max_new_tokens: int = Field(32, ge=1, description="Tokens per rollout completion.")
+    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling mass.")
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference (adapter off).")
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount of GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE.")
+    clip_range: float = Field(0.2, gt=0, description="Policy ratio clipping.")
+    clip_range_value: float = Field(0.2, gt=0, description="Value clipping around the rollout's values.")
+    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    minibatch_size: int = Field(4, ge=1, description="Sequences per PPO minibatch (per worker).")
+    whiten_advantages: bool = Field(True, description="Normalise advantages to zero mean, unit variance.")
+
+
 # New stage types join this union (one class each) and the registry in rayft.stages.
-StageConfig = Annotated[Union[SFTStage, RewardStage, DPOStage, ORPOStage, CPOStage, KTOStage, GRPOStage],
+StageConfig = Annotated[Union[SFTStage, RewardStage, DPOStage, ORPOStage, CPOStage, KTOStage, GRPOStage, PPOStage],
                         Field(discriminator="type")]
 
 
@@ -313,3 +333,47 @@ class Pipeline(Strict):
                 raise ValueError(f"stages.{i}.name: '{stage.name}' is used by an earlier stage")
             seen.add(stage.name)
         return self
+
+    @model_validator(mode="after")
+    def _batch_shapes(self) -> "Pipeline":
+        """Batch constraints of the group / unpaired stages, caught before any worker starts."""
+        for i, stage in enumerate(self.stages):
+            problem = check_group_batches(self, i)
+            if problem:
+                raise ValueError(problem)
+            if stage.type == "kto" and stage.training.batch_size < 2:
+                raise ValueError(f"stages.{i}.training.batch_size: KTO estimates its KL term within a batch, "
+                                 f"so each worker needs at least 2 rows (got {stage.training.batch_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _reward_stages_exist(self) -> "Pipeline":
+        for i, stage in enumerate(self.stages):
+            for spec in getattr(stage, "rewards", None) or []:
+                name = spec[len("stage:"):] if spec.startswith("stage:") else None
+                earlier = {s.name: s.type for s in self.stages[:i]}
+                if name is not None and earlier.get(name) != "reward":
+                    raise ValueError(f"stages.{i}.rewards: '{spec}' names no earlier `reward` stage of this "
+                                     f"pipeline (earlier stages: {', '.join(earlier) or 'none'})")
+        return self
+
+
+def check_group_batches(pipeline: Pipeline, index: int) -> str | None:
+    """GRPO scores completions in groups of `num_generations`, so every global batch (train, and
+    eval when there is held-out data) must hold whole groups. None when fine, else the message."""
+    stage = pipeline.stages[index]
+    if stage.type != "grpo":
+        return None
+    workers, t, g = pipeline.scaling.num_workers, stage.training, stage.num_generations
+    train = t.batch_size * workers * t.grad_accum
+    if train % g:
+        return (f"stages.{index}.num_generations: GRPO needs the global batch (training.batch_size {t.batch_size} "
+                f"x scaling.num_workers {workers} x training.grad_accum {t.grad_accum} = {train}) to be divisible "
+                f"by num_generations ({g}); change training.batch_size or stages.{index}.num_generations")
+    has_eval = stage.data.eval_path is not None or stage.data.eval_split > 0
+    eval_batch = (t.eval_batch_size or t.batch_size) * workers
+    if has_eval and eval_batch % g:
+        return (f"stages.{index}.num_generations: GRPO needs the global eval batch (training.eval_batch_size "
+                f"{t.eval_batch_size or t.batch_size} x scaling.num_workers {workers} = {eval_batch}) to be "
+                f"divisible by num_generations ({g}); change training.eval_batch_size or set data.eval_split: 0")
+    return None

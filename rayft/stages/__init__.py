@@ -13,7 +13,7 @@ from typing import Any
 from rayft.data.build import PreparedData
 
 STAGES: dict[str, type["StageImpl"]] = {}
-BUILTIN_STAGE_MODULES = ("sft", "reward", "dpo", "orpo_cpo", "kto", "grpo")
+BUILTIN_STAGE_MODULES = ("sft", "reward", "dpo", "orpo_cpo", "kto", "grpo", "ppo")
 
 
 class StageImpl:
@@ -21,6 +21,10 @@ class StageImpl:
     policy that the next stage starts from and that `rayft eval` generates with."""
 
     produces_policy = True  # False for a reward model: the next stage starts from the policy before it
+
+    def starting_adapter(self, previous: Any) -> Any:
+        """The adapter this stage continues from, given the previous policy's (None: a fresh one)."""
+        return previous
 
     def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
         """Runs on the driver, once: the datasets and their stats."""

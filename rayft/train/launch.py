@@ -77,9 +77,11 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
 
             write_removed(data.removed, stage_dir / "data" / "dedup_removed.jsonl")
             print(f"rayft: {len(data.removed)} duplicate rows removed; pairs in {stage_dir / 'data'}", flush=True)
+        init_adapter = get_stage(stage.type).starting_adapter(previous)
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
-                      data=data.stats, num_workers=pipeline.scaling.num_workers, error=None)
-        summary = _fit_stage(pipeline, index, stage_dir, data, previous, address, started_at)
+                      data=data.stats, num_workers=pipeline.scaling.num_workers, error=None,
+                      init_adapter=str(init_adapter) if init_adapter else None)
+        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at)
         result.stages.append(summary)
         if get_stage(stage.type).produces_policy:
             previous = Path(summary["output"])

@@ -29,14 +29,11 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     """Ray Train's `train_loop_per_worker`. `config` holds plain data only (see launch.py)."""
     import ray.train
     import torch
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
-    from transformers.trainer_callback import PrinterCallback
 
     from rayft.config import Pipeline
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
     from rayft.train.args import training_kwargs
-    from rayft.train.progress import ProgressCallback
     from rayft.train.rundir import METRICS_FILE, write_json_atomic
 
     pipeline = Pipeline.model_validate(config["pipeline"])
@@ -63,6 +60,28 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     args = training_kwargs(stage.training, output_dir=local_out, on_gpu=on_gpu, has_eval=has_eval,
                            tensorboard=rank == 0)
     wctx = WorkerContext(pipeline, stage, model, tokenizer, config["data"], args, on_gpu, stage_dir.parent)
+    if hasattr(stage_impl, "run_loop"):  # a stage with its own explicit loop (PPO)
+        metrics, trained = stage_impl.run_loop(wctx, config["started_at"])
+    else:
+        metrics, trained = _run_hf_trainer(wctx, stage_impl, config, ctx.get_world_size())
+    if rank == 0:
+        _save_output(trained, tokenizer, stage_dir, full=pipeline.adapter.type == "full",
+                     extra=getattr(stage_impl, "save_extra", None))
+        # Ray Train keeps only checkpoint-attached metrics in Result; the driver reads this file.
+        write_json_atomic(stage_dir / METRICS_FILE, metrics)
+    ray.train.report(metrics)
+
+
+def _run_hf_trainer(wctx: WorkerContext, stage_impl: Any, config: dict[str, Any], world_size: int
+                    ) -> tuple[dict[str, Any], Any]:
+    """Train with the stage's transformers/TRL Trainer; checkpoints go through Ray Train."""
+    import ray.train
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    from rayft.train.progress import ProgressCallback
+
+    stage = wctx.stage
     trainer = stage_impl.build_trainer(wctx)
     progress = ProgressCallback(stage.name, config["started_at"])
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate our progress lines
@@ -83,23 +102,20 @@ def train_stage_worker(config: dict[str, Any]) -> None:
         **progress.figures(output.metrics.get("train_runtime") or 0.0),
     }
     if stage.data.packing:  # TRL counts tokens from a 2-D attention mask; packed rows have a 4-D one
-        metrics.update(_packed_token_figures(config["data"].train, trainer, ctx.get_world_size(), metrics))
-    if has_eval:
+        metrics.update(_packed_token_figures(wctx.data.train, trainer, world_size, metrics))
+    if wctx.data.eval is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
-    if rank == 0:
-        _save_output(trainer, tokenizer, stage_dir, full=pipeline.adapter.type == "full")
-        # Ray Train keeps only checkpoint-attached metrics in Result; the driver reads this file.
-        write_json_atomic(stage_dir / METRICS_FILE, metrics)
-    ray.train.report(metrics)
+    return metrics, trainer.accelerator.unwrap_model(trainer.model)
 
 
-def _save_output(trainer: Any, tokenizer: Any, stage_dir: Path, full: bool) -> None:
+def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra: Any = None) -> None:
     """Save into a temporary sibling, then rename: a half-written adapter is never picked up."""
     final = stage_dir / ("model" if full else "adapter")
     staging = stage_dir / f".{final.name}.partial-{time.time_ns()}"
-    model = trainer.accelerator.unwrap_model(trainer.model)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    if extra is not None:  # stage-specific files beside the weights (e.g. PPO's value head)
+        extra(staging)
     if final.exists():
         import shutil
 

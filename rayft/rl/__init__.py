@@ -1,0 +1,1 @@
+"""Reinforcement learning pieces: PPO math, the PPO loop, reward resolution."""

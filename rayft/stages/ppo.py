@@ -1,0 +1,99 @@
+"""PPO (`type: ppo`): rayft's own loop (rayft.rl.ppo_trainer) on the shared launcher.
+
+Starts from the previous stage's adapter (usually SFT); the reference policy is the same model
+with the adapter disabled. Rewards come from Python functions or an earlier reward stage.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rayft.data.build import PreparedData, collect
+from rayft.errors import ConfigError
+from rayft.stages import StageImpl, register
+
+
+@register("ppo")
+class PPOStage(StageImpl):
+    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+        from datasets import Dataset
+
+        from rayft.data.templates import prompt_for_generation, render, resolve_template
+
+        if stage_cfg.training.max_steps < 1:
+            raise ConfigError(f"stages.{stage_cfg.name}.training.max_steps: PPO runs a fixed number of rollout "
+                              "steps; set it (e.g. 20)")
+        collected = collect(stage_cfg.data)
+        rows = []
+        for example in collected.train:
+            if not example["turns"]:
+                continue
+            template = resolve_template(stage_cfg.data.template, example["_format"], tokenizer)
+            prompt = prompt_for_generation(render(example, template, tokenizer))
+            fields = {k: v for k, v in example.items() if isinstance(v, str) and not k.startswith("_")}
+            rows.append({**fields, "prompt": prompt})
+        stats = {**collected.stats, "train": {"prompts": len(rows)}}
+        return PreparedData(Dataset.from_list(rows), None, stats, collected.removed)
+
+    def run_loop(self, ctx: Any, started_at: float) -> tuple[dict[str, Any], Any]:
+        import ray.train
+
+        from rayft.rl.ppo_trainer import PPOTrainer
+        from rayft.rl.rewards import resolve_reward
+
+        cfg, training = ctx.stage, ctx.stage.training
+        rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+        rows = ctx.data.train.to_list()
+        shard = rows[rank::world] or rows  # each worker rolls out its own shard of the prompts
+        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{cfg.name}.rewards") for spec in cfg.rewards]
+        import torch
+
+        torch.manual_seed(training.seed + rank)  # different samples per worker; weights are broadcast
+        trainer = PPOTrainer(ctx.model, ctx.tokenizer, cfg, training.lr, rewards, shard, training.batch_size,
+                             training.seed + rank, training.max_grad_norm, log=print)
+        self._trainer = trainer
+        writer = _tensorboard(ctx.run_dir / cfg.name / "tensorboard") if rank == 0 else None
+        history: list[dict[str, Any]] = []
+        t0 = time.time()
+        first_step_at = None
+        for step in range(1, training.max_steps + 1):
+            figures = trainer.step()
+            first_step_at = first_step_at or time.time()
+            history.append({"step": step, **figures})
+            if rank == 0 and (step % training.logging_steps == 0 or step in (1, training.max_steps)):
+                print(f"[{cfg.name}] step {step}/{training.max_steps}  reward {figures['reward']:.4g}  "
+                      f"kl {figures['kl']:.4g}  entropy {figures['entropy']:.4g}  "
+                      f"clip {figures['clip_fraction']:.3f}  value_loss {figures['value_loss']:.4g}  "
+                      f"generation {100 * figures['generation_share']:.0f}% of step time", flush=True)
+            if writer is not None:
+                for key, value in figures.items():
+                    writer.add_scalar(f"ppo/{key}", value, step)
+        if writer is not None:
+            writer.close()
+        runtime = time.time() - t0
+        head = history[: max(1, len(history) // 4)]
+        tail = history[-max(1, len(history) // 4):]
+        metrics = {
+            "global_step": training.max_steps, "train_runtime_s": runtime, "ppo_history": history,
+            "reward_first": sum(h["reward"] for h in head) / len(head),
+            "reward_last": sum(h["reward"] for h in tail) / len(tail),
+            "time_to_first_step_s": first_step_at - started_at if first_step_at else None,
+            "generation_s": sum(h["generation_s"] for h in history),
+            "training_s": sum(h["training_s"] for h in history),
+        }
+        return metrics, ctx.model
+
+    def save_extra(self, folder: Path) -> None:
+        import torch
+
+        torch.save(self._trainer.value_head.state_dict(), folder / "value_head.pt")
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a missing writer must not stop training
+        return None
+    return SummaryWriter(log_dir=str(folder))

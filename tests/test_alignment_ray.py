@@ -1,0 +1,140 @@
+"""The alignment stages on real 2-worker Ray Train runs of the tiny model. Several stages share one
+`run_pipeline` call to amortise start-up: sft -> reward -> dpo; orpo -> cpo -> kto; and a re-run
+of the first (named) run with a grpo stage appended, scored by the run's reward model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import write_jsonl
+from rayft.config_io import load_config
+
+pytestmark = pytest.mark.ray
+
+COLORS = ["red", "blue", "green", "black", "white", "yellow"]
+THINGS = ["cat", "car", "cup", "boat", "tree", "kite"]
+PAIRS = [{"prompt": f"What color is the {c} {t}?", "chosen": f"The {t} is {c}.",
+          "rejected": "I do not know, maybe purple or some other colour entirely."}
+         for c in COLORS for t in THINGS][:24]
+QA = [{"question": p["prompt"], "answer": p["chosen"]} for p in PAIRS]
+COMMON = {"model": {"name": "builtin:tiny-random"}, "adapter": {"r": 8, "alpha": 16},
+          "training": {"max_steps": 4, "batch_size": 4, "lr": 3e-3, "logging_steps": 1},
+          "scaling": {"num_workers": 2}, "eval": {"enabled": False}}
+
+
+def _config(tmp: Path, stages: list, run_name: str, storage: Path) -> Path:
+    pairs = write_jsonl(tmp / "pairs.jsonl", PAIRS)
+    write_jsonl(tmp / "qa.jsonl", QA)
+    raw = {**COMMON, "run_name": run_name, "storage": {"path": str(storage)},
+           "data": {"path": str(pairs), "max_length": 64, "eval_split": 4}, "stages": stages}
+    path = tmp / f"{run_name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _summary(run_dir: Path, stage: str) -> dict:
+    summary = json.loads((run_dir / stage / "summary.json").read_text())
+    assert summary["status"] == "completed", summary.get("error")
+    return summary
+
+
+SFT_REWARD_DPO = [{"type": "sft", "data": {"path": "qa.jsonl", "template": "chat"}},
+                  {"type": "reward", "center_rewards_coefficient": 0.01},
+                  {"type": "dpo", "beta": 0.2}]
+
+
+@pytest.fixture(scope="module")
+def sft_reward_dpo(ray_cluster, tmp_path_factory):
+    from rayft.train.launch import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("align")
+    storage = tmp / "runs"
+    loaded = load_config(_config(tmp, SFT_REWARD_DPO, "srd", storage))
+    return tmp, storage, run_pipeline(loaded)
+
+
+def test_sft_reward_dpo_pipeline(sft_reward_dpo):
+    _, _, result = sft_reward_dpo
+    run = result.run_dir
+    sft, reward, dpo = (_summary(run, s) for s in ("sft", "reward", "dpo"))
+    assert sft["global_step"] == reward["global_step"] == dpo["global_step"] == 4
+    assert 0.0 <= reward["eval_accuracy"] <= 1.0 and "eval_margin" in reward
+    assert reward["data"]["format"] == "preference" and reward["data"]["eval"]["rows"] == 4
+    assert 0.0 <= dpo["eval_rewards/accuracies"] <= 1.0 and "eval_rewards/margins" in dpo
+    # The reward model is not a policy: it starts fresh, and DPO continues from the SFT adapter.
+    assert reward["init_adapter"] is None and sft["init_adapter"] is None
+    assert dpo["init_adapter"] == str(run / "sft" / "adapter")
+    assert result.final_output == run / "dpo" / "adapter"
+    assert json.loads((run / "reward" / "adapter" / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    assert not (run / "dpo" / "adapter" / "ref").exists(), "TRL's frozen reference copy is not saved"
+
+
+def test_aligned_adapters_reload(sft_reward_dpo, tiny_model_path):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    _, _, result = sft_reward_dpo
+    run = result.run_dir
+    sft = load_file(str(run / "sft" / "adapter" / "adapter_model.safetensors"))
+    dpo = load_file(str(run / "dpo" / "adapter" / "adapter_model.safetensors"))
+    assert sft.keys() == dpo.keys()
+    assert any(not torch.equal(sft[k], dpo[k]) for k in sft), "DPO moved the SFT adapter"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    model = PeftModel.from_pretrained(base, str(run / "dpo" / "adapter"))
+    assert model(torch.tensor([[1, 2, 3]])).logits.shape[-1] == model.config.vocab_size
+    reward = load_file(str(run / "reward" / "adapter" / "adapter_model.safetensors"))
+    assert any("score" in k for k in reward), "the score head is saved with the reward adapter"
+
+
+def test_reward_scorer(sft_reward_dpo, tiny_tokenizer):
+    from rayft.stages.reward import RewardScorer
+
+    _, _, result = sft_reward_dpo
+    scorer = RewardScorer(result.run_dir / "reward")  # the base model comes from the stage's config
+    prompt = tiny_tokenizer.apply_chat_template([{"role": "user", "content": PAIRS[0]["prompt"]}],
+                                                tokenize=False, add_generation_prompt=True)
+    pair = scorer.score_pairs([prompt, prompt], [PAIRS[0]["chosen"], PAIRS[0]["rejected"]])
+    assert len(pair) == 2 and all(isinstance(s, float) for s in pair)
+    assert scorer.score([prompt + PAIRS[0]["chosen"]]) == pytest.approx([pair[0]], abs=1e-4)
+    with pytest.raises(ValueError):
+        scorer.score_pairs([prompt], [])
+
+
+def test_grpo_scored_by_the_runs_reward_model(sft_reward_dpo):
+    """Re-running the named run with a grpo stage appended skips the three completed stages and
+    trains GRPO from the DPO policy, rewarded by the reward stage plus a programmatic reward."""
+    from rayft.train.launch import run_pipeline
+
+    tmp, storage, first = sft_reward_dpo
+    grpo = {"type": "grpo", "rewards": ["stage:reward", "rayft.rewards:length_penalty"], "num_generations": 4,
+            "max_completion_length": 8, "training": {"max_steps": 2, "batch_size": 2}, "data": {"eval_split": 2}}
+    result = run_pipeline(load_config(_config(tmp, [*SFT_REWARD_DPO, grpo], "srd", storage)))
+    assert result.run_dir == first.run_dir
+    summary = _summary(result.run_dir, "grpo")
+    assert summary["global_step"] == 2 and summary["init_adapter"] == str(result.run_dir / "dpo" / "adapter")
+    assert "eval_reward" in summary and "eval_rewards/length_penalty/mean" in summary
+    assert (result.run_dir / "grpo" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_orpo_cpo_kto_pipeline(ray_cluster, tmp_path):
+    from rayft.train.launch import run_pipeline
+
+    stages = [{"type": "orpo", "beta": 0.2}, {"type": "cpo", "loss_type": "simpo", "cpo_alpha": 0.5},
+              {"type": "kto", "desirable_weight": 1.0, "undesirable_weight": 1.5}]
+    result = run_pipeline(load_config(_config(tmp_path, stages, "ock", tmp_path / "runs")))
+    run = result.run_dir
+    orpo, cpo, kto = (_summary(run, s) for s in ("orpo", "cpo", "kto"))
+    assert "eval_rewards/accuracies" in orpo and "eval_log_odds_ratio" in orpo
+    assert "eval_rewards/margins" in cpo and "eval_nll_loss" in cpo
+    assert "eval_rewards/margins" in kto and "eval_kl" in kto
+    assert kto["data"]["train"]["unpaired_rows"] == 2 * kto["data"]["train"]["rows"]
+    assert cpo["init_adapter"] == str(run / "orpo" / "adapter") and kto["init_adapter"] == str(run / "cpo" / "adapter")
+    for stage in ("orpo", "cpo", "kto"):
+        assert (run / stage / "adapter" / "adapter_config.json").is_file()
+        assert not (run / stage / "adapter" / "ref").exists()
