@@ -137,6 +137,8 @@ def main() -> None:
                 runs[name].append(res)
                 print(f"[{i + 1}/{a.repeats}] {name}: {res['tokens_per_s']:.1f} tok/s, first step "
                       f"{res['time_to_first_step_s']:.1f} s, wall {res['wall_s']:.1f} s", flush=True)
+    if {r["num_tokens"] for r in runs["plain"] + runs["rayft"]} != {runs["plain"][0]["num_tokens"]}:
+        print("warning: plain and rayft trained on different token counts", file=sys.stderr)
     med = {k: median(v) for k, v in runs.items()}
     ratio = med["rayft"]["tokens_per_s"] / med["plain"]["tokens_per_s"]
     try:

@@ -33,6 +33,16 @@ def exact_match(prompts: list[str], completions: list[str], reference: list[str]
     return [float(c.strip() == (r or "").strip()) for c, r in zip(completions, reference)]
 
 
+def short_answer(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+    """1.0 for an answer of at most 5 words, falling linearly to 0 at 25 words."""
+    return [max(0.0, min(1.0, (25 - len(c.split())) / 20)) for c in completions]
+
+
+def letter_share(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+    """The share of characters that are ASCII letters."""
+    return [sum(ch.isascii() and ch.isalpha() for ch in c) / max(len(c), 1) for c in completions]
+
+
 def _json_score(text: str) -> float:
     if _parses(text.strip()):
         return 1.0

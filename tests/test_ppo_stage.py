@@ -17,7 +17,7 @@ def _ppo_config(tmp_path, model: str, steps: int, extra: list[str]):
     return load_config(None, [
         f"model.name={model}", f"data.path={DEMO_DATA}", "data.eval_split=0", f"storage.path={tmp_path}",
         "run_name=ppo", "eval.enabled=false",
-        "stages=[{type: ppo, rewards: ['rayft.rl.toy_rewards:letter_share']}]",
+        "stages=[{type: ppo, rewards: ['rayft.rewards:letter_share']}]",
         f"stages.0.training.max_steps={steps}", "stages.0.training.logging_steps=1", *extra])
 
 
@@ -50,7 +50,7 @@ def test_ppo_raises_a_programmatic_reward(ray_cluster, tmp_path):
     from rayft.train.launch import run_pipeline
 
     loaded = _ppo_config(tmp_path, "builtin:smollm2-135m-instruct", 8, [
-        "data.template=chat", "stages.0.rewards=['rayft.rl.toy_rewards:short_answer']",
+        "data.template=chat", "stages.0.rewards=['rayft.rewards:short_answer']",
         "stages.0.training.batch_size=4", "stages.0.max_new_tokens=32", "stages.0.minibatch_size=4",
         "stages.0.training.lr=3e-4", "stages.0.kl_coef=0.02"])
     run_pipeline(loaded)

@@ -21,6 +21,9 @@ import torch.distributed as dist
 from rayft.rl import ppo_core as core
 
 
+REF_ADAPTER = "ref"
+
+
 class ValueHead(torch.nn.Module):
     """The critic: a scalar per position on the policy's last hidden state."""
 
@@ -47,8 +50,16 @@ class Rollout:
 
 class PPOTrainer:
     def __init__(self, policy, tokenizer, cfg, lr: float, reward_fns: list[Callable], prompts: list[dict[str, Any]],
-                 batch_size: int, seed: int, max_grad_norm: float, log: Callable[[dict[str, Any]], None]):
+                 batch_size: int, seed: int, max_grad_norm: float, log: Callable[[dict[str, Any]], None],
+                 ref_adapter: str | None = None):
         self.policy, self.tokenizer, self.cfg = policy, tokenizer, cfg
+        # The reference is the starting policy. From a fresh adapter that is the base: the adapter
+        # disabled. From an earlier stage's adapter (SFT -> PPO) it is that adapter, kept frozen as
+        # a second, small LoRA adapter: either way there is one copy of the base weights.
+        self.ref_adapter = REF_ADAPTER if ref_adapter else None
+        if ref_adapter:
+            policy.load_adapter(ref_adapter, adapter_name=REF_ADAPTER, is_trainable=False)
+            policy.set_adapter("default")
         self.value_head = ValueHead(policy.config.hidden_size)
         params = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.params = params
@@ -102,7 +113,13 @@ class PPOTrainer:
         position_ids = (rollout.attention_mask.cumsum(1) - 1).clamp(min=0)
         kwargs = dict(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
                       position_ids=position_ids, output_hidden_states=True)
-        if disable_adapter:
+        if disable_adapter and self.ref_adapter:
+            self.policy.set_adapter(self.ref_adapter)
+            try:
+                out = self.policy(**kwargs)
+            finally:
+                self.policy.set_adapter("default")  # also makes only `default` trainable again
+        elif disable_adapter:
             with self.policy.disable_adapter():
                 out = self.policy(**kwargs)
         else:

@@ -52,7 +52,7 @@ class PPOStage(StageImpl):
 
         torch.manual_seed(training.seed + rank)  # different samples per worker; weights are broadcast
         trainer = PPOTrainer(ctx.model, ctx.tokenizer, cfg, training.lr, rewards, shard, training.batch_size,
-                             training.seed + rank, training.max_grad_norm, log=print)
+                             training.seed + rank, training.max_grad_norm, log=print, ref_adapter=ctx.init_adapter)
         self._trainer = trainer
         writer = _tensorboard(ctx.run_dir / cfg.name / "tensorboard") if rank == 0 else None
         history: list[dict[str, Any]] = []
@@ -88,6 +88,9 @@ class PPOStage(StageImpl):
     def save_extra(self, folder: Path) -> None:
         import torch
 
+        from rayft.stages.dpo import drop_reference_copy
+
+        drop_reference_copy(folder)  # the frozen reference adapter is not part of the result
         torch.save(self._trainer.value_head.state_dict(), folder / "value_head.pt")
 
 

@@ -23,6 +23,7 @@ class WorkerContext:
     training_args: dict[str, Any]
     on_gpu: bool
     run_dir: Path  # earlier stages' outputs are at run_dir / <stage name> (e.g. a reward model)
+    init_adapter: str | None = None  # the adapter this stage started from (the previous stage's)
 
 
 def train_stage_worker(config: dict[str, Any]) -> None:
@@ -59,7 +60,8 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     has_eval = config["data"].eval is not None
     args = training_kwargs(stage.training, output_dir=local_out, on_gpu=on_gpu, has_eval=has_eval,
                            tensorboard=rank == 0)
-    wctx = WorkerContext(pipeline, stage, model, tokenizer, config["data"], args, on_gpu, stage_dir.parent)
+    wctx = WorkerContext(pipeline, stage, model, tokenizer, config["data"], args, on_gpu, stage_dir.parent,
+                         config["init_adapter"])
     if hasattr(stage_impl, "run_loop"):  # a stage with its own explicit loop (PPO)
         metrics, trained = stage_impl.run_loop(wctx, config["started_at"])
     else:
