@@ -1,7 +1,9 @@
 """`rayft data inspect`: what training will see, before spending compute on it.
 
-Prints each stage's data stats (rows, dedup, truncation, packing) and a few examples exactly as
-tokenised, with the trained-on (answer) part marked, plus the first removed duplicate pairs.
+Per stage: a table of rows read / skipped (by reason) / deduplicated / truncated / dropped,
+token-length percentiles, and the padding fraction of each way to batch (pad to max_length,
+dynamic padding, packing); then examples exactly as tokenised with the trained-on (answer) part
+marked, and the first removed duplicate pairs.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from rayft.data.tokenize import IGNORE_INDEX
 PROMPT_STYLE, ANSWER_STYLE = "dim", "bold green"
 
 
-def inspect_data(loaded: LoadedConfig, examples: int = 2, pairs: int = 5) -> dict[str, Any]:
+def inspect_data(loaded: LoadedConfig, examples: int = 1, pairs: int = 5) -> dict[str, Any]:
     from rich.console import Console
-    from rich.text import Text
 
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
@@ -27,21 +28,66 @@ def inspect_data(loaded: LoadedConfig, examples: int = 2, pairs: int = 5) -> dic
     report: dict[str, Any] = {}
     for stage in cfg.stages:
         data = get_stage(stage.type).prepare_data(stage, tokenizer)
-        report[stage.name] = data.stats
         console.rule(f"stage {stage.name} ({stage.type})")
-        console.print_json(data=data.stats)
-        for i in range(min(examples, len(data.train))):
-            row = data.train[i]
-            text = Text(f"example {i + 1} ({len(row['input_ids'])} tokens; ")
-            text.append("prompt: no loss", style=PROMPT_STYLE)
-            text.append(", ")
-            text.append("answer: trained on", style=ANSWER_STYLE)
-            text.append(")\n")
-            for token, label in zip(row["input_ids"], row["labels"]):
-                piece = tokenizer.decode([token])
-                text.append(piece, style=ANSWER_STYLE if label != IGNORE_INDEX else PROMPT_STYLE)
-            console.print(text)
+        report[stage.name] = _stage_report(data, stage)
+        console.print(_table(report[stage.name]))
+        if "input_ids" in data.train.column_names:
+            for i in range(min(examples, len(data.train))):
+                console.print(_rendered(tokenizer, data.train[i], i))
         for removed in data.removed[:pairs]:
             console.print(f"duplicate ({removed.kind}, {removed.similarity:.2f}): {removed.origin} "
                           f"repeats {removed.duplicate_of}")
+        for problem in data.problems[:pairs]:
+            console.print(f"skipped: {problem.detail}")
     return report
+
+
+def _stage_report(data: Any, stage: Any) -> dict[str, Any]:
+    from rayft.data.efficiency import length_percentiles, padding_fractions
+
+    stats = data.stats
+    train = stats.get("train", {})
+    report = {
+        "rows read": stats.get("rows_read"),
+        "bad rows skipped": (stats.get("skipped_bad_rows") or {}).get("by_reason") or 0,
+        "duplicates removed": sum((stats.get("dedup") or {}).values()),
+        "format / template": f"{stats.get('format')} / {stats.get('template')}",
+        "train rows": train.get("rows", train.get("prompts")),
+        "held-out rows": (stats.get("eval") or {}).get("rows", 0),
+        "truncated": train.get("truncated", 0),
+        "dropped (answer cut away)": train.get("dropped_no_answer_left", 0),
+    }
+    if "input_ids" in data.train.column_names and not stage.data.packing:
+        lengths = [len(ids) for ids in data.train["input_ids"]]
+        report["tokens per example"] = length_percentiles(lengths)
+        fractions = padding_fractions(lengths, stage.training.batch_size, stage.data.max_length)
+        report["padding: pad to max_length"] = f"{100 * fractions['pad_to_max_length']:.1f}%"
+        report["padding: dynamic"] = f"{100 * fractions['dynamic']:.1f}%"
+        report["padding: packing"] = f"{100 * fractions['packed']:.1f}% ({fractions['packed_rows']} packed rows)"
+    return report
+
+
+def _table(report: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "0"
+        table.add_row(key, str(value))
+    return table
+
+
+def _rendered(tokenizer: Any, row: dict[str, Any], index: int):
+    from rich.text import Text
+
+    text = Text(f"example {index + 1} ({len(row['input_ids'])} tokens; ")
+    text.append("prompt: no loss", style=PROMPT_STYLE)
+    text.append(", ")
+    text.append("answer: trained on", style=ANSWER_STYLE)
+    text.append(")\n")
+    for token, label in zip(row["input_ids"], row["labels"]):
+        text.append(tokenizer.decode([token]), style=ANSWER_STYLE if label != IGNORE_INDEX else PROMPT_STYLE)
+    return text
