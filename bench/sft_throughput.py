@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -33,14 +34,28 @@ METRICS = [("tokens_per_s", "tokens/s (num_tokens / train_runtime)", "{:,.1f}"),
            ("wall_s", "wall time of the command (s)", "{:.1f}")]
 
 
-def run(cmd: list[str], log: Path) -> tuple[float, str]:
-    t0 = time.time()
+def busy_cpu_s() -> tuple[float, float]:
+    """(CPU seconds used on the whole machine, CPU seconds of our finished children) so far."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        machine = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        machine = float("nan")
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return machine, ru.ru_utime + ru.ru_stime
+
+
+def run(cmd: list[str], log: Path) -> tuple[float, str, float]:
+    """Run `cmd`; returns its wall time, stdout, and the CPU seconds other processes used meanwhile
+    (a noise indicator: the machine's busy time minus our command's)."""
+    t0, (m0, c0) = time.time(), busy_cpu_s()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - t0
+    m1, c1 = busy_cpu_s()
     log.write_text(proc.stderr + "\n--- stdout ---\n" + proc.stdout)
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{log.read_text()[-3000:]}")
-    return wall, proc.stdout
+    return wall, proc.stdout, max(0.0, (m1 - m0) - (c1 - c0))
 
 
 def plain(a, cfg, work: Path, i: int) -> dict:
@@ -48,9 +63,9 @@ def plain(a, cfg, work: Path, i: int) -> dict:
     cmd = [sys.executable, str(ROOT / "bench" / "plain_trl_sft.py"), "--steps", str(a.steps),
            "--threads", str(a.threads), "--batch-size", str(t.batch_size), "--lr", str(t.lr),
            "--seed", str(t.seed), "--logging-steps", str(t.logging_steps)]
-    wall, out = run(cmd, work / f"plain{i}.log")
+    wall, out, other = run(cmd, work / f"plain{i}.log")
     result = json.loads([ln for ln in out.splitlines() if ln.startswith("{\"tokens_per_s\"")][-1])
-    return {**result, "wall_s": wall}
+    return {**result, "wall_s": wall, "other_procs_cpu_s": other}
 
 
 def rayft(a, work: Path, i: int) -> dict:
@@ -60,10 +75,10 @@ def rayft(a, work: Path, i: int) -> dict:
     cmd += ["train", str(a.config), "--set", f"training.max_steps={a.steps}",
             "--set", "scaling.num_workers=1", "--set", f"scaling.resources_per_worker.CPU={a.threads}",
             "--set", f"scaling.threads_per_worker={a.threads}", "--set", f"storage.path={storage}"]
-    wall, _ = run(cmd, work / f"rayft{i}.log")
+    wall, _, other = run(cmd, work / f"rayft{i}.log")
     summary = json.loads(next(storage.glob("*/sft/summary.json")).read_text())
     keys = ("tokens_per_s", "num_tokens", "train_runtime_s", "global_step", "time_to_first_step_s", "train_loss")
-    return {**{k: summary.get(k) for k in keys}, "wall_s": wall}
+    return {**{k: summary.get(k) for k in keys}, "wall_s": wall, "other_procs_cpu_s": other}
 
 
 def median(runs: list[dict]) -> dict:
@@ -136,7 +151,8 @@ def main() -> None:
                 res["loadavg_1m_before"] = load
                 runs[name].append(res)
                 print(f"[{i + 1}/{a.repeats}] {name}: {res['tokens_per_s']:.1f} tok/s, first step "
-                      f"{res['time_to_first_step_s']:.1f} s, wall {res['wall_s']:.1f} s", flush=True)
+                      f"{res['time_to_first_step_s']:.1f} s, wall {res['wall_s']:.1f} s, other processes' CPU "
+                      f"{res['other_procs_cpu_s']:.0f} s", flush=True)
     if {r["num_tokens"] for r in runs["plain"] + runs["rayft"]} != {runs["plain"][0]["num_tokens"]}:
         print("warning: plain and rayft trained on different token counts", file=sys.stderr)
     med = {k: median(v) for k, v in runs.items()}

@@ -114,6 +114,9 @@ class DataConfig(Strict):
     eval_split: float = Field(
         0.1, ge=0, description="Held-out share (< 1) or count (>= 1) taken from `path`."
     )
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="Bad rows (invalid JSON, missing field, wrong type, empty answer, not UTF-8): `fail` "
+        "lists every one (file:line and reason); `skip` drops them and counts them by reason.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal, before the split.")
     max_rows: int | None = Field(None, ge=1, description="Use only the first N training rows (after the split).")
     seed: int = Field(42, description="Seed of the held-out split.")

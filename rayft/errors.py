@@ -17,7 +17,12 @@ class ConfigError(UserError):
 
 
 class DataError(UserError):
-    """A data file or row is invalid; the message names file:line."""
+    """A data file or row is invalid; the message names file:line. `reason` is a short category
+    (e.g. "missing field") used to count skipped rows."""
+
+    def __init__(self, message: str, reason: str = "invalid row"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class ModelError(UserError):

@@ -71,6 +71,19 @@ def test_bad_data_row_exits_2_with_file_and_line(tmp_path):
     assert f"{data}:2: not valid JSON" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_on_error_fail_exits_2_naming_each_bad_line(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "a", "answer": "b"}\n{"question": "c"}\nnot json\n{"question": "e", "answer": ""}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {{name: 'builtin:tiny-random'}}\ndata: {{path: {data.name}, on_error: fail}}\n"
+                   f"storage: {{path: {tmp_path}}}\n")
+    out = run("train", str(cfg))
+    assert out.returncode == 2, out.stderr
+    for line in (2, 3, 4):
+        assert f"{data}:{line}: " in out.stderr
+    assert "3 bad rows" in out.stderr and "data.on_error: skip" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_unknown_builtin_model_exits_2(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"model: {{name: 'builtin:smollm3'}}\nstorage: {{path: {tmp_path}}}\n")
@@ -103,5 +116,6 @@ def test_data_inspect_shows_stats_examples_and_duplicates(tmp_path):
     cfg.write_text(f"model: {{name: 'builtin:tiny-random'}}\ndata: {{path: {data.name}, eval_split: 4}}\n")
     out = run("data", "inspect", str(cfg), "--examples", "1")
     assert out.returncode == 0, out.stderr
-    assert '"exact_removed": 1' in out.stdout and "example 1" in out.stdout
+    assert "rows read" in out.stdout and "21" in out.stdout and "example 1" in out.stdout
+    assert "duplicates removed" in out.stdout and "padding: packing" in out.stdout and "p90" in out.stdout
     assert f"{data}:21 repeats" in out.stdout.replace("\n", "") and "### Question:" in out.stdout

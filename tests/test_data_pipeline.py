@@ -105,7 +105,10 @@ def test_lamini_qa_set_keeps_its_own_template(tiny_tokenizer):
     path = SHARED_DATA / "lamini_docs.jsonl"
     if not path.is_file():
         pytest.skip(f"{path} is absent (../shared/data ships beside the repo in CI only)")
-    data = prepare(DataConfig(path=str(path), eval_split=0.1, max_length=256), tiny_tokenizer)
+    with pytest.raises(DataError, match=r"lamini_docs.jsonl:424: empty answer"):
+        prepare(DataConfig(path=str(path), eval_split=0.1, max_length=256), tiny_tokenizer)
+    data = prepare(DataConfig(path=str(path), eval_split=0.1, max_length=256, on_error="skip"), tiny_tokenizer)
+    assert data.stats["skipped_bad_rows"] == {"count": 1, "by_reason": {"empty answer": 1}}
     assert data.stats["rows_read"] == 1400 and data.stats["format"] == "qa"
     prompt = data.eval[0]["prompt"]
     assert prompt.startswith("### Question:\n") and prompt.count("### Question:") == 1
@@ -113,7 +116,7 @@ def test_lamini_qa_set_keeps_its_own_template(tiny_tokenizer):
     removed = data.stats["dedup"]["exact_removed"]
     assert removed == len(data.removed) > 0
     kept = data.stats["train"]["rows"] + data.stats["train"]["dropped_no_answer_left"] + data.stats["eval"]["rows"]
-    assert kept == 1400 - removed
+    assert kept == 1400 - removed - 1
 
 
 def test_dedup_before_split_and_counts(tmp_path, tiny_tokenizer):
@@ -195,3 +198,44 @@ def test_hub_dataset_spec_fails_clearly_offline(monkeypatch, tmp_path, tiny_toke
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(DataError, match="cannot load dataset 'someone/nothing' split 'train'"):
         prepare(DataConfig(path="hf:someone/nothing", eval_split=0), tiny_tokenizer)
+
+
+BROKEN = ('{"question": "q1", "answer": "a1"}\n'
+          '{"question": "q2", "answer": \n'
+          '{"question": "q3"}\n'
+          '{"question": "q4", "answer": "a4"}\n'
+          '["a list"]\n'
+          '{"question": "q6", "answer": "   "}\n'
+          '{"question": 7, "answer": "a7"}\n').encode() + b'{"question": "caf\xe9", "answer": "x"}\n'
+
+
+def test_on_error_fail_lists_every_bad_row(tmp_path, tiny_tokenizer):
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(BROKEN)
+    with pytest.raises(DataError) as err:
+        prepare(DataConfig(path=str(path), eval_split=0), tiny_tokenizer)
+    message = str(err.value)
+    assert message.startswith("6 bad rows")
+    for line, reason in [(2, "not valid JSON"), (3, "missing field 'answer'"), (5, "expected a JSON object"),
+                         (6, "empty answer"), (7, "field 'question' must be text"), (8, "not UTF-8")]:
+        assert f"broken.jsonl:{line}: {reason}" in message
+    assert path.read_bytes() == BROKEN, "input files are never modified"
+
+
+def test_on_error_skip_drops_and_counts_by_reason(tmp_path, tiny_tokenizer):
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(BROKEN)
+    data = prepare(DataConfig(path=str(path), eval_split=0, on_error="skip"), tiny_tokenizer)
+    assert data.stats["train"]["rows"] == 2
+    assert data.stats["skipped_bad_rows"] == {"count": 6, "by_reason": {
+        "invalid JSON": 1, "missing field": 1, "not a JSON object": 1, "empty answer": 1, "wrong type": 1,
+        "not UTF-8": 1}}
+    assert [p.origin.rsplit(":", 1)[1] for p in data.problems] == ["2", "5", "8", "3", "6", "7"]
+    first_bad = tmp_path / "first_bad.jsonl"  # a broken first row does not decide the format
+    first_bad.write_text('{"question": "q"}\n{"question": "q2", "answer": "a2"}\n')
+    data = prepare(DataConfig(path=str(first_bad), eval_split=0, on_error="skip"), tiny_tokenizer)
+    assert data.stats["format"] == "qa" and data.stats["train"]["rows"] == 1
+    only_bad = tmp_path / "bad.jsonl"
+    only_bad.write_text('{"question": "q"}\n')
+    with pytest.raises(DataError, match="no usable rows"):
+        prepare(DataConfig(path=str(only_bad), format="qa", eval_split=0, on_error="skip"), tiny_tokenizer)

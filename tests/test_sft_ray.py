@@ -20,10 +20,14 @@ OVERRIDES = ["model.name=builtin:tiny-random", f"data.path={DEMO_DATA}", "data.t
 
 @pytest.fixture(scope="module")
 def sft_run(ray_cluster, tmp_path_factory):
+    """The demo data plus a file with two broken lines, skipped (data.on_error: skip) and counted."""
     from rayft.train.launch import run_pipeline
 
     storage = tmp_path_factory.mktemp("runs")
-    loaded = load_config(None, [*OVERRIDES, f"storage.path={storage}"])
+    broken = storage / "broken.jsonl"
+    broken.write_text('{"instruction": "Say hi", "output": "hi"}\n{"instruction": "x"}\n{oops\n')
+    loaded = load_config(None, [*OVERRIDES, f"storage.path={storage}", "data.on_error=skip",
+                                f"data.path=[{DEMO_DATA}, {broken}]"])
     return loaded, run_pipeline(loaded)
 
 
@@ -32,6 +36,9 @@ def test_two_workers_train_and_loss_goes_down(sft_run):
     summary = json.loads((result.run_dir / "sft" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 12
     assert summary["num_workers"] == 2
+    assert summary["data"]["skipped_bad_rows"] == {"count": 2, "by_reason": {"invalid JSON": 1, "missing field": 1}}
+    skipped = (result.run_dir / "sft" / "data" / "skipped_rows.jsonl").read_text().splitlines()
+    assert len(skipped) == 2 and "broken.jsonl:2" in skipped[1] + skipped[0]
     losses = [loss for _, loss in summary["loss_history"]]
     assert len(losses) >= 5
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, f"loss did not go down: {losses}"

@@ -12,6 +12,7 @@ from typing import Any
 
 from rayft.config import DataConfig
 from rayft.data.dedup import dedup_rows
+from rayft.data.problems import RowProblem, count_by_reason, raise_if_any
 from rayft.data.formats import detect_format, normalise, rename_columns
 from rayft.data.readers import Row, read_rows
 from rayft.data.sources import apply_weights, load_sources
@@ -26,6 +27,7 @@ class PreparedData:
     eval: Any | None  # same columns plus prompt / reference text for generation
     stats: dict[str, Any] = field(default_factory=dict)
     removed: list[Any] = field(default_factory=list)  # rayft.data.dedup.Removed, one per dropped duplicate
+    problems: list[Any] = field(default_factory=list)  # rayft.data.problems.RowProblem, bad rows skipped
 
 
 def split_rows(rows: list[Row], eval_split: float, seed: int) -> tuple[list[Row], list[Row]]:
@@ -49,15 +51,22 @@ class Collected:
     eval: list[dict[str, Any]]
     stats: dict[str, Any]
     removed: list[Any]
+    problems: list[RowProblem] = field(default_factory=list)  # bad rows skipped (data.on_error: skip)
 
 
 def collect(cfg: DataConfig) -> Collected:
-    rows, described = load_sources(cfg)
+    problems: list[RowProblem] = []
+    read, described = load_sources(cfg, problems)
+    rows = _normalised(read, problems)  # each row's data becomes its normalised example
+    held_file = _normalised(_eval_file_rows(cfg, problems), problems) if cfg.eval_path else []
+    raise_if_any(problems, cfg.on_error)
+    if not rows:
+        raise DataError(f"data.path: no usable rows ({len(problems)} bad rows skipped)")
     # Dedup before the split, so no copy of a held-out row can sit in the training split.
-    deduped = dedup_rows(rows, _row_text, exact=cfg.dedup.exact, near=cfg.dedup.near,
+    deduped = dedup_rows(rows, lambda row: _example_text(row.data), exact=cfg.dedup.exact, near=cfg.dedup.near,
                          threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm, seed=cfg.seed)
     if cfg.eval_path:
-        train_rows, eval_rows = deduped.kept, _eval_file_rows(cfg)
+        train_rows, eval_rows = deduped.kept, held_file
     else:
         train_rows, eval_rows = split_rows(deduped.kept, cfg.eval_split, cfg.seed)
     train_rows, used = apply_weights(train_rows, cfg)
@@ -65,9 +74,11 @@ def collect(cfg: DataConfig) -> Collected:
         source["used_for_training"] = count
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
-    stats = {"rows_read": len(rows), "sources": described, "dedup": deduped.stats(),
+    stats = {"rows_read": len(rows) + len(problems), "sources": described, "dedup": deduped.stats(),
              "formats": sorted({r.format for r in rows})}
-    return Collected([_example(r) for r in train_rows], [_example(r) for r in eval_rows], stats, deduped.removed)
+    if problems:
+        stats["skipped_bad_rows"] = {"count": len(problems), "by_reason": count_by_reason(problems)}
+    return Collected([r.data for r in train_rows], [r.data for r in eval_rows], stats, deduped.removed, problems)
 
 
 def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
@@ -93,26 +104,35 @@ def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
     from datasets import Dataset
 
     return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats,
-                        collected.removed)
+                        collected.removed, collected.problems)
 
 
-def _eval_file_rows(cfg: DataConfig) -> list[Row]:
-    rows = read_rows(cfg.eval_path)
-    fmt = cfg.format if cfg.format != "auto" else detect_format(set(rename_columns(rows[0], cfg.columns)))
+def _eval_file_rows(cfg: DataConfig, problems: list[RowProblem]) -> list[Row]:
+    rows = read_rows(cfg.eval_path, problems)
+    if not rows:
+        raise DataError(f"data.eval_path: {cfg.eval_path} has no usable rows")
+    fmt = cfg.format if cfg.format != "auto" else detect_format(rows, cfg.columns)
     for row in rows:
         row.format, row.columns = fmt, cfg.columns
     return rows
 
 
-def _example(row: Row) -> dict[str, Any]:
-    example = normalise(rename_columns(row, row.columns or {}), row.format, row.origin)
-    example["_origin"], example["_format"] = row.origin, row.format
-    return example
+def _normalised(rows: list[Row], problems: list[RowProblem]) -> list[Row]:
+    """Rows whose `data` is the normalised example; a bad row becomes a problem instead."""
+    out = []
+    for row in rows:
+        try:
+            example = normalise(rename_columns(row, row.columns or {}), row.format, row.origin)
+        except DataError as exc:
+            problems.append(RowProblem(row.origin, exc.reason, str(exc)))
+            continue
+        example["_origin"], example["_format"] = row.origin, row.format
+        out.append(Row(example, row.origin, row.format, row.columns, row.source))
+    return out
 
 
-def _row_text(row: Row) -> str:
+def _example_text(example: dict[str, Any]) -> str:
     """The text that identifies a row for dedup: every turn (prompt and answer), or the raw text."""
-    example = _example(row)
     if not example["turns"]:
         return example["text"]
     text = "\n".join(f"{user}\n{answer}" for user, answer in example["turns"])

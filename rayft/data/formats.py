@@ -25,13 +25,17 @@ OPTIONAL_COLUMNS = {"instruction": ("input", "system"), "qa": ("system",), "prom
                     "preference": ("system",)}
 
 
-def detect_format(columns: set[str]) -> str:
-    for name, required in FORMAT_COLUMNS.items():
-        if set(required) <= columns:
-            return name
+def detect_format(rows: list[Row], columns: dict[str, str], sample: int = 100) -> str:
+    """The format of the first of the leading `sample` rows whose columns fit one (a broken first
+    row must not decide the format of the whole file)."""
+    seen = [set(rename_columns(row, columns)) for row in rows[:sample]]
+    for keys in seen:
+        for name, required in FORMAT_COLUMNS.items():
+            if set(required) <= keys:
+                return name
     raise DataError(
         "data.format: cannot tell the format from the columns "
-        f"{sorted(columns)}; set data.format (one of {', '.join(FORMAT_COLUMNS)}) and, if your "
+        f"{sorted(seen[0]) if seen else []}; set data.format (one of {', '.join(FORMAT_COLUMNS)}) and, if your "
         "columns have other names, data.columns (e.g. {question: q, answer: a})"
     )
 
@@ -50,12 +54,13 @@ def normalise(data: dict[str, Any], fmt: str, origin: str) -> dict[str, Any]:
     for column in FORMAT_COLUMNS[fmt]:
         if column not in data or data[column] is None:
             raise DataError(f"{origin}: missing field '{column}' required by format '{fmt}' "
-                            f"(row has: {', '.join(sorted(data)) or 'nothing'})")
+                            f"(row has: {', '.join(sorted(data)) or 'nothing'})", reason="missing field")
     if fmt == "preference":
         return _preference(data, origin)
     for column in FORMAT_COLUMNS[fmt] + OPTIONAL_COLUMNS.get(fmt, ()):
         if fmt != "chat" and data.get(column) is not None and not isinstance(data[column], str):
-            raise DataError(f"{origin}: field '{column}' must be text, got {type(data[column]).__name__}")
+            raise DataError(f"{origin}: field '{column}' must be text, got {type(data[column]).__name__}",
+                            reason="wrong type")
     out = dict(data)
     out["system"] = data.get("system") or None
     if fmt == "instruction":
@@ -69,16 +74,26 @@ def normalise(data: dict[str, Any], fmt: str, origin: str) -> dict[str, Any]:
         out["system"], out["turns"] = _chat_turns(data["messages"], origin)
     else:
         out["turns"] = []
+        if not data["text"].strip():
+            raise DataError(f"{origin}: empty 'text'", reason="empty answer")
+    _check_answers(out, origin)
     return out
+
+
+def _check_answers(example: dict[str, Any], origin: str) -> None:
+    for _, answer in example["turns"]:
+        if not answer.strip():
+            raise DataError(f"{origin}: empty answer (nothing to learn from)", reason="empty answer")
 
 
 def _chat_turns(messages: Any, origin: str) -> tuple[str | None, list[tuple[str, str]]]:
     if not isinstance(messages, list) or not messages:
-        raise DataError(f"{origin}: 'messages' must be a non-empty list of {{role, content}}")
+        raise DataError(f"{origin}: 'messages' must be a non-empty list of {{role, content}}", reason="bad messages")
     system, turns, pending = None, [], None
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or not isinstance(msg.get("content"), str):
-            raise DataError(f"{origin}: messages[{i}] must be {{role, content}} with text content")
+            raise DataError(f"{origin}: messages[{i}] must be {{role, content}} with text content",
+                            reason="bad messages")
         role = msg.get("role")
         if role == "system" and i == 0:
             system = msg["content"]
@@ -89,9 +104,9 @@ def _chat_turns(messages: Any, origin: str) -> tuple[str | None, list[tuple[str,
             pending = None
         else:
             raise DataError(f"{origin}: messages[{i}] has role '{role}' out of order "
-                            "(expected optional system, then user/assistant pairs)")
+                            "(expected optional system, then user/assistant pairs)", reason="bad messages")
     if not turns or pending is not None:
-        raise DataError(f"{origin}: 'messages' must end with an assistant reply")
+        raise DataError(f"{origin}: 'messages' must end with an assistant reply", reason="bad messages")
     return system, turns
 
 
@@ -108,7 +123,7 @@ def _preference(data: dict[str, Any], origin: str) -> dict[str, Any]:
         out["system"], turns = _chat_turns(dialogue, origin)
         history, user = turns[:-1], turns[-1][0]
     else:
-        raise DataError(f"{origin}: 'prompt' must be text or a non-empty list of messages")
+        raise DataError(f"{origin}: 'prompt' must be text or a non-empty list of messages", reason="wrong type")
     out["turns"] = [*history, (user, chosen)]
     out["rejected"] = rejected
     return out
@@ -120,4 +135,5 @@ def _reply(value: Any, field: str, origin: str) -> str:
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) \
             and value[0].get("role") == "assistant" and isinstance(value[0].get("content"), str):
         return value[0]["content"]
-    raise DataError(f"{origin}: '{field}' must be text or a one-message list [{{role: assistant, content}}]")
+    raise DataError(f"{origin}: '{field}' must be text or a one-message list [{{role: assistant, content}}]",
+                    reason="wrong type")

@@ -134,4 +134,4 @@ def _prepared(train: list[dict], held: list[dict], collected: Any, templates: di
     stats = {**collected.stats, "template": names[0] if len(names) == 1 else names,
              "format": formats[0] if len(formats) == 1 else "mixed", "train": train_stats, "eval": eval_stats}
     return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats,
-                        collected.removed)
+                        collected.removed, collected.problems)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from rayft.data.problems import RowProblem
 from rayft.errors import DataError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -26,16 +27,27 @@ class Row:
     source: int = 0  # index of the source in data.sources
 
 
-def read_rows(paths: str | Iterable[str]) -> list[Row]:
-    """All rows of every file in `paths` (a file, a folder, `hf:<dataset>[:<split>]`, or a list)."""
+def read_rows(paths: str | Iterable[str], problems: list[RowProblem] | None = None) -> list[Row]:
+    """All rows of every file in `paths` (a file, a folder, `hf:<dataset>[:<split>]`, or a list).
+
+    A bad row (invalid JSON, not an object, not UTF-8) raises a DataError naming file:line, or,
+    when a `problems` list is given, is recorded there and left out. A file that cannot be read
+    at all always raises."""
     rows: list[Row] = []
     for path in [paths] if isinstance(paths, str) else paths:
         if path.startswith("hf:"):
             rows.extend(_hub_rows(path))
             continue
         for file in _files(Path(path)):
-            rows.extend(_read_file(file))
+            rows.extend(_read_file(file, problems))
     return rows
+
+
+def _problem(problems: list[RowProblem] | None, origin: str, reason: str, message: str) -> None:
+    problem = RowProblem(origin, reason, f"{origin}: {message}")
+    if problems is None:
+        raise DataError(problem.detail)
+    problems.append(problem)
 
 
 def _hub_rows(spec: str) -> list[Row]:
@@ -67,26 +79,40 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read_file(file: Path) -> list[Row]:
-    reader = {".jsonl": _jsonl, ".json": _json, ".csv": _csv, ".parquet": _parquet}[file.suffix]
-    rows = list(reader(file))
-    if not rows:
+def _read_file(file: Path, problems: list[RowProblem] | None) -> list[Row]:
+    try:
+        if file.suffix == ".jsonl":
+            rows = list(_jsonl(file, problems))
+        else:
+            rows = list({".json": _json, ".csv": _csv, ".parquet": _parquet}[file.suffix](file))
+    except UnicodeDecodeError as exc:  # .json / .csv are decoded whole: the file as a whole is bad
+        raise DataError(f"{file}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    if not rows and not problems:
         raise DataError(f"{file}: no rows")
     return rows
 
 
-def _jsonl(file: Path):
-    with file.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+def _jsonl(file: Path, problems: list[RowProblem] | None):
+    with file.open("rb") as fh:  # bytes, so one non-UTF-8 line is one bad row, not a crash
+        for number, raw in enumerate(fh, start=1):
+            origin = f"{file}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                _problem(problems, origin, "not UTF-8", f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                         f"{exc.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{file}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                _problem(problems, origin, "invalid JSON", f"not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
             if not isinstance(obj, dict):
-                raise DataError(f"{file}:{number}: expected a JSON object, got {type(obj).__name__}")
-            yield Row(obj, f"{file}:{number}")
+                _problem(problems, origin, "not a JSON object", f"expected a JSON object, got {type(obj).__name__}")
+                continue
+            yield Row(obj, origin)
 
 
 def _json(file: Path):

@@ -13,12 +13,12 @@ import random
 from typing import Any
 
 from rayft.config import DataConfig
-from rayft.data.formats import detect_format, rename_columns
+from rayft.data.formats import detect_format
 from rayft.data.readers import Row, read_rows
 from rayft.errors import DataError
 
 
-def load_sources(cfg: DataConfig) -> tuple[list[Row], list[dict[str, Any]]]:
+def load_sources(cfg: DataConfig, problems: list | None = None) -> tuple[list[Row], list[dict[str, Any]]]:
     """All rows of all sources, unweighted, and a description of each source for the stats."""
     sources = cfg.source_list()
     if not sources:
@@ -27,11 +27,13 @@ def load_sources(cfg: DataConfig) -> tuple[list[Row], list[dict[str, Any]]]:
     rows: list[Row] = []
     described = []
     for index, source in enumerate(sources):
-        read = read_rows(source.path)
+        read = read_rows(source.path, problems)
+        if not read:
+            raise DataError(f"data.path: {source.path} has no usable rows")
         columns = {**cfg.columns, **source.columns}
         fmt = source.format or cfg.format
         if fmt == "auto":
-            fmt = detect_format(set(rename_columns(read[0], columns)))
+            fmt = detect_format(read, columns)
         for row in read:
             row.format, row.columns, row.source = fmt, columns, index
         described.append({"path": source.path, "format": fmt, "rows": len(read), "weight": source.weight})

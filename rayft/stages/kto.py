@@ -23,7 +23,7 @@ class KTOStage(StageImpl):
 
         pairs = prepare_preference(stage_cfg.data, tokenizer, stage="kto")
         seed = stage_cfg.data.seed
-        data = PreparedData(unpair(pairs.train, seed), unpair(pairs.eval, seed), pairs.stats, pairs.removed)
+        data = PreparedData(unpair(pairs.train, seed), unpair(pairs.eval, seed), pairs.stats, pairs.removed, pairs.problems)
         data.stats["train"]["unpaired_rows"] = len(data.train)
         return data
 

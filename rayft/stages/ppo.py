@@ -35,7 +35,7 @@ class PPOStage(StageImpl):
             fields = {k: v for k, v in example.items() if isinstance(v, str) and not k.startswith("_")}
             rows.append({**fields, "prompt": prompt})
         stats = {**collected.stats, "train": {"prompts": len(rows)}}
-        return PreparedData(Dataset.from_list(rows), None, stats, collected.removed)
+        return PreparedData(Dataset.from_list(rows), None, stats, collected.removed, collected.problems)
 
     def run_loop(self, ctx: Any, started_at: float) -> tuple[dict[str, Any], Any]:
         import ray.train

@@ -72,6 +72,12 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         (stage_dir / "config.yaml").write_text(dump_yaml(pipeline))
         data = get_stage(stage.type).prepare_data(stage, tokenizer)
         print(f"rayft: stage '{stage.name}' data: {data.stats}", flush=True)
+        if data.problems:
+            from rayft.data.problems import write_problems
+
+            write_problems(data.problems, stage_dir / "data" / "skipped_rows.jsonl")
+            print(f"rayft: {len(data.problems)} bad rows skipped (data.on_error: skip); list in "
+                  f"{stage_dir / 'data' / 'skipped_rows.jsonl'}", flush=True)
         if data.removed:
             from rayft.data.dedup import write_removed
 
