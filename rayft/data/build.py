@@ -97,12 +97,18 @@ def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
 
         train = pack_examples(train, cfg.max_length)
         train_stats["packed_rows"] = len(train)
-    names = sorted({t if len(t) < 20 else "custom" for t in templates.values()})
-    stats = {**collected.stats, "template": names[0] if len(names) == 1 else names,
-             "format": collected.stats["formats"][0] if len(collected.stats["formats"]) == 1 else "mixed",
-             "train": train_stats, "eval": eval_stats}
+    return prepared(train, held, collected, templates, train_stats, eval_stats)
+
+
+def prepared(train: list[dict], held: list[dict], collected: Collected, templates: dict[str, str],
+             train_stats: dict[str, Any], eval_stats: dict[str, Any]) -> PreparedData:
+    """Datasets from prepared rows, with the stage's stats (shared by every stage's data prep)."""
     from datasets import Dataset
 
+    names = sorted({t if len(t) < 20 else "custom" for t in templates.values()})
+    formats = collected.stats["formats"]
+    stats = {**collected.stats, "template": names[0] if len(names) == 1 else names,
+             "format": formats[0] if len(formats) == 1 else "mixed", "train": train_stats, "eval": eval_stats}
     return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats,
                         collected.removed, collected.problems)
 

@@ -17,7 +17,7 @@ import random
 from typing import Any
 
 from rayft.config import DataConfig
-from rayft.data.build import PreparedData, collect
+from rayft.data.build import PreparedData, collect, prepared
 from rayft.data.templates import prompt_for_generation, render, resolve_template
 from rayft.errors import ConfigError, DataError
 
@@ -34,7 +34,7 @@ def prepare_preference(cfg: DataConfig, tokenizer: Any, stage: str = "this", dro
     held, eval_stats = _pairs(collected.eval, cfg, templates, tokenizer, stage, drop_too_long)
     if not train:
         raise DataError(f"data.path: no usable preference pairs for the {stage} stage ({train_stats})")
-    return _prepared(train, held, collected, templates, train_stats, eval_stats)
+    return prepared(train, held, collected, templates, train_stats, eval_stats)
 
 
 def prepare_prompts(cfg: DataConfig, tokenizer: Any, stage: str = "this") -> PreparedData:
@@ -50,7 +50,7 @@ def prepare_prompts(cfg: DataConfig, tokenizer: Any, stage: str = "this") -> Pre
                         f"none found")
     train_stats = {"rows": len(train), "skipped_no_prompt": skipped}
     eval_stats = {"rows": len(held)}
-    return _prepared(train, held, collected, templates, train_stats, eval_stats)
+    return prepared(train, held, collected, templates, train_stats, eval_stats)
 
 
 def unpair(dataset: Any, seed: int = 42) -> Any:
@@ -123,15 +123,3 @@ def _prompts(examples: list[dict[str, Any]], cfg: DataConfig, templates: dict[st
         rows.append(fields)
     columns = {k: None for row in rows for k in row}  # mixed formats: every row gets every column
     return [{**columns, **row} for row in rows]
-
-
-def _prepared(train: list[dict], held: list[dict], collected: Any, templates: dict[str, str],
-              train_stats: dict[str, Any], eval_stats: dict[str, Any]) -> PreparedData:
-    from datasets import Dataset
-
-    names = sorted({t if len(t) < 20 else "custom" for t in templates.values()})
-    formats = collected.stats["formats"]
-    stats = {**collected.stats, "template": names[0] if len(names) == 1 else names,
-             "format": formats[0] if len(formats) == 1 else "mixed", "train": train_stats, "eval": eval_stats}
-    return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats,
-                        collected.removed, collected.problems)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayft.data.build import PreparedData, collect
+from rayft.data.build import PreparedData
 from rayft.errors import ConfigError
 from rayft.stages import StageImpl, register
 
@@ -18,24 +18,14 @@ from rayft.stages import StageImpl, register
 @register("ppo")
 class PPOStage(StageImpl):
     def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
-        from datasets import Dataset
-
-        from rayft.data.templates import prompt_for_generation, render, resolve_template
+        from rayft.data.preference_data import prepare_prompts
 
         if stage_cfg.training.max_steps < 1:
             raise ConfigError(f"stages.{stage_cfg.name}.training.max_steps: PPO runs a fixed number of rollout "
                               "steps; set it (e.g. 20)")
-        collected = collect(stage_cfg.data)
-        rows = []
-        for example in collected.train:
-            if not example["turns"]:
-                continue
-            template = resolve_template(stage_cfg.data.template, example["_format"], tokenizer)
-            prompt = prompt_for_generation(render(example, template, tokenizer))
-            fields = {k: v for k, v in example.items() if isinstance(v, str) and not k.startswith("_")}
-            rows.append({**fields, "prompt": prompt})
-        stats = {**collected.stats, "train": {"prompts": len(rows)}}
-        return PreparedData(Dataset.from_list(rows), None, stats, collected.removed, collected.problems)
+        prepared = prepare_prompts(stage_cfg.data, tokenizer, stage=stage_cfg.name)
+        prepared.eval = None  # PPO reports rollout rewards; held-out prompts are not scored yet
+        return prepared
 
     def run_loop(self, ctx: Any, started_at: float) -> tuple[dict[str, Any], Any]:
         import ray.train
