@@ -89,9 +89,8 @@ def run_mode(mode: str, a, path: str, tokenizer, data: dict) -> dict:
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:
-    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("padding_fraction", "trained_tokens_per_s",
-                                                                 "computed_tokens_per_s", "train_s")}
-           for m, rs in runs.items()}
+    keys = ("padding_fraction", "trained_tokens_per_s", "computed_tokens_per_s", "train_s")
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in keys} for m, rs in runs.items()}
     tps = {m: med[m]["trained_tokens_per_s"] for m in med}
     for m in med:
         med[m]["ratio_vs_a"] = tps[m] / tps["pad_to_max_length"]
@@ -107,9 +106,7 @@ def write_docs(report: dict, path: Path) -> None:
     ok = lambda x: "met" if x else "**NOT met**"  # noqa: E731
     per = "; ".join(f"vs (a) {x['vs_a']:.2f}, vs (b) {x['vs_b']:.2f}" for x in report["packed_ratios_per_round"])
     section = "\n".join([
-        BEGIN,
-        "## Packing vs padding",
-        "",
+        BEGIN, "## Packing vs padding", "",
         f"LoRA SFT (default adapter) of the embedded SmolLM2-135M-Instruct on `../shared/data/lamini_docs.jsonl` "
         f"(format qa, max_length {MAX_LENGTH}, {report['rows']['unpacked']} rows, {report['rows']['packed']} when "
         f"packed), TRL's SFTTrainer in one process (no Ray), {report['steps']} optimizer steps of batch size "
@@ -118,11 +115,8 @@ def write_docs(report: dict, path: Path) -> None:
         f"{report['repeats']} rounds. Real and computed tokens are counted at the collator (only the "
         "batches trained on); padding fraction = 1 - real / computed; trained tokens/s = real tokens / wall "
         "time of `trainer.train()`.",
-        "",
-        "| mode | padding fraction | trained tokens/s | ratio vs (a) | ratio vs (b) | computed tokens/s |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
+        "", "| mode | padding fraction | trained tokens/s | ratio vs (a) | ratio vs (b) | computed tokens/s |",
+        "|---|---|---|---|---|---|", *rows, "",
         f"- packing padding fraction < 5%: {ok(t['padding_lt_5pct'])} ({med['packed']['padding_fraction']:.1%})",
         f"- packing >= 1.5x trained tokens/s of (a): {ok(t['ratio_vs_a_ge_1_5'])} ({med['packed']['ratio_vs_a']:.2f}x)",
         f"- packing >= 1.2x trained tokens/s of (b): {ok(t['ratio_vs_b_ge_1_2'])} ({med['packed']['ratio_vs_b']:.2f}x)",
@@ -136,8 +130,7 @@ def write_docs(report: dict, path: Path) -> None:
     ])
     text = path.read_text() if path.exists() else INTRO
     if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+        text = text.split(BEGIN, 1)[0] + section + text.split(BEGIN, 1)[1].split(END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,20 +139,15 @@ def write_docs(report: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    for flag, kind, default in (("--repeats", int, 2), ("--steps", int, 12), ("--batch-size", int, 4),
+                                ("--lr", float, 1e-3), ("--seed", int, 0), ("--threads", int, 2)):
+        ap.add_argument(flag, type=kind, default=default)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "packing.json")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     a = ap.parse_args()
     if not DATA.is_file():
-        print(f"skipped: {DATA} is absent (this benchmark needs the shared lamini_docs data)", file=sys.stderr)
-        return
+        return print(f"skipped: {DATA} is absent (this benchmark needs the shared lamini_docs data)", file=sys.stderr)
     import torch
-
     from rayft.config import DataConfig
     from rayft.data.build import prepare
     from rayft.models.loader import load_tokenizer, resolve_model
@@ -181,10 +169,7 @@ def main() -> None:
                   f"{res['trained_tokens_per_s']:.1f} trained tok/s, {res['computed_tokens_per_s']:.1f} computed "
                   f"tok/s, train {res['train_s']:.1f} s, load {res['loadavg_1m_after']:.1f}", flush=True)
     med = summarise(runs)
-    try:
-        exe = os.path.relpath(sys.executable, ROOT)
-    except ValueError:
-        exe = sys.executable
+    exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": "RAYFT_HOME=... " + shlex.join([exe, os.path.relpath(Path(__file__).resolve(), ROOT),
@@ -193,8 +178,7 @@ def main() -> None:
                     "python": platform.python_version()},
         "versions": versions(), "data": str(DATA), "model": MODEL, "max_length": MAX_LENGTH,
         "rows": {k: len(v) for k, v in data.items()},
-        "steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "seed": a.seed, "threads": a.threads,
-        "repeats": a.repeats,
+        **{k: getattr(a, k) for k in ("steps", "batch_size", "lr", "seed", "threads", "repeats")},
         "targets": {"padding_lt_5pct": med["packed"]["padding_fraction"] < 0.05,
                     "ratio_vs_a_ge_1_5": med["packed"]["ratio_vs_a"] >= 1.5,
                     "ratio_vs_b_ge_1_2": med["packed"]["ratio_vs_b"] >= 1.2},

@@ -81,10 +81,12 @@ def held_out(loaded: LoadedConfig, tokenizer: Any) -> tuple[list[str], list[str]
 
     stage = loaded.pipeline.stages[0]
     data = get_stage(stage.type).prepare_data(stage, tokenizer)
-    if data.eval is None or "prompt" not in data.eval.column_names:
+    columns = data.eval.column_names if data.eval is not None else []
+    answer = next((c for c in ("reference", "chosen") if c in columns), None)  # preference rows: `chosen`
+    if "prompt" not in columns or answer is None:
         raise UserError("eval: no held-out rows with answers; set data.eval_split > 0 or data.eval_path")
     n = min(loaded.pipeline.eval.num_examples, len(data.eval))
-    return list(data.eval["prompt"][:n]), list(data.eval["reference"][:n])
+    return list(data.eval["prompt"][:n]), list(data.eval[answer][:n])
 
 
 def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
