@@ -4,7 +4,6 @@ directory contract, the adapter reloads with PEFT, and a named re-run skips the 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -8,16 +8,17 @@ from rayft.config import AdapterConfig, ModelConfig
 from rayft.errors import ModelError
 
 
-def lora_config(cfg: AdapterConfig):
-    from peft import LoraConfig, TaskType
+def lora_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
+    """The run's LoRA settings; `SEQ_CLS` (a reward model) also trains and saves the score head."""
+    from peft import LoraConfig
 
     return LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=cfg.target_modules, bias=cfg.bias, task_type=TaskType.CAUSAL_LM,
+        target_modules=cfg.target_modules, bias=cfg.bias, task_type=task_type,
     )
 
 
-def apply_adapter(model, cfg: AdapterConfig):
+def apply_adapter(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
     """Wrap `model` for training: a new (or `init_from`) LoRA adapter, or the model as is (full)."""
     if cfg.type == "full":
         return model
@@ -26,7 +27,7 @@ def apply_adapter(model, cfg: AdapterConfig):
     if cfg.init_from:
         return PeftModel.from_pretrained(model, cfg.init_from, is_trainable=True)
     try:
-        return get_peft_model(model, lora_config(cfg))
+        return get_peft_model(model, lora_config(cfg, task_type))
     except ValueError as exc:  # e.g. target_modules naming modules the model lacks
         raise ModelError(f"adapter.target_modules: {exc}") from None
 

@@ -36,17 +36,9 @@ class RewardStage(StageImpl):
         return prepare_preference(stage_cfg.data, tokenizer, stage="reward", drop_too_long=True)
 
     def load_model(self, model_path: str, pipeline: Any, adapter_cfg: Any, on_gpu: bool) -> Any:
-        model = load_reward_model(model_path, pipeline.model, on_gpu)
-        if adapter_cfg.type == "full":
-            return model
-        from peft import PeftModel, get_peft_model
+        from rayft.models.adapters import apply_adapter
 
-        if adapter_cfg.init_from:
-            return PeftModel.from_pretrained(model, adapter_cfg.init_from, is_trainable=True)
-        try:
-            return get_peft_model(model, reward_lora_config(adapter_cfg))
-        except ValueError as exc:
-            raise ModelError(f"adapter.target_modules: {exc}") from None
+        return apply_adapter(load_reward_model(model_path, pipeline.model, on_gpu), adapter_cfg, task_type="SEQ_CLS")
 
     def build_trainer(self, ctx: Any) -> Any:
         from trl import RewardConfig, RewardTrainer
@@ -57,17 +49,6 @@ class RewardStage(StageImpl):
         # prefix, so `eval_accuracy` (share of held-out pairs scored chosen > rejected) reaches summary.json.
         return RewardTrainer(model=ctx.model, args=args, train_dataset=ctx.data.train, eval_dataset=ctx.data.eval,
                              processing_class=ctx.tokenizer)
-
-
-def reward_lora_config(cfg: Any) -> Any:
-    """The run's LoRA settings as a sequence-classification adapter (which also trains and saves `score`)."""
-    import dataclasses
-
-    from peft import TaskType
-
-    from rayft.models.adapters import lora_config
-
-    return dataclasses.replace(lora_config(cfg), task_type=TaskType.SEQ_CLS)
 
 
 def is_reward_adapter(path: Path) -> bool:
