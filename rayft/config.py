@@ -279,6 +279,10 @@ class PPOStage(StageBase):
     ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
     minibatch_size: int = Field(4, ge=1, description="Sequences per PPO minibatch (per worker).")
     whiten_advantages: bool = Field(True, description="Normalise advantages to zero mean, unit variance.")
+    reference: Literal["shared", "copy"] = Field(
+        "shared", description="`shared`: the reference runs on the policy's own base weights (adapter "
+        "disabled, or the starting adapter kept frozen); `copy`: a separate frozen model (needed for "
+        "adapter.type full; twice the memory).")
 
 
 # New stage types join this union (one class each) and the registry in rayft.stages.

@@ -21,12 +21,16 @@ def _ppo_config(tmp_path, model: str, steps: int, extra: list[str]):
         f"stages.0.training.max_steps={steps}", "stages.0.training.logging_steps=1", *extra])
 
 
-def test_ppo_mechanics_on_two_workers(ray_cluster, tmp_path):
+@pytest.mark.parametrize("reference", ["shared", "copy"])
+def test_ppo_mechanics_on_two_workers(ray_cluster, tmp_path, reference):
+    """`shared`: the reference is the policy with its adapter disabled; `copy`: a separate frozen model.
+    Either way the first step's KL is 0 (a fresh LoRA adapter starts as the identity)."""
     from rayft.train.launch import run_pipeline
 
     loaded = _ppo_config(tmp_path, "builtin:tiny-random", 3, [
         "data.template=alpaca", "stages.0.training.batch_size=4", "stages.0.max_new_tokens=8",
-        "stages.0.minibatch_size=2", "stages.0.ppo_epochs=2", "stages.0.training.lr=1e-3"])
+        "stages.0.minibatch_size=2", "stages.0.ppo_epochs=2", "stages.0.training.lr=1e-3",
+        f"stages.0.reference={reference}"])
     run_pipeline(loaded)
     stage_dir = tmp_path / "ppo" / "ppo"
     summary = json.loads((stage_dir / "summary.json").read_text())

@@ -51,13 +51,14 @@ class Rollout:
 class PPOTrainer:
     def __init__(self, policy, tokenizer, cfg, lr: float, reward_fns: list[Callable], prompts: list[dict[str, Any]],
                  batch_size: int, seed: int, max_grad_norm: float, log: Callable[[dict[str, Any]], None],
-                 ref_adapter: str | None = None):
+                 ref_adapter: str | None = None, ref_model: Any = None):
         self.policy, self.tokenizer, self.cfg = policy, tokenizer, cfg
+        self.ref_model = ref_model.eval().requires_grad_(False) if ref_model is not None else None
         # The reference is the starting policy. From a fresh adapter that is the base: the adapter
         # disabled. From an earlier stage's adapter (SFT -> PPO) it is that adapter, kept frozen as
         # a second, small LoRA adapter: either way there is one copy of the base weights.
-        self.ref_adapter = REF_ADAPTER if ref_adapter else None
-        if ref_adapter:
+        self.ref_adapter = REF_ADAPTER if ref_adapter and ref_model is None else None
+        if self.ref_adapter:
             policy.load_adapter(ref_adapter, adapter_name=REF_ADAPTER, is_trainable=False)
             policy.set_adapter("default")
         self.value_head = ValueHead(policy.config.hidden_size)
@@ -113,7 +114,9 @@ class PPOTrainer:
         position_ids = (rollout.attention_mask.cumsum(1) - 1).clamp(min=0)
         kwargs = dict(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
                       position_ids=position_ids, output_hidden_states=True)
-        if disable_adapter and self.ref_adapter:
+        if disable_adapter and self.ref_model is not None:
+            out = self.ref_model(**kwargs)
+        elif disable_adapter and self.ref_adapter:
             self.policy.set_adapter(self.ref_adapter)
             try:
                 out = self.policy(**kwargs)

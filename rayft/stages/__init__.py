@@ -35,6 +35,8 @@ class StageImpl:
         from rayft.models.adapters import apply_adapter
         from rayft.models.loader import load_causal_lm
 
+        if adapter_cfg.type == "full" and adapter_cfg.init_from:  # continue a full fine-tune's model/
+            return load_causal_lm(adapter_cfg.init_from, pipeline.model, on_gpu)
         return apply_adapter(load_causal_lm(model_path, pipeline.model, on_gpu), adapter_cfg)
 
     def build_trainer(self, ctx: Any) -> Any:

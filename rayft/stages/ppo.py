@@ -41,8 +41,12 @@ class PPOStage(StageImpl):
         import torch
 
         torch.manual_seed(training.seed + rank)  # different samples per worker; weights are broadcast
+        ref_model = None
+        if cfg.reference == "copy" or ctx.pipeline.adapter.type == "full":
+            ref_model = _reference_copy(ctx)
         trainer = PPOTrainer(ctx.model, ctx.tokenizer, cfg, training.lr, rewards, shard, training.batch_size,
-                             training.seed + rank, training.max_grad_norm, log=print, ref_adapter=ctx.init_adapter)
+                             training.seed + rank, training.max_grad_norm, log=print, ref_adapter=ctx.init_adapter,
+                             ref_model=ref_model)
         self._trainer = trainer
         writer = _tensorboard(ctx.run_dir / cfg.name / "tensorboard") if rank == 0 else None
         history: list[dict[str, Any]] = []
@@ -82,6 +86,19 @@ class PPOStage(StageImpl):
 
         drop_reference_copy(folder)  # the frozen reference adapter is not part of the result
         torch.save(self._trainer.value_head.state_dict(), folder / "value_head.pt")
+
+
+def _reference_copy(ctx: Any) -> Any:
+    """A separate frozen copy of the starting policy (base + starting adapter, merged)."""
+    from rayft.models.adapters import load_for_inference
+    from rayft.models.loader import resolve_model
+
+    base = resolve_model(ctx.pipeline.model.name, ctx.pipeline.model.revision)
+    start = Path(ctx.init_adapter) if ctx.init_adapter else None
+    if start is not None and not (start / "adapter_config.json").is_file():  # a full model from a stage
+        return load_for_inference(str(start), ctx.pipeline.model, None, ctx.on_gpu)
+    model = load_for_inference(base, ctx.pipeline.model, start, ctx.on_gpu)
+    return model.merge_and_unload() if start is not None else model
 
 
 def _tensorboard(folder: Path):
