@@ -61,37 +61,43 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
     previous: Path | None = Path(pipeline.adapter.init_from) if pipeline.adapter.init_from else None
     for index, stage in enumerate(pipeline.stages):
         stage_dir = run_dir / stage.name
+        impl = get_stage(stage.type)
         done = read_summary(stage_dir)
         if done and done.get("status") == "completed" and stage_output(stage_dir):
             print(f"rayft: stage '{stage.name}' already completed, skipping", flush=True)
-            if get_stage(stage.type).produces_policy:
+            if impl.produces_policy:
                 previous = stage_output(stage_dir)
             result.stages.append(done)
             continue
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / "config.yaml").write_text(dump_yaml(pipeline))
-        data = get_stage(stage.type).prepare_data(stage, tokenizer)
-        print(f"rayft: stage '{stage.name}' data: {data.stats}", flush=True)
-        if data.problems:
-            from rayft.data.problems import write_problems
-
-            write_problems(data.problems, stage_dir / "data" / "skipped_rows.jsonl")
-            print(f"rayft: {len(data.problems)} bad rows skipped (data.on_error: skip); list in "
-                  f"{stage_dir / 'data' / 'skipped_rows.jsonl'}", flush=True)
-        if data.removed:
-            from rayft.data.dedup import write_removed
-
-            write_removed(data.removed, stage_dir / "data" / "dedup_removed.jsonl")
-            print(f"rayft: {len(data.removed)} duplicate rows removed; pairs in {stage_dir / 'data'}", flush=True)
-        init_adapter = get_stage(stage.type).starting_adapter(previous)
+        data = impl.prepare_data(stage, tokenizer)
+        _record_data(stage.name, stage_dir, data)
+        init_adapter = impl.starting_adapter(previous)
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None,
                       init_adapter=str(init_adapter) if init_adapter else None)
         summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at)
         result.stages.append(summary)
-        if get_stage(stage.type).produces_policy:
+        if impl.produces_policy:
             previous = Path(summary["output"])
     return result
+
+
+def _record_data(name: str, stage_dir: Path, data: Any) -> None:
+    """One line of counts; skipped rows and removed duplicates go to files beside the stage."""
+    from rayft.data.dedup import write_removed
+    from rayft.data.problems import write_problems
+
+    train, held = data.stats.get("train", {}), data.stats.get("eval") or {}
+    print(f"rayft: stage '{name}' data: {data.stats.get('rows_read')} rows read, "
+          f"{train.get('rows', train.get('prompts'))} for training, {held.get('rows', 0)} held out, "
+          f"{len(data.problems)} bad rows skipped, {len(data.removed)} duplicates removed, "
+          f"{train.get('truncated', 0)} truncated (details in summary.json)", flush=True)
+    if data.problems:
+        write_problems(data.problems, stage_dir / "data" / "skipped_rows.jsonl")
+    if data.removed:
+        write_removed(data.removed, stage_dir / "data" / "dedup_removed.jsonl")
 
 
 def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None,
