@@ -1,13 +1,10 @@
 """Packing vs padding: padding fraction and trained tokens/s of three ways to batch, one process.
 
-LoRA SFT of the embedded SmolLM2-135M-Instruct on ../shared/data/lamini_docs.jsonl with TRL's
-SFTTrainer (no Ray): (a) pad every batch to max_length, (b) dynamic padding (TRL's collator),
-(c) rayft packing (PackedCollator, 4-D block-diagonal mask). Modes run interleaved over
---repeats rounds, a fresh model each run; medians. Real and computed tokens are counted by a
-wrapper around the collator (not TRL's num_tokens, which is wrong for 4-D masks). Writes
-bench/results/packing.json and the `packing` section of docs/benchmarks.md.
-
-    RAYFT_HOME=... .venv/bin/python bench/packing.py [--repeats 2] [--steps 12]
+LoRA SFT of the embedded SmolLM2-135M-Instruct on ../shared/data/lamini_docs.jsonl, TRL's SFTTrainer
+(no Ray): (a) pad to max_length, (b) dynamic padding, (c) rayft packing (PackedCollator, 4-D mask);
+interleaved rounds, a fresh model each run, medians. Tokens are counted at the collator (TRL's
+num_tokens is wrong for 4-D masks). Writes bench/results/packing.json and docs/benchmarks.md's
+`packing` section:  RAYFT_HOME=... .venv/bin/python bench/packing.py [--repeats 2] [--steps 12]
 """
 
 from __future__ import annotations
@@ -29,14 +26,15 @@ DATA = ROOT.parent / "shared" / "data" / "lamini_docs.jsonl"
 MODEL = "builtin:smollm2-135m-instruct"
 MAX_LENGTH = 256
 BEGIN, END = "<!-- BEGIN packing -->", "<!-- END packing -->"
-INTRO = ("# Benchmarks\n\nMeasured figures, each section written by the script it names "
-         "(re-run the command to refresh it).\n")
+INTRO = "# Benchmarks\n\nMeasured figures, each section written by the script it names (re-run it to refresh).\n"
+TARGETS = [("padding fraction < 5%", "padding_lt_5pct", "padding_fraction", "{:.1%}"),
+           (">= 1.5x trained tokens/s of (a)", "ratio_vs_a_ge_1_5", "ratio_vs_a", "{:.2f}x"),
+           (">= 1.2x trained tokens/s of (b)", "ratio_vs_b_ge_1_2", "ratio_vs_b", "{:.2f}x")]
 MODES = {"pad_to_max_length": "(a) pad to max_length", "dynamic": "(b) dynamic padding", "packed": "(c) packing"}
 
 
 class Counting:
     """Wraps a collator; records (real tokens of the rows in, computed tokens of the batch out)."""
-
     def __init__(self, inner):
         self.inner, self.batches = inner, []
 
@@ -46,11 +44,16 @@ class Counting:
         return batch
 
 
+def cpu_now() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process) so far."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), time.process_time()
+
+
 def run_mode(mode: str, a, path: str, tokenizer, data: dict) -> dict:
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
-
     from rayft.config import AdapterConfig, ModelConfig
     from rayft.data.packing import PackedCollator
     from rayft.models.adapters import apply_adapter
@@ -70,11 +73,10 @@ def run_mode(mode: str, a, path: str, tokenizer, data: dict) -> dict:
         collator = PackedCollator(tokenizer.pad_token_id, dtype=model.dtype) if packed else None
         trainer = SFTTrainer(model=model, args=args, train_dataset=data["packed" if packed else "unpacked"],
                              data_collator=collator, processing_class=tokenizer)
-        counter = Counting(trainer.data_collator)
-        trainer.data_collator = counter
-        t0 = time.perf_counter()
+        trainer.data_collator = counter = Counting(trainer.data_collator)
+        (m0, p0), t0 = cpu_now(), time.perf_counter()
         output = trainer.train()
-        train_s = time.perf_counter() - t0
+        train_s, (m1, p1) = time.perf_counter() - t0, cpu_now()
     # accelerate's loader collates one batch ahead: count only the batches the steps trained on
     used = counter.batches[: a.steps * args.gradient_accumulation_steps]
     real, computed = sum(r for r, _ in used), sum(c for _, c in used)
@@ -82,19 +84,21 @@ def run_mode(mode: str, a, path: str, tokenizer, data: dict) -> dict:
               "train_s": train_s, "trained_tokens_per_s": real / train_s, "computed_tokens_per_s": computed / train_s,
               "global_step": trainer.state.global_step, "batches_collated": len(counter.batches),
               "max_width": max(c for _, c in used) // a.batch_size, "train_loss": output.training_loss,
-              "threads": torch.get_num_threads(), "loadavg_1m_after": os.getloadavg()[0]}
+              "cpu_s": p1 - p0, "trained_tokens_per_cpu_s": real / (p1 - p0), "threads": torch.get_num_threads(),
+              # share of the machine's CPU time that other processes used during train(): the noise
+              "others_cpu_share": max(0.0, (m1 - m0) - (p1 - p0)) / (train_s * len(os.sched_getaffinity(0)))}
     del trainer, model, output
     gc.collect()
     return result
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:
-    keys = ("padding_fraction", "trained_tokens_per_s", "computed_tokens_per_s", "train_s")
+    keys = ("padding_fraction", "trained_tokens_per_s", "computed_tokens_per_s", "train_s", "trained_tokens_per_cpu_s")
     med = {m: {k: statistics.median(r[k] for r in rs) for k in keys} for m, rs in runs.items()}
-    tps = {m: med[m]["trained_tokens_per_s"] for m in med}
     for m in med:
-        med[m]["ratio_vs_a"] = tps[m] / tps["pad_to_max_length"]
-        med[m]["ratio_vs_b"] = tps[m] / tps["dynamic"]
+        for key, pre in (("trained_tokens_per_s", ""), ("trained_tokens_per_cpu_s", "cpu_")):
+            med[m][pre + "ratio_vs_a"] = med[m][key] / med["pad_to_max_length"][key]
+            med[m][pre + "ratio_vs_b"] = med[m][key] / med["dynamic"][key]
     return med
 
 
@@ -103,7 +107,6 @@ def write_docs(report: dict, path: Path) -> None:
     rows = [f"| {label} | {med[k]['padding_fraction']:.1%} | {med[k]['trained_tokens_per_s']:,.1f} | "
             f"{med[k]['ratio_vs_a']:.2f} | {med[k]['ratio_vs_b']:.2f} | {med[k]['computed_tokens_per_s']:,.1f} |"
             for k, label in MODES.items()]
-    ok = lambda x: "met" if x else "**NOT met**"  # noqa: E731
     per = "; ".join(f"vs (a) {x['vs_a']:.2f}, vs (b) {x['vs_b']:.2f}" for x in report["packed_ratios_per_round"])
     section = "\n".join([
         BEGIN, "## Packing vs padding", "",
@@ -117,15 +120,18 @@ def write_docs(report: dict, path: Path) -> None:
         "time of `trainer.train()`.",
         "", "| mode | padding fraction | trained tokens/s | ratio vs (a) | ratio vs (b) | computed tokens/s |",
         "|---|---|---|---|---|---|", *rows, "",
-        f"- packing padding fraction < 5%: {ok(t['padding_lt_5pct'])} ({med['packed']['padding_fraction']:.1%})",
-        f"- packing >= 1.5x trained tokens/s of (a): {ok(t['ratio_vs_a_ge_1_5'])} ({med['packed']['ratio_vs_a']:.2f}x)",
-        f"- packing >= 1.2x trained tokens/s of (b): {ok(t['ratio_vs_b_ge_1_2'])} ({med['packed']['ratio_vs_b']:.2f}x)",
+        *(f"- packing {what}: {'met' if t[key] else '**NOT met**'} ({fmt.format(med['packed'][val])})"
+          for what, key, val, fmt in TARGETS),
         f"- packing ratios per round: {per}",
+        "- per CPU-second of this process (less sensitive to other load): trained tokens/CPU-s " + ", ".join(
+            f"{lbl[:3]} {med[k]['trained_tokens_per_cpu_s']:.1f}" for k, lbl in MODES.items())
+        + f"; packing vs (a) {med['packed']['cpu_ratio_vs_a']:.2f}x, vs (b) {med['packed']['cpu_ratio_vs_b']:.2f}x",
+        "- share of the machine's CPU used by other processes during each run: " + ", ".join(
+            f"{lbl[:3]} " + "/".join(f"{r['others_cpu_share']:.0%}" for r in report["runs"][k])
+            for k, lbl in MODES.items()),
         f"- machine: {m['nproc']} CPU cores, `{m['platform']}`, Python {m['python']}",
         "- versions: " + ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "trl", "peft") if k in v),
-        f"- date: {report['date']}",
-        f"- command: `{report['command']}`",
-        "- raw figures: `bench/results/packing.json`",
+        f"- date: {report['date']}", f"- command: `{report['command']}`", "- raw figures: `bench/results/packing.json`",
         END,
     ])
     text = path.read_text() if path.exists() else INTRO
@@ -152,28 +158,23 @@ def main() -> None:
     from rayft.data.build import prepare
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.train.rundir import versions
-
     torch.set_num_threads(a.threads)
-    path = resolve_model(MODEL)
-    tokenizer = load_tokenizer(path)
+    tokenizer = load_tokenizer(path := resolve_model(MODEL))
     data = {name: prepare(DataConfig(path=str(DATA), format="qa", max_length=MAX_LENGTH, eval_split=0,
                                      on_error="skip", packing=name == "packed"), tokenizer).train
             for name in ("unpacked", "packed")}
     runs: dict[str, list[dict]] = {m: [] for m in MODES}
-    order = list(MODES)
     for i in range(a.repeats):
-        for mode in order[i % 3:] + order[: i % 3]:  # rotate the order each round
-            res = run_mode(mode, a, path, tokenizer, data)
-            runs[mode].append(res)
+        for mode in list(MODES)[i % 3:] + list(MODES)[: i % 3]:  # rotate the order each round
+            runs[mode].append(res := run_mode(mode, a, path, tokenizer, data))
             print(f"[{i + 1}/{a.repeats}] {mode}: padding {res['padding_fraction']:.1%}, "
                   f"{res['trained_tokens_per_s']:.1f} trained tok/s, {res['computed_tokens_per_s']:.1f} computed "
-                  f"tok/s, train {res['train_s']:.1f} s, load {res['loadavg_1m_after']:.1f}", flush=True)
+                  f"tok/s, train {res['train_s']:.1f} s, others' CPU {res['others_cpu_share']:.0%}", flush=True)
     med = summarise(runs)
     exe = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "command": "RAYFT_HOME=... " + shlex.join([exe, os.path.relpath(Path(__file__).resolve(), ROOT),
-                                                   *sys.argv[1:]]),
+        "command": "RAYFT_HOME=... " + shlex.join([exe, "bench/packing.py", *sys.argv[1:]]),
         "machine": {"nproc": len(os.sched_getaffinity(0)), "platform": platform.platform(),
                     "python": platform.python_version()},
         "versions": versions(), "data": str(DATA), "model": MODEL, "max_length": MAX_LENGTH,
