@@ -31,9 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     train.add_argument("--run-name", help="run directory name (overrides run_name)")
 
-    ev = verbs.add_parser("eval", help="answer held-out questions with the base and the tuned model")
-    ev.add_argument("run", help="a run directory written by `rayft train`")
-    ev.add_argument("--config", help="config to use (default: the run's own config.yaml)")
+    tune = verbs.add_parser("tune", help="sweep the config's `tune.search_space` with Ray Tune (each trial a "
+                            "Ray Train run); resumes a sweep of the same name")
+    _config_args(tune)
+    tune.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    tune.add_argument("--name", help="sweep directory name under storage.path (overrides tune.name)")
+
+    ev = verbs.add_parser("eval", help="answer held-out questions with the base and tuned models, side by side")
+    ev.add_argument("run", metavar="RUN_DIR|CONFIG", help="a run directory written by `rayft train` (base vs "
+                    "each completed stage), or a config whose eval.models lists adapters / merged models")
+    ev.add_argument("--config", help="with a run directory: config to use (default: the run's own config.yaml)")
+    ev.add_argument("--out", help="with a config: output folder (default: <storage.path>/eval-<config>-<time>)")
     _config_args(ev, required=False)
 
     demo = verbs.add_parser("demo", help="fine-tune the embedded model on the demo task, base vs tuned")
@@ -59,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     pref.add_argument("--limit", type=int, help="use only the first N rows")
 
     verbs.add_parser("models", help="list the builtin models")
+
+    from rayft.serve.cli import add_merge_arguments, add_serve_arguments
+
+    add_serve_arguments(verbs.add_parser(
+        "serve", help="serve models and adapters behind an OpenAI-compatible API (`rayft serve CONFIG`), or "
+        "register an adapter in a store (`rayft serve register RUN --id NAME --store DIR`)"))
+    add_merge_arguments(verbs.add_parser(
+        "merge", help="merge a run's LoRA adapter into its base model (a standard HF model folder)"))
+
+    from rayft.cluster.commands import add_parsers as add_cluster_parsers  # `k8s render|validate`, `submit`
+
+    add_cluster_parsers(verbs, _config_args)
     return parser
 
 
@@ -98,6 +118,10 @@ def _dispatch(args: argparse.Namespace, started_at: float) -> int:
 
         inspect_data(config_io.load_config(args.config, args.overrides), examples=args.examples)
         return 0
+    if args.verb in ("serve", "merge"):
+        from rayft.serve.cli import merge_main, serve_main
+
+        return serve_main(args) if args.verb == "serve" else merge_main(args)
     if args.verb == "models":
         from rayft.models.builtin import BUILTINS
 
@@ -117,14 +141,28 @@ def _dispatch(args: argparse.Namespace, started_at: float) -> int:
             print(f"rayft: report: {outcome.report}")
         print(f"rayft: done. run directory: {result.run_dir}")
         return 0
+    if args.verb == "tune":
+        from rayft.tune.sweep import run_sweep
+
+        run_sweep(args.config, args.overrides, address=args.address, name=args.name, started_at=started_at)
+        return 0
     if args.verb == "eval":
         from rayft.eval.compare import evaluate_run
 
-        config = args.config or str(Path(args.run) / "config.yaml")
-        loaded = config_io.load_config(config, args.overrides)
-        report = evaluate_run(loaded, args.run)
+        target = Path(args.run)
+        if target.is_file():  # a config: base vs eval.models
+            from rayft.eval.compare import evaluate_config
+
+            report = evaluate_config(config_io.load_config(target, args.overrides), args.out)
+        else:
+            config = args.config or str(target / "config.yaml")
+            report = evaluate_run(config_io.load_config(config, args.overrides), target)
         print(f"rayft: report written to {report}")
         return 0
+    if args.verb in ("k8s", "submit"):
+        from rayft.cluster.commands import run_k8s, run_submit
+
+        return run_k8s(args) if args.verb == "k8s" else run_submit(args)
     if args.verb == "demo":
         from rayft.demo.run import run_demo
 

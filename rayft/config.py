@@ -15,6 +15,11 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rayft.config_scale import DeepSpeedOptions, FSDPOptions, QuantizationConfig, check_scaling
+from rayft.tune.config import TuneConfig
+from rayft.serve.config import ServeConfig
+from rayft.cluster.config import ClusterConfig
+
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
 
@@ -37,6 +42,9 @@ class ModelConfig(Strict):
         "sdpa", description="Attention kernel; flash_attention_2 needs a GPU and the flash-attn package.")
     trust_remote_code: bool = Field(False, description="Allow model code shipped with a hub model.")
     revision: str | None = Field(None, description="Hub revision (hub ids only).")
+    quantization: QuantizationConfig | None = Field(
+        None, description="Load the base quantized with bitsandbytes and train LoRA on top (QLoRA): `4bit` "
+        "(NF4, double quant), `8bit`, or a section (see model.quantization.*). null: unquantized.")
 
 
 class AdapterConfig(Strict):
@@ -165,6 +173,11 @@ class TrainingConfig(Strict):
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations to save memory (GPU workers only; ignored on CPU).")
+    strategy: Literal["ddp", "deepspeed", "fsdp"] = Field(
+        "ddp", description="`ddp`: every worker holds the whole model; `deepspeed`: ZeRO sharding (see "
+        "training.deepspeed); `fsdp`: PyTorch FSDP2 through transformers (see training.fsdp). See docs/scaling.md.")
+    deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions, description="With strategy: deepspeed.")
+    fsdp: FSDPOptions = Field(default_factory=FSDPOptions, description="With strategy: fsdp.")
 
 
 class ScalingConfig(Strict):
@@ -196,6 +209,30 @@ class EvalConfig(Strict):
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="More models to evaluate, label -> path: a PEFT adapter folder, a "
+        "merged / full HF model folder, or a run's stage folder (e.g. runs/x/sft). With `rayft eval CONFIG` "
+        "these are the models compared with the base.")
+    perplexity: bool = Field(True, description="Teacher-forced loss and perplexity of each model on the "
+                             "held-out answers (answer tokens only).")
+    reward_model: str | None = Field(
+        None, description="A reward stage's folder (or its adapter/model): on preference data, its pairwise "
+        "accuracy (chosen scored above rejected) is reported.")
+    dpo_beta: float = Field(0.1, gt=0, description="beta of the implicit DPO reward beta * (log p_model - "
+                            "log p_base) reported per model on preference data.")
+    num_workers: int = Field(1, ge=1, description="Ray workers to spread generation over (1: in this process).")
+
+
+class MLflowConfig(Strict):
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. `file:///shared/mlruns` or "
+                              "`http://mlflow:5000`.")
+    experiment: str = Field("rayft", description="MLflow experiment name.")
+
+
+class TrackingConfig(Strict):
+    tensorboard: bool = Field(True, description="TensorBoard event files in each stage's tensorboard/ folder.")
+    mlflow: MLflowConfig | None = Field(None, description="Also log params and per-step metrics to MLflow "
+                                        "(rank 0 of each stage; one MLflow run per stage).")
 
 
 class StageBase(Strict):
@@ -308,6 +345,13 @@ class Pipeline(Strict):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tune: TuneConfig | None = Field(None, description="A Ray Tune sweep (`rayft tune`): search space, metric, "
+                                    "scheduler, search algorithm. `rayft train` ignores it. See docs/tune.md.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="`rayft serve`: the OpenAI-compatible "
+                               "Ray Serve app for this model, its adapters and merged models.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Kubernetes (KubeRay) settings "
+                                   "for `rayft k8s render`; local runs ignore them.")
 
     @model_validator(mode="before")
     @classmethod
@@ -351,6 +395,13 @@ class Pipeline(Strict):
             if stage.type == "kto" and stage.training.batch_size < 2:
                 raise ValueError(f"stages.{i}.training.batch_size: KTO estimates its KL term within a batch, "
                                  f"so each worker needs at least 2 rows (got {stage.training.batch_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _scaling_combinations(self) -> "Pipeline":
+        problem = check_scaling(self)  # rayft.config_scale: strategy / precision / quantization
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

@@ -51,7 +51,8 @@ def default_text(field: FieldInfo, in_stage: bool = False) -> str:
         if _is_model(type(value)):  # a section: the stage's copy of a top-level one, or a sub-section
             return "top-level value" if in_stage else "see its fields"
         if isinstance(value, list) and value and all(_is_model(type(v)) for v in value):
-            value = [{"type": v.type} for v in value]  # the default stage list
+            # the default stage list by type; other lists of sections (cluster.worker_groups) in full
+            value = [{"type": v.type} if "type" in type(v).model_fields else v.model_dump() for v in value]
         return json.dumps(value)
     return "required" if field.is_required() else json.dumps(field.default)
 
@@ -82,7 +83,8 @@ def field_rows(model: type[BaseModel], prefix: str) -> list[str]:
                  constraints_text(field), description]
         rows.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
         if nested is not None and name != "stages":  # a sub-section (data.dedup) or a list of them (data.sources)
-            rows += field_rows(nested, f"{prefix}{name}{'[].' if items else '.'}")
+            listed = typing.get_origin(field.annotation) is list  # data.sources[] (not an optional section)
+            rows += field_rows(nested, f"{prefix}{name}{'[].' if listed else '.'}")
     return rows
 
 

@@ -95,7 +95,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for text in overrides:
         apply_override(raw, *parse_override(text))
     loaded = LoadedConfig(pipeline=validate(raw, str(source or "config")), source=source)
-    _resolve_paths(loaded)
+    resolve_paths(loaded)
     return loaded
 
 
@@ -106,7 +106,8 @@ def validate(raw: dict, label: str = "config") -> Pipeline:
         raise ConfigError(format_validation_error(err, label)) from None
 
 
-def _resolve_paths(loaded: LoadedConfig) -> None:
+def resolve_paths(loaded: LoadedConfig) -> None:
+    """Data paths resolved against the config file's folder (URIs and hf: specs kept)."""
     def resolve(p: str | None) -> str | None:
         if p is None or "://" in p or p.startswith("hf:"):  # unset, a URI, or a hub dataset spec
             return p
@@ -121,6 +122,12 @@ def _resolve_paths(loaded: LoadedConfig) -> None:
         for source in data.sources:
             source.path = resolve(source.path)
         data.eval_path = resolve(data.eval_path)
+    ev = loaded.pipeline.eval
+    ev.models = {label: resolve(path) for label, path in ev.models.items()}
+    ev.reward_model = resolve(ev.reward_model)
+    for training in [loaded.pipeline.training, *(s.training for s in loaded.pipeline.stages)]:
+        if training.deepspeed.config_file:
+            training.deepspeed.config_file = resolve(training.deepspeed.config_file)
 
 
 def format_validation_error(err: ValidationError, label: str) -> str:

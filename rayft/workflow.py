@@ -24,4 +24,8 @@ def train_and_evaluate(loaded: LoadedConfig, address: str | None = None, run_nam
         from rayft.eval.compare import evaluate_run
 
         report = evaluate_run(loaded, run.run_dir)
+    else:  # training figures and plots only
+        from rayft.eval.html_report import write_html_report
+
+        write_html_report(Path(run.run_dir), loaded, None)
     return TrainOutcome(run, report)

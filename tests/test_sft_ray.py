@@ -26,6 +26,7 @@ def sft_run(ray_cluster, tmp_path_factory):
     broken = storage / "broken.jsonl"
     broken.write_text('{"instruction": "Say hi", "output": "hi"}\n{"instruction": "x"}\n{oops\n')
     loaded = load_config(None, [*OVERRIDES, f"storage.path={storage}", "data.on_error=skip",
+                                f"tracking.mlflow.tracking_uri=file://{storage}/mlruns",
                                 f"data.path=[{DEMO_DATA}, {broken}]"])
     return loaded, run_pipeline(loaded)
 
@@ -45,6 +46,7 @@ def test_two_workers_train_and_loss_goes_down(sft_run):
     assert summary["time_to_first_step_s"] > 0 and summary["wall_s"] > 0
     assert {"ray", "torch", "transformers", "peft", "trl"} <= set(summary["versions"])
     assert (result.run_dir / "sft" / "plots" / "loss.png").stat().st_size > 1000
+    assert (result.run_dir / "sft" / "plots" / "lr.png").stat().st_size > 1000
     assert list((result.run_dir / "sft" / "tensorboard").glob("events.out.tfevents.*"))
 
 
@@ -98,3 +100,21 @@ def test_stage_failure_is_recorded(ray_cluster, tmp_path):
         run_pipeline(loaded)
     summary = json.loads((tmp_path / "bad" / "sft" / "summary.json").read_text())
     assert summary["status"] == "failed" and "no_such_proj" in summary["error"]
+
+
+def test_mlflow_gets_params_and_per_step_metrics(sft_run):
+    """tracking.mlflow: rank 0 logs one MLflow run per stage into the (local file) store."""
+    import os
+
+    import mlflow
+
+    loaded, result = sft_run
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 refuses a file store unless asked
+    client = mlflow.tracking.MlflowClient(loaded.pipeline.tracking.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name("rayft")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_name for r in runs] == ["t1/sft"]  # one run, not one per worker
+    run = runs[0]
+    assert run.data.tags["rayft.stage"] == "sft" and float(run.data.params["learning_rate"]) == 3e-3
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert len(losses) >= 5 and max(m.step for m in losses) == 12

@@ -1,34 +1,50 @@
-"""PNG plots of a run (matplotlib, headless)."""
+"""PNG plots of a run (matplotlib, headless): loss and eval loss, learning rate, and for PPO the
+reward and KL per step. Each plot is written only when its series exist."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+Series = Sequence[Sequence[float]]  # [(step, value), ...]
 
 
 def plot_training(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
-    """loss.png: training loss (and eval loss when evaluated during training) per step."""
+    """The plots a stage's final metrics allow, as files in `out_dir`."""
+    paths: list[Path] = []
     loss = metrics.get("loss_history") or []
     evals = metrics.get("eval_loss_history") or []
-    if not loss and not evals:
-        return []
+    if loss or evals:
+        paths.append(_line_plot(out_dir / "loss.png", "loss", {"train loss": (loss, "-"), "eval loss": (evals, "o-")}))
+    lr = metrics.get("lr_history") or []
+    if lr:
+        paths.append(_line_plot(out_dir / "lr.png", "learning rate", {"learning rate": (lr, "-")}))
+    ppo = metrics.get("ppo_history") or []
+    if ppo:
+        reward = [(h["step"], h["reward"]) for h in ppo if "reward" in h]
+        kl = [(h["step"], h["kl"]) for h in ppo if "kl" in h]
+        paths.append(_line_plot(out_dir / "reward.png", "mean reward", {"reward": (reward, "o-")}))
+        paths.append(_line_plot(out_dir / "kl.png", "KL to reference (nats / sequence)", {"KL": (kl, "o-")}))
+    return paths
+
+
+def _line_plot(path: Path, ylabel: str, series: dict[str, tuple[Series, str]]) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if loss:
-        ax.plot([s for s, _ in loss], [v for _, v in loss], label="train loss")
-    if evals:
-        ax.plot([s for s, _ in evals], [v for _, v in evals], "o-", label="eval loss")
+    for label, (points, style) in series.items():
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if len([s for s in series.values() if s[0]]) > 1:
+        ax.legend()
     fig.tight_layout()
-    path = out_dir / "loss.png"
     fig.savefig(path)
     plt.close(fig)
-    return [path]
+    return path

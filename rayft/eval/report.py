@@ -12,7 +12,7 @@ EXAMPLES_SHOWN = 5
 
 
 def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+    return "-" if value is None or value != value else f"{100 * value:.1f}"
 
 
 def print_comparison(comparison: Any, examples: int = 3) -> None:
@@ -21,11 +21,12 @@ def print_comparison(comparison: Any, examples: int = 3) -> None:
 
     console = Console(width=120)
     table = Table(title="held-out evaluation (higher is better)")
-    for col in ("model", "n", "exact match %", "ROUGE-L %", "BLEU", "gen s", "tags"):
+    for col in ("model", "n", "exact match %", "ROUGE-L %", "BLEU", "loss", "ppl", "DPO acc %", "gen s", "tags"):
         table.add_column(col, justify="left" if col in ("model", "tags") else "right")
     for row in comparison.metrics_table():
         table.add_row(row["model"], str(row["n"]), _pct(row["exact_match"]), _pct(row["rouge_l"]),
-                      "-" if row["bleu"] is None else f"{row['bleu']:.1f}", f"{row['gen_s']:.0f}",
+                      "-" if row["bleu"] is None else f"{row['bleu']:.1f}", _num(row["loss"], 3),
+                      _num(row["perplexity"], 1), _pct(row["dpo_accuracy"]), f"{row['gen_s']:.0f}",
                       ", ".join(f"{k}:{v}" for k, v in row["tags"].items()) or "-")
     console.print(table)
     labels = list(comparison.answers)
@@ -48,21 +49,35 @@ def _question(prompt: str, limit: int = 300) -> str:
 
 def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
     lines = [f"# rayft run `{run_dir.name}`", "", f"Base model: `{loaded.pipeline.model.name}`; "
-             f"adapter: {loaded.pipeline.adapter.type}.", "", "## Training", "",
-             "| stage | status | steps | train loss | eval loss | tokens/s | wall s |", "|---|---|---|---|---|---|---|"]
+             f"adapter: {loaded.pipeline.adapter.type}.", ""]
+    summaries = {stage.name: read_summary(run_dir / stage.name) for stage in loaded.pipeline.stages}
+    if any(summaries.values()):
+        lines += ["## Training", "", "| stage | status | steps | train loss | eval loss | tokens/s | wall s |",
+                  "|---|---|---|---|---|---|---|"]
     for stage in loaded.pipeline.stages:
-        s = read_summary(run_dir / stage.name) or {}
+        s = summaries[stage.name]
+        if s is None:
+            continue
         lines.append(f"| {stage.name} | {s.get('status', '-')} | {s.get('global_step', '-')} | "
                      f"{_num(s.get('train_loss'))} | {_num(s.get('eval_loss'))} | {_num(s.get('tokens_per_s'), 0)} | "
                      f"{_num(s.get('wall_s'), 0)} |")
-        for plot in s.get("plots") or []:
-            lines += ["", f"![{stage.name} loss]({Path(plot).relative_to(run_dir)})"]
+    for stage in loaded.pipeline.stages:
+        for plot in (summaries[stage.name] or {}).get("plots") or []:
+            if Path(plot).is_file():
+                lines += ["", f"![{stage.name} {Path(plot).stem}]({_relative(plot, run_dir)})"]
     lines += ["", f"## Held-out evaluation ({len(comparison.prompts)} examples)", "",
-              "| model | exact match % | ROUGE-L % | BLEU | generation s | tags |", "|---|---|---|---|---|---|"]
+              "| model | exact match % | ROUGE-L % | BLEU | answer loss | perplexity | DPO acc % | DPO margin "
+              "| generation s | tags |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in comparison.metrics_table():
         tags = ", ".join(f"{k}: {v}" for k, v in row["tags"].items()) or "-"
         lines.append(f"| {row['model']} | {_pct(row['exact_match'])} | {_pct(row['rouge_l'])} | "
-                     f"{_num(row['bleu'], 1)} | {row['gen_s']} | {tags} |")
+                     f"{_num(row['bleu'], 1)} | {_num(row['loss'])} | {_num(row['perplexity'], 2)} | "
+                     f"{_pct(row['dpo_accuracy'])} | {_num(row['dpo_margin'])} | {row['gen_s']} | {tags} |")
+    if comparison.reward_models:
+        lines += ["", "Reward models on held-out pairs:", "", "| reward model | pairs | accuracy % | mean margin |",
+                  "|---|---|---|---|"]
+        lines += [f"| {name} | {r.get('n', '-')} | {_pct(r['accuracy'])} | {_num(r['margin'])} |"
+                  for name, r in comparison.reward_models.items()]
     lines += ["", "## Examples", ""]
     for i in range(min(EXAMPLES_SHOWN, len(comparison.prompts))):
         lines += [f"### Example {i + 1}", "", "```text", _question(comparison.prompts[i]), "```", "",
@@ -76,4 +91,11 @@ def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
 
 
 def _num(value: Any, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and value == value else "-"
+
+
+def _relative(path: str | Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

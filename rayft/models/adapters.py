@@ -24,6 +24,9 @@ def apply_adapter(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
         return model
     from peft import PeftModel, get_peft_model
 
+    from rayft.models.quantization import prepare_for_kbit_training
+
+    model = prepare_for_kbit_training(model)  # QLoRA: a no-op for an unquantized base
     if cfg.init_from:
         return PeftModel.from_pretrained(model, cfg.init_from, is_trainable=True)
     try:

@@ -72,10 +72,12 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 def load_causal_lm(path: str, cfg: ModelConfig, on_gpu: bool = False):
     from transformers import AutoModelForCausalLM
 
+    from rayft.models.quantization import quantized_load_kwargs
+
     try:
         return AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype(cfg, on_gpu), attn_implementation=cfg.attn_implementation,
-            trust_remote_code=cfg.trust_remote_code,
+            trust_remote_code=cfg.trust_remote_code, **quantized_load_kwargs(cfg, on_gpu),
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"model.name: cannot load a causal LM from {path}: {exc}") from None

@@ -30,8 +30,12 @@ class PPOStage(StageImpl):
     def run_loop(self, ctx: Any, started_at: float) -> tuple[dict[str, Any], Any]:
         import ray.train
 
+        from rayft.rl.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
         from rayft.rl.ppo_trainer import PPOTrainer
+        from rayft.train.attempts import PROGRESS_FILE
+        from rayft.train.rundir import write_json_atomic
         from rayft.rl.rewards import resolve_reward
+        from rayft.train.tracking import StepLogger
 
         cfg, training = ctx.stage, ctx.stage.training
         rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
@@ -48,11 +52,16 @@ class PPOStage(StageImpl):
                              training.seed + rank, training.max_grad_norm, log=print, ref_adapter=ctx.init_adapter,
                              ref_model=ref_model)
         self._trainer = trainer
-        writer = _tensorboard(ctx.run_dir / cfg.name / "tensorboard") if rank == 0 else None
+        writer = StepLogger(ctx.training_args.get("report_to"), ctx.run_dir / cfg.name / "tensorboard",
+                            ctx.training_args.get("run_name") or cfg.name,
+                            params={"lr": training.lr, **cfg.model_dump(exclude={"training", "data"})}
+                            ) if rank == 0 else None
         history: list[dict[str, Any]] = []
+        if ctx.resume is not None and ctx.resume.checkpoint is not None:  # a restart or a re-run
+            history = load_ppo_checkpoint(trainer, ctx.resume.checkpoint, rank)
         t0 = time.time()
         first_step_at = None
-        for step in range(1, training.max_steps + 1):
+        for step in range(trainer.global_step + 1, training.max_steps + 1):
             figures = trainer.step()
             first_step_at = first_step_at or time.time()
             history.append({"step": step, **figures})
@@ -64,6 +73,10 @@ class PPOStage(StageImpl):
             if writer is not None:
                 for key, value in figures.items():
                     writer.add_scalar(f"ppo/{key}", value, step)
+            if rank == 0:  # the step reached, for the attempts record if this attempt dies
+                write_json_atomic(ctx.run_dir / cfg.name / PROGRESS_FILE, {"global_step": step, "time": time.time()})
+            if training.save_steps and step % training.save_steps == 0:
+                save_ppo_checkpoint(trainer, history, rank, world)
         if writer is not None:
             writer.close()
         runtime = time.time() - t0
@@ -100,10 +113,3 @@ def _reference_copy(ctx: Any) -> Any:
     model = load_for_inference(base, ctx.pipeline.model, start, ctx.on_gpu)
     return model.merge_and_unload() if start is not None else model
 
-
-def _tensorboard(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency, but a missing writer must not stop training
-        return None
-    return SummaryWriter(log_dir=str(folder))

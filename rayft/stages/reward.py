@@ -64,6 +64,7 @@ def load_reward_model(path: str, model_cfg: Any, on_gpu: bool = False, pad_token
     from transformers import AutoModelForSequenceClassification
 
     from rayft.models.loader import load_tokenizer, torch_dtype
+    from rayft.models.quantization import quantized_load_kwargs
 
     try:
         from trl.trainer.reward_trainer import suppress_seqcls_warning  # "score.weight newly initialized"
@@ -73,7 +74,8 @@ def load_reward_model(path: str, model_cfg: Any, on_gpu: bool = False, pad_token
         with suppress_seqcls_warning():
             model = AutoModelForSequenceClassification.from_pretrained(
                 path, num_labels=1, dtype=torch_dtype(model_cfg, on_gpu),
-                attn_implementation=model_cfg.attn_implementation, trust_remote_code=model_cfg.trust_remote_code)
+                attn_implementation=model_cfg.attn_implementation, trust_remote_code=model_cfg.trust_remote_code,
+                **quantized_load_kwargs(model_cfg, on_gpu))
     except (OSError, ValueError) as exc:
         raise ModelError(f"model.name: cannot load a sequence-classification model from {path}: {exc}") from None
     if pad_token_id is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from rayft.config_io import LoadedConfig, dump_yaml
 from rayft.errors import UserError
+from rayft.train.attempts import resume_summary
 from rayft.train.rundir import pop_worker_metrics, read_summary, stage_output, write_summary
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ def run_name_for(loaded: LoadedConfig) -> str:
 
 
 def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str | None = None,
-                 started_at: float | None = None) -> RunResult:
+                 started_at: float | None = None, tune_trial: bool = False) -> RunResult:
+    """`tune_trial`: this is a Ray Tune trial (rayft.tune.trial); workers report every evaluation
+    and Ray's TuneReportCallback forwards the reports to Tune."""
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
 
@@ -77,7 +80,7 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None,
                       init_adapter=str(init_adapter) if init_adapter else None)
-        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at)
+        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at, tune_trial)
         result.stages.append(summary)
         if impl.produces_policy:
             previous = Path(summary["output"])
@@ -101,13 +104,13 @@ def _record_data(name: str, stage_dir: Path, data: Any) -> None:
 
 
 def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None,
-               address: str | None, started_at: float) -> dict[str, Any]:
+               address: str | None, started_at: float, tune_trial: bool = False) -> dict[str, Any]:
     from rayft.eval.plots import plot_training
 
     stage = pipeline.stages[index]
     t0 = time.time()
     ensure_ray(address, pipeline.scaling)
-    trainer = _trainer(pipeline, index, stage_dir, data, init_adapter, started_at)
+    trainer = _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, tune_trial)
     try:
         result = trainer.fit()
         error = result.error
@@ -118,20 +121,21 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
         error = exc
     if error is not None:
         message = _failure_message(error)
-        write_summary(stage_dir, status="failed", error=message, wall_s=time.time() - t0)
+        write_summary(stage_dir, status="failed", error=message, wall_s=time.time() - t0, **resume_summary(stage_dir))
         raise StageFailed(f"stage '{stage.name}' failed: {message}\n(outputs of earlier stages are kept; "
                           f"details in {stage_dir / 'summary.json'})")
     metrics = pop_worker_metrics(stage_dir)
     output = stage_output(stage_dir)
     plots = plot_training(metrics, stage_dir / "plots")
     return write_summary(stage_dir, status="completed", output=str(output), wall_s=time.time() - t0,
-                         plots=[str(p) for p in plots], **metrics)
+                         plots=[str(p) for p in plots], **metrics, **resume_summary(stage_dir))
 
 
-def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at):
+def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, tune_trial=False):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from rayft.train.strategy import load_user_deepspeed_config
     from rayft.train.worker import train_stage_worker
 
     scaling = pipeline.scaling
@@ -140,12 +144,19 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at):
     if scaling.use_gpu:
         resources.setdefault("GPU", 1)
     threads = scaling.threads_per_worker or max(1, int(resources.get("CPU", 1)))
+    callbacks = []
+    if tune_trial:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     return TorchTrainer(
         train_stage_worker,
         train_loop_config={
             "pipeline": pipeline.model_dump(mode="json"), "stage_index": index, "stage_dir": str(stage_dir),
             "data": data, "init_adapter": str(init_adapter) if init_adapter else None,
-            "threads": threads, "started_at": started_at,
+            "threads": threads, "started_at": started_at, "report_evals": tune_trial,
+            "user_deepspeed": load_user_deepspeed_config(stage.training.deepspeed.config_file,
+                                                         f"stages.{index}.training.deepspeed.config_file"),
         },
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources,
@@ -154,7 +165,7 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at):
         run_config=RunConfig(
             name="ray", storage_path=str(stage_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=stage.training.save_total_limit),
-            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            failure_config=FailureConfig(max_failures=scaling.max_failures), callbacks=callbacks,
         ),
     )
 
@@ -164,6 +175,9 @@ def ensure_ray(address: str | None, scaling) -> None:
     waiting forever) when a local cluster cannot fit the requested workers."""
     import ray
 
+    # Inside a Ray job (`ray job submit`, a KubeRay RayJob) Ray sets RAY_ADDRESS: that is an existing
+    # cluster, whose autoscaler may still add the workers, so no local fit check.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
         # Worker lines are printed once, as written (Ray Train would also re-log each print).
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")

@@ -17,10 +17,17 @@ class ProgressCallback(TrainerCallback):
         self.train_started_at: float | None = None
         self.loss_history: list[tuple[int, float]] = []
         self.eval_history: list[tuple[int, float]] = []
+        self.lr_history: list[tuple[int, float]] = []
         self.num_tokens: float = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.train_started_at = time.time()
+        # Resumed from a checkpoint: its trainer state holds the losses logged before it.
+        for log in state.log_history:
+            if "loss" in log:
+                self.loss_history.append((log["step"], float(log["loss"])))
+            if "eval_loss" in log:
+                self.eval_history.append((log["step"], float(log["eval_loss"])))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.first_step_at is None:
@@ -34,6 +41,8 @@ class ProgressCallback(TrainerCallback):
             self.loss_history.append((state.global_step, float(logs["loss"])))
         if "eval_loss" in logs:
             self.eval_history.append((state.global_step, float(logs["eval_loss"])))
+        if "learning_rate" in logs:
+            self.lr_history.append((state.global_step, float(logs["learning_rate"])))
         if not state.is_world_process_zero or not ({"loss", "eval_loss"} & set(logs)):
             return
         elapsed = time.time() - (self.train_started_at or time.time())
@@ -49,6 +58,7 @@ class ProgressCallback(TrainerCallback):
         return {
             "loss_history": self.loss_history,
             "eval_loss_history": self.eval_history,
+            "lr_history": self.lr_history,
             "num_tokens": self.num_tokens,
             "tokens_per_s": self.num_tokens / train_runtime if train_runtime > 0 else None,
             "time_to_first_step_s": (self.first_step_at - self.started_at) if self.first_step_at else None,

@@ -24,6 +24,7 @@ class WorkerContext:
     on_gpu: bool
     run_dir: Path  # earlier stages' outputs are at run_dir / <stage name> (e.g. a reward model)
     init_adapter: str | None = None  # the adapter this stage started from (the previous stage's)
+    resume: Any = None  # rayft.train.checkpoints.ResumePoint: the checkpoint to resume from, if any
 
 
 def train_stage_worker(config: dict[str, Any]) -> None:
@@ -35,18 +36,24 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
     from rayft.train.args import training_kwargs
+    from rayft.train.memory import gather_peak_memory
+    from rayft.train.attempts import record_attempt
+    from rayft.train.checkpoints import choose_resume_checkpoint
     from rayft.train.rundir import METRICS_FILE, write_json_atomic
+    from rayft.train.tracking import end_mlflow_run, mlflow_run_name, report_targets, start_mlflow_run
+    from rayft.train.strategy import use_gloo_for_cpu_deepspeed
 
     pipeline = Pipeline.model_validate(config["pipeline"])
     stage = pipeline.stages[config["stage_index"]]
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     on_gpu = pipeline.scaling.use_gpu and torch.cuda.is_available()
+    # DeepSpeed picks its accelerator once per process, at first use; set here (not only by the CLI)
+    # so workers on any node, started by any driver, agree with their device.
+    os.environ["DS_ACCELERATOR"] = "cuda" if on_gpu else "cpu"
     if not on_gpu:
         torch.set_num_threads(config["threads"])
     stage_dir = Path(config["stage_dir"])
-    if rank == 0:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(stage_dir / "tensorboard")
 
     # Resolved again here: on another node the driver's path may not exist; on the driver's node
     # this is a cache hit. A builtin converts once per node, under the cache's file lock.
@@ -54,67 +61,118 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
     adapter_cfg = pipeline.adapter.model_copy(update={"init_from": config["init_adapter"]})
     stage_impl = get_stage(stage.type)
-    model = stage_impl.load_model(model_path, pipeline, adapter_cfg, on_gpu)
-
     local_out = tempfile.mkdtemp(prefix=f"rayft-{stage.name}-r{rank}-")
     has_eval = config["data"].eval is not None
     args = training_kwargs(stage.training, output_dir=local_out, on_gpu=on_gpu, has_eval=has_eval,
-                           tensorboard=rank == 0)
+                           report_to=report_targets(pipeline, stage.name, stage_dir, rank),
+                           run_name=mlflow_run_name(stage_dir), user_deepspeed=config.get("user_deepspeed"))
+    args = use_gloo_for_cpu_deepspeed(args, on_gpu)
+    # ZeRO-3: TrainingArguments made before the model registers the DeepSpeed config, so
+    # from_pretrained loads each layer straight into its shards (zero.Init) instead of whole.
+    zero3_anchor = _zero3_init_anchor(args)
+    model = stage_impl.load_model(model_path, pipeline, adapter_cfg, on_gpu)
+    resume = choose_resume_checkpoint(rank)
+    attempt = record_attempt(stage_dir, rank, resume, config["started_at"])
     wctx = WorkerContext(pipeline, stage, model, tokenizer, config["data"], args, on_gpu, stage_dir.parent,
-                         config["init_adapter"])
+                         config["init_adapter"], resume)
+    tracked = start_mlflow_run(args["report_to"], args["run_name"])
     if hasattr(stage_impl, "run_loop"):  # a stage with its own explicit loop (PPO)
         metrics, trained = stage_impl.run_loop(wctx, config["started_at"])
     else:
-        metrics, trained = _run_hf_trainer(wctx, stage_impl, config, ctx.get_world_size())
-    if rank == 0:
+        metrics, trained = _run_hf_trainer(wctx, stage_impl, config, ctx.get_world_size(), resume, attempt)
+    del zero3_anchor
+    metrics.update(gather_peak_memory(on_gpu))  # every rank takes part; rank 0 keeps the list
+    if rank == 0 or isinstance(trained, GatheredSave):  # sharded weights: every rank joins the gather
         _save_output(trained, tokenizer, stage_dir, full=pipeline.adapter.type == "full",
-                     extra=getattr(stage_impl, "save_extra", None))
-        # Ray Train keeps only checkpoint-attached metrics in Result; the driver reads this file.
+                     extra=getattr(stage_impl, "save_extra", None), writer=rank == 0)
+    if rank == 0:  # Ray Train keeps only checkpoint-attached metrics in Result; the driver reads this file.
         write_json_atomic(stage_dir / METRICS_FILE, metrics)
+    end_mlflow_run(tracked)
     ray.train.report(metrics)
 
 
-def _run_hf_trainer(wctx: WorkerContext, stage_impl: Any, config: dict[str, Any], world_size: int
-                    ) -> tuple[dict[str, Any], Any]:
-    """Train with the stage's transformers/TRL Trainer; checkpoints go through Ray Train."""
+def _run_hf_trainer(wctx: WorkerContext, stage_impl: Any, config: dict[str, Any], world_size: int,
+                    resume: Any, attempt: int | None) -> tuple[dict[str, Any], Any]:
+    """Train with the stage's transformers/TRL Trainer; checkpoints go through Ray Train, and a
+    restarted or re-run stage resumes from the newest intact one (rayft.train.checkpoints)."""
+    import contextlib
+
     import ray.train
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from ray.train.huggingface.transformers import prepare_trainer
     from transformers.trainer_callback import PrinterCallback
 
+    from rayft.train.attempts import ProgressRecorder
+    from rayft.train.checkpoints import HF_FOLDER, CheckpointReporter
     from rayft.train.progress import ProgressCallback
+    from rayft.train.strategy import needs_collective_save, strategy_in_effect
 
     stage = wctx.stage
+    rank = ray.train.get_context().get_world_rank()
     trainer = stage_impl.build_trainer(wctx)
     progress = ProgressCallback(stage.name, config["started_at"])
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate our progress lines
     trainer.add_callback(progress)
-    trainer.add_callback(RayTrainReportCallback())
+    trainer.add_callback(CheckpointReporter(rank, world_size))
+    if rank == 0:
+        trainer.add_callback(ProgressRecorder(Path(config["stage_dir"]), attempt))
+    if config.get("report_evals"):  # a Ray Tune trial: every evaluation goes to the scheduler
+        from rayft.tune.trial import EvalReportCallback
+
+        trainer.add_callback(EvalReportCallback())
     trainer = prepare_trainer(trainer)
 
-    resume_from = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        resume_from = str(Path(checkpoint.to_directory()) / RayTrainReportCallback.CHECKPOINT_NAME)
-    output = trainer.train(resume_from_checkpoint=resume_from)
+    # The HF checkpoint (weights, optimizer, scheduler, RNG per rank, trainer state with the global
+    # step) restores everything; the Trainer skips the batches already seen in the current epoch.
+    with (resume.checkpoint.as_directory() if resume.checkpoint else contextlib.nullcontext()) as local:
+        output = trainer.train(resume_from_checkpoint=str(Path(local) / HF_FOLDER) if local else None)
 
     metrics: dict[str, Any] = {
         "global_step": trainer.state.global_step,
         "train_loss": output.training_loss,
         "train_runtime_s": output.metrics.get("train_runtime"),
+        "strategy": strategy_in_effect(trainer),
         **progress.figures(output.metrics.get("train_runtime") or 0.0),
     }
     if stage.data.packing:  # TRL counts tokens from a 2-D attention mask; packed rows have a 4-D one
         metrics.update(_packed_token_figures(wctx.data.train, trainer, world_size, metrics))
     if wctx.data.eval is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
+    if needs_collective_save(wctx.training_args):
+        return metrics, GatheredSave(trainer)
     return metrics, trainer.accelerator.unwrap_model(trainer.model)
 
 
-def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra: Any = None) -> None:
-    """Save into a temporary sibling, then rename: a half-written adapter is never picked up."""
+class GatheredSave:
+    """Weights sharded across the workers (ZeRO-3, FSDP): the Trainer gathers them into one state
+    dict (every rank must call it) and rank 0 writes the usual PEFT adapter / HF model files."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def save_pretrained(self, folder: Path, safe_serialization: bool = True) -> None:
+        self.trainer.save_model(str(folder))
+        (Path(folder) / "training_args.bin").unlink(missing_ok=True)  # the Trainer's, not the model's
+
+
+def _zero3_init_anchor(args: dict[str, Any]) -> Any:
+    from rayft.train.strategy import zero_stage
+
+    if zero_stage(args) != 3:
+        return None
+    from transformers import TrainingArguments
+
+    return TrainingArguments(**args)
+
+
+def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra: Any = None,
+                 writer: bool = True) -> None:
+    """Save into a temporary sibling, then rename: a half-written adapter is never picked up.
+    Only the `writer` (rank 0) writes; other ranks only join a gathered save."""
     final = stage_dir / ("model" if full else "adapter")
     staging = stage_dir / f".{final.name}.partial-{time.time_ns()}"
     model.save_pretrained(staging, safe_serialization=True)
+    if not writer:
+        return
     tokenizer.save_pretrained(staging)
     if extra is not None:  # stage-specific files beside the weights (e.g. PPO's value head)
         extra(staging)

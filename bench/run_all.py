@@ -1,0 +1,140 @@
+"""`make bench`: run every benchmark in bench/ and regenerate docs/benchmarks.md.
+
+Each benchmark script owns one section of docs/benchmarks.md (between its BEGIN/END markers) and
+writes it with its machine, versions, date and command. This runner runs them one after another
+(never in parallel: they measure the machine), then rewrites the `suite` section at the top: when
+the suite ran, on what, and each benchmark's command, status and wall time. A benchmark that
+needs something this machine lacks (../shared/data, a GPU) is listed as skipped with the reason.
+
+    .venv/bin/python bench/run_all.py [--only NAME ...] [--list] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from docs_section import write_section  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str  # the script is bench/<name>.py; its docs section has the same name
+    what: str
+    args: tuple[str, ...] = ()
+    quick_args: tuple[str, ...] = ()  # --quick: fewer repeats / steps, for a smoke run of the suite
+    needs: tuple[str, ...] = ()  # "shared-data", "gpu"
+
+
+BENCHES: tuple[Bench, ...] = (
+    Bench("sft_throughput", "SFT tokens/s, rayft (1 Ray worker) vs a plain TRL script", (), ("--repeats", "1")),
+    Bench("packing", "packing vs dynamic padding vs pad-to-max", (), ("--repeats", "1"), ("shared-data",)),
+    Bench("ppo_split", "PPO generation/training split and memory, shared vs copied reference"),
+    Bench("memory_strategies", "peak memory per worker: DDP vs ZeRO-2 vs ZeRO-3 vs QLoRA"),
+    Bench("recovery", "steps redone after a worker kill vs the checkpoint interval"),
+    Bench("tune_efficiency", "ASHA vs running every trial to the end"),
+    Bench("serve_throughput", "serving requests/s and latency, batching vs none; adapter switching"),
+)
+
+# Scripts in bench/ that are not benchmarks themselves.
+HELPERS = {"run_all", "docs_section", "plain_trl_sft"}
+
+
+def missing(bench: Bench) -> str | None:
+    """Why `bench` cannot run here, or None."""
+    if not (ROOT / "bench" / f"{bench.name}.py").is_file():
+        return f"bench/{bench.name}.py is not in this checkout"
+    if "shared-data" in bench.needs and not (ROOT.parent / "shared" / "data").is_dir():
+        return "../shared/data is absent"
+    if "gpu" in bench.needs:
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return "no GPU on this machine"
+        except ImportError:
+            return "torch is not installed"
+    return None
+
+
+def command(bench: Bench, quick: bool) -> list[str]:
+    return [sys.executable, f"bench/{bench.name}.py", *(bench.quick_args if quick else bench.args)]
+
+
+def machine() -> str:
+    from importlib import metadata
+
+    names = ("torch", "ray", "transformers", "trl", "peft", "deepspeed")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return (f"{os.cpu_count()} CPU cores, {platform.platform()}, Python {platform.python_version()}; "
+            + ", ".join(found))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
+    ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run, not figures to publish")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = ap.parse_args(argv)
+    known = {b.name for b in BENCHES}
+    if args.only and set(args.only) - known:
+        ap.error(f"unknown benchmark(s): {', '.join(sorted(set(args.only) - known))}; known: {', '.join(sorted(known))}")
+    selected = [b for b in BENCHES if not args.only or b.name in args.only]
+    if args.list:
+        for b in selected:
+            why = missing(b)
+            print(f"{b.name:18s} {b.what}" + (f"  [skipped: {why}]" if why else ""))
+        return 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.setdefault("RAYFT_HOME", str(Path.home() / ".cache" / "rayft"))
+    rows, failed = [], 0
+    for b in selected:
+        why = missing(b)
+        cmd = command(b, args.quick)
+        shown = " ".join(["RAYFT_HOME=...", ".venv/bin/python", *cmd[1:]])
+        if why:
+            print(f"[bench] {b.name}: skipped ({why})", flush=True)
+            rows.append(f"| {b.name} | {b.what} | skipped: {why} | - | `{shown}` |")
+            continue
+        print(f"[bench] {b.name}: {shown}", flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd, cwd=ROOT, env=env)
+        wall = time.time() - t0
+        status = "ok" if rc == 0 else f"failed (exit {rc})"
+        failed += rc != 0
+        print(f"[bench] {b.name}: {status} in {wall:.0f} s", flush=True)
+        rows.append(f"| {b.name} | {b.what} | {status} | {wall:.0f} | `{shown}` |")
+    body = "\n".join([
+        "## The suite",
+        "",
+        f"Regenerated by `make bench` (= `.venv/bin/python bench/run_all.py{' --quick' if args.quick else ''}`) "
+        f"on {time.strftime('%Y-%m-%d %H:%M:%S %z')}; machine: {machine()}. Each section below was written by "
+        "the benchmark named in it, with its own command; a section a run skipped keeps its last figures "
+        "(their date says when).",
+        "",
+        "| benchmark | what | status | wall s | command |",
+        "|---|---|---|---|---|",
+        *rows,
+    ])
+    write_section(args.docs, "suite", body)
+    print(f"[bench] {len(rows) - failed} of {len(rows)} done or skipped; docs: {args.docs}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

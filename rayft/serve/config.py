@@ -1,0 +1,133 @@
+"""The `serve:` section of the config: what `rayft serve` and the Serve app builder deploy.
+
+Kept apart from `rayft.config` (which imports it) so the serving schema lives with the serving code.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Served model names and adapter ids: no slashes, no leading dot, so an id never names a path.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Section(BaseModel):
+    # Same rules as rayft.config.Strict (not imported from there: rayft.config imports this module).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MergedModelConfig(_Section):
+    name: str = Field(pattern=NAME_PATTERN, description="The `model` name clients use for it.")
+    path: str = Field(description="A Hugging Face model folder, e.g. written by `rayft merge` (relative paths: "
+                      "against the current directory).")
+
+
+class HttpConfig(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP proxy binds (`0.0.0.0` to accept remote clients).")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of the proxy.")
+    route_prefix: str = Field("/", pattern=r"^/", description="Path prefix of the app.")
+
+
+class AuthConfig(_Section):
+    api_keys: list[str] = Field(default_factory=list, description="Accepted API keys (`Authorization: Bearer "
+                                "<key>`); prefer `api_keys_env` so keys stay out of the file.")
+    api_keys_env: str | None = Field("RAYFT_API_KEYS", description="Environment variable holding more keys, "
+                                     "comma-separated (read when the app is built).")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_keys(cls, v: list[str]) -> list[str]:
+        if any(len(k.strip()) < 8 for k in v):
+            raise ValueError("every API key needs at least 8 characters")
+        return v
+
+
+class LimitsConfig(_Section):
+    max_tokens: int = Field(512, ge=1, description="Largest `max_tokens` a request may ask for (400 above it).")
+    default_max_tokens: int = Field(64, ge=1, description="`max_tokens` when a request gives none.")
+    max_prompt_tokens: int = Field(2048, ge=1, description="Longest prompt, in tokens after the chat template (400 above it).")
+    max_n: int = Field(4, ge=1, description="Largest `n` (choices per prompt).")
+    max_prompts: int = Field(16, ge=1, description="Most prompts in one /v1/completions request (a list `prompt`).")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body (413 above it).")
+    max_stop: int = Field(4, ge=0, description="Most `stop` strings.")
+
+
+class BatchingConfig(_Section):
+    enabled: bool = Field(True, description="Batch concurrent requests for the same model/adapter into one "
+                          "`generate` call (`@serve.batch`); streaming requests are never batched.")
+    max_batch_size: int = Field(16, ge=1, description="Most requests per batch.")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, description="How long a batch waits to fill up.")
+
+
+class ReplicasConfig(_Section):
+    num_replicas: int = Field(1, ge=1, description="Replicas of each model deployment (without autoscaling).")
+    min_replicas: int | None = Field(None, ge=0, description="Autoscaling lower bound (autoscaling is on when "
+                                     "`max_replicas` is set).")
+    max_replicas: int | None = Field(None, ge=1, description="Autoscaling upper bound; null: fixed `num_replicas`.")
+    target_ongoing_requests: float = Field(4, gt=0, description="Autoscaling target of in-flight requests per replica.")
+    max_ongoing_requests: int = Field(64, ge=1, description="In-flight requests one replica accepts (Serve queues the rest).")
+    num_cpus: float = Field(1, ge=0, description="CPUs reserved per model replica.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per model replica (> 0: the model runs on CUDA).")
+    torch_threads: int | None = Field(None, ge=1, description="torch threads per replica (default: num_cpus, at least 1).")
+    ingress_replicas: int = Field(1, ge=1, description="Replicas of the HTTP ingress (FastAPI) deployment.")
+    ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ReplicasConfig":
+        if self.max_replicas is not None and (self.min_replicas or 0) > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+    def deployment_options(self) -> dict:
+        """Serve `Deployment.options(...)` for a model deployment."""
+        options = {"max_ongoing_requests": self.max_ongoing_requests,
+                   "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}}
+        if self.max_replicas is None:
+            options["num_replicas"] = self.num_replicas
+        else:
+            options["autoscaling_config"] = {
+                "min_replicas": self.min_replicas if self.min_replicas is not None else 1,
+                "max_replicas": self.max_replicas, "target_ongoing_requests": self.target_ongoing_requests}
+        return options
+
+
+class ServeConfig(_Section):
+    model_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name clients use for the base model "
+                                   "(default: derived from model.name, e.g. `smollm2-135m-instruct`).")
+    adapter_store: str = Field("adapters", description="Adapter store: a directory (or `file://` URI) that "
+                               "`rayft serve register` writes to; every adapter in it is served by its id. "
+                               "Relative paths: against the current directory.")
+    max_adapters_per_replica: int = Field(4, ge=1, description="Adapters a replica keeps loaded; the least "
+                                          "recently used is evicted (`serve.multiplexed`).")
+    merged_models: list[MergedModelConfig] = Field(default_factory=list, description="Merged models served "
+                                                   "as their own deployments.")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="The HTTP proxy (used by `rayft serve`).")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys; none configured: no auth.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Dynamic batching.")
+    replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="Replicas, resources, autoscaling.")
+    app_name: str = Field("rayft", pattern=NAME_PATTERN, description="Serve application name.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "ServeConfig":
+        names = [m.name for m in self.merged_models] + ([self.model_name] if self.model_name else [])
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"merged_models: names must be unique and differ from model_name (repeated: {dupes})")
+        return self
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> "ServeConfig":
+        if self.limits.default_max_tokens > self.limits.max_tokens:
+            raise ValueError("limits.default_max_tokens must not exceed limits.max_tokens")
+        return self
+
+
+def default_model_name(model_name: str) -> str:
+    """`builtin:smollm2-135m-instruct` -> `smollm2-135m-instruct`; `/x/my-model` -> `my-model`;
+    `org/name` -> `name`, made to fit NAME_PATTERN."""
+    tail = model_name.removeprefix("builtin:").rstrip("/").rsplit("/", 1)[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", tail).lstrip("._-")[:64]
+    return cleaned or "base"

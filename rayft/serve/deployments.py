@@ -1,0 +1,132 @@
+"""The Serve deployments: `ModelServer` (one model, its adapters multiplexed, batching) and
+`OpenAIIngress` (FastAPI: auth, validation, limits, routing, SSE). `rayft.serve.app` wires them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from rayft.config import ModelConfig
+from rayft.serve.config import ServeConfig
+from rayft.serve.engine import GenerationEngine
+from rayft.serve.protocol import ApiError, GenRequest, GenResult
+from rayft.serve.store import open_store
+
+log = logging.getLogger("ray.serve")
+
+
+class AdapterLease:
+    """What the `@serve.multiplexed` loader returns for an adapter. Serve calls `__del__` when it
+    evicts the adapter (LRU); the engine then deletes its weights at its next locked call."""
+
+    def __init__(self, server: "ModelServer", key: str):
+        self.server, self.key, self.released = server, key, False
+
+    def __del__(self):
+        if not self.released:  # Serve calls it on eviction, Python again on garbage collection
+            self.released = True
+            self.server.engine.release_adapter(self.key)
+            self.server.serve_evictions += 1
+
+
+@serve.deployment
+class ModelServer:
+    """One model per replica: the base (adapters hot-swapped onto it) or a merged model."""
+
+    def __init__(self, model_path: str, model_cfg: dict[str, Any], serve_cfg: dict[str, Any],
+                 store_uri: str | None):
+        cfg = ServeConfig.model_validate(serve_cfg)
+        device = "cuda" if cfg.replicas.num_gpus > 0 else "cpu"
+        threads = cfg.replicas.torch_threads or max(1, int(cfg.replicas.num_cpus))
+        self.engine = GenerationEngine(model_path, ModelConfig.model_validate(model_cfg), device, threads)
+        self.store = open_store(store_uri) if store_uri else None
+        self.lock = asyncio.Lock()
+        self.batching = cfg.batching.enabled
+        self.generate_batch.set_max_batch_size(cfg.batching.max_batch_size)
+        self.generate_batch.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)
+        self.serve_evictions = 0
+        self.batch_sizes: list[int] = []
+
+        async def load_adapter(key: str) -> AdapterLease:
+            return await self._load_adapter(key)
+
+        # Wired at init because the LRU size comes from the config (Serve supports this form).
+        self.lease = serve.multiplexed(max_num_models_per_replica=cfg.max_adapters_per_replica)(load_adapter)
+
+    def _adapter_path(self, key: str) -> Path:
+        ref = self.store.resolve_key(key) if self.store else None
+        if ref is None:
+            raise ApiError(404, f"adapter '{key.split('@')[0]}' is no longer in the store", code="model_not_found",
+                           param="model")
+        return ref.path
+
+    async def _load_adapter(self, key: str) -> AdapterLease:
+        path = self._adapter_path(key)
+        async with self.lock:
+            try:
+                seconds = await asyncio.to_thread(self.engine.load_adapter, key, path)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:  # e.g. made for another base model
+                raise ApiError(422, f"adapter '{key.split('@')[0]}' cannot be loaded onto this base model: "
+                               f"{type(exc).__name__}: {str(exc)[:300]}", code="adapter_load_failed",
+                               param="model") from None
+        log.info("adapter %s loaded in %.2f s", key, seconds)
+        return AdapterLease(self, key)
+
+    async def _run(self, key: str | None, requests: list[GenRequest]) -> list[GenResult]:
+        lease = await self.lease(key) if key else None
+        path = self._adapter_path(key) if key else None
+        async with self.lock:
+            results = await asyncio.to_thread(self.engine.generate, requests, key, path)
+            if lease is not None and lease.released:  # evicted while we waited: do not keep it
+                self.engine.release_adapter(key)
+        return results
+
+    async def generate(self, request: GenRequest) -> GenResult:
+        key = serve.get_multiplexed_model_id() or None
+        if key:
+            await self.lease(key)  # loads on a miss, marks it recently used, tells the router
+        if self.batching:
+            return await self.generate_batch((key, request))
+        return (await self._run(key, [request]))[0]
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)  # both replaced from the config in __init__
+    async def generate_batch(self, items: list[tuple[str | None, GenRequest]]) -> list[GenResult]:
+        self.batch_sizes.append(len(items))
+        results: list[GenResult | None] = [None] * len(items)
+        for key in dict.fromkeys(k for k, _ in items):  # Serve splits batches per model id; be safe anyway
+            mine = [i for i, (k, _) in enumerate(items) if k == key]
+            for i, result in zip(mine, await self._run(key, [items[i][1] for i in mine])):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    async def stream(self, request: GenRequest):
+        """Yield (text delta, finish_reason) pairs; streaming requests are not batched."""
+        key = serve.get_multiplexed_model_id() or None
+        lease = await self.lease(key) if key else None
+        path = self._adapter_path(key) if key else None
+        async with self.lock:
+            pieces = self.engine.stream(request, key, path)
+            try:
+                while (item := await asyncio.to_thread(next, pieces, None)) is not None:
+                    yield item
+            finally:
+                await asyncio.to_thread(pieces.close)
+                if lease is not None and lease.released:
+                    self.engine.release_adapter(key)
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
+
+    def stats(self) -> dict[str, Any]:
+        sizes = self.batch_sizes
+        return {"replica": serve.get_replica_context().replica_id.unique_id,
+                "adapters_loaded": self.engine.held_adapters(), "adapter_loads": self.engine.loads,
+                "adapter_evictions": self.serve_evictions, "adapter_deletions": self.engine.evictions,
+                "adapter_load_seconds": self.engine.load_seconds[-50:],
+                "batches": len(sizes), "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
+                "max_batch_size_seen": max(sizes, default=0)}

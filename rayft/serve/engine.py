@@ -1,0 +1,212 @@
+"""Generation on one base model with many LoRA adapters (no Ray here; one engine per replica).
+
+Adapters are held the way PEFT's transformers integration allows: ONE base model per replica, every
+adapter loaded onto it by name (`load_adapter`), the request's adapter made active (`set_adapter`),
+adapters switched off for base requests (`disable_adapters`), an evicted one removed
+(`delete_adapter`). An adapter costs only its LoRA weights (a few MB), not a model copy, and switching
+is a pointer change, not a reload. The price is that one replica runs one adapter at a time, so
+requests are batched per adapter (Serve's batching already splits batches by multiplexed model id).
+
+Not thread-safe by design: the Serve deployment runs every call of one engine under one lock.
+`release_adapter` is the exception: it only marks an adapter, and the deletion happens at the next
+locked call, because Serve calls it from a thread pool when it evicts a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import warnings
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Iterator
+
+from rayft.config import ModelConfig
+from rayft.serve.protocol import GenRequest, GenResult
+
+
+class _StopFlag:
+    """A stopping criterion that ends generation when set, and counts generated steps."""
+
+    def __init__(self, prompt_len: int):
+        self.event, self.prompt_len, self.new_tokens = threading.Event(), prompt_len, 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        self.new_tokens = input_ids.shape[1] - self.prompt_len
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class GenerationEngine:
+    def __init__(self, model_path: str, model_cfg: ModelConfig | None = None, device: str = "cpu",
+                 threads: int | None = None):
+        import torch
+        import transformers
+
+        from rayft.eval.generate import _eos_ids
+        from rayft.models.loader import load_causal_lm, load_tokenizer
+
+        transformers.utils.logging.set_verbosity_error()  # no load report tables per adapter
+        transformers.utils.logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")  # many adapters: intended
+        if threads:
+            torch.set_num_threads(threads)
+        cfg = model_cfg or ModelConfig(name=model_path)
+        self.device = device
+        self.tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
+        self.model = load_causal_lm(model_path, cfg, on_gpu=device.startswith("cuda")).to(device).eval()
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self._add_bos = self.tokenizer.bos_token is not None and getattr(self.tokenizer, "add_bos_token", False)
+        self._loaded: dict[str, str] = {}  # PEFT adapter name -> multiplexed key
+        self._released: set[str] = set()
+        self.loads = 0
+        self.evictions = 0
+        self.load_seconds: list[float] = []
+
+    # ---- adapters -------------------------------------------------------------------------------
+    @staticmethod
+    def adapter_name(key: str) -> str:
+        """PEFT module-dict keys cannot hold '.', so a key (`id@version`) maps to a hashed name."""
+        return "a_" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    def load_adapter(self, key: str, path: str | Path) -> float:
+        """Load `key` from `path` unless held; returns the seconds it took (0 when held)."""
+        name = self.adapter_name(key)
+        if name in self._released:  # evicted by Serve but not deleted yet: keep it
+            self._released.discard(name)
+            return 0.0
+        if name in self._loaded:
+            return 0.0
+        started = time.perf_counter()
+        self.model.load_adapter(str(path), adapter_name=name)
+        self._loaded[name] = key
+        self.loads += 1
+        elapsed = time.perf_counter() - started
+        self.load_seconds.append(elapsed)
+        return elapsed
+
+    def release_adapter(self, key: str) -> None:
+        """Mark `key` for deletion at the next engine call (safe from any thread)."""
+        self._released.add(self.adapter_name(key))
+
+    def _purge_released(self) -> None:
+        for name in list(self._released):
+            if name in self._loaded:
+                self.model.delete_adapter(name)
+                del self._loaded[name]
+                self.evictions += 1
+            self._released.discard(name)
+
+    def _activate(self, key: str | None, path: str | Path | None) -> None:
+        if key is not None:
+            self.load_adapter(key, path)
+        self._purge_released()
+        if key is None:
+            if self._loaded:
+                self.model.disable_adapters()
+            return
+        self.model.set_adapter(self.adapter_name(key))
+        self.model.enable_adapters()
+
+    def held_adapters(self) -> list[str]:
+        return sorted(key for name, key in self._loaded.items() if name not in self._released)
+
+    # ---- generation -----------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + int(self._add_bos)
+
+    def generate(self, requests: list[GenRequest], key: str | None = None,
+                 path: str | Path | None = None) -> list[GenResult]:
+        """Complete every request with adapter `key` (None: the base), batched per sampling setting."""
+        self._activate(key, path)
+        results: list[GenResult | None] = [None] * len(requests)
+        by_sampling = sorted(range(len(requests)), key=lambda i: (requests[i].temperature, requests[i].top_p))
+        for _, group in groupby(by_sampling, key=lambda i: (requests[i].temperature, requests[i].top_p)):
+            indices = list(group)
+            rows = [i for i in indices for _ in range(requests[i].n)]
+            outputs = self._generate_rows([requests[i] for i in rows])
+            for i in indices:
+                mine = [out for row, out in zip(rows, outputs) if row == i]
+                results[i] = GenResult([t for t, _, _ in mine], [r for _, r, _ in mine], sum(n for _, _, n in mine))
+        return results  # type: ignore[return-value]
+
+    def _encode(self, prompts: list[str]) -> dict[str, Any]:
+        self.tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+        texts = [(self.tokenizer.bos_token if self._add_bos else "") + p for p in prompts]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _sampling(self, req: GenRequest) -> dict[str, Any]:
+        if req.temperature == 0:
+            return {"do_sample": False}
+        return {"do_sample": True, "temperature": req.temperature, "top_p": req.top_p}
+
+    def _generate_rows(self, rows: list[GenRequest]) -> list[tuple[str, str, int]]:
+        import torch
+
+        batch = self._encode([r.prompt for r in rows])
+        with torch.inference_mode():
+            out = self.model.generate(**batch, max_new_tokens=max(r.max_tokens for r in rows),
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids,
+                                      **self._sampling(rows[0]))
+        width = batch["input_ids"].shape[1]
+        finished = []
+        for row, req in enumerate(rows):
+            new = out[row, width:width + req.max_tokens].tolist()
+            ended = next((k for k, t in enumerate(new) if t in self.eos_ids), None)
+            kept = new if ended is None else new[:ended]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            text, hit_stop = cut_at_stop(text, req.stops)
+            reason = "stop" if ended is not None or hit_stop else "length"
+            finished.append((text, reason, len(kept)))
+        return finished
+
+    def stream(self, req: GenRequest, key: str | None = None, path: str | Path | None = None,
+               ) -> Iterator[tuple[str, str | None]]:
+        """Yield (text delta, None) as tokens arrive, then ("", finish_reason)."""
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        self._activate(key, path)
+        batch = self._encode([req.prompt])
+        flag = _StopFlag(batch["input_ids"].shape[1])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**batch, max_new_tokens=req.max_tokens, streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([flag]), eos_token_id=self.eos_ids,
+                                        pad_token_id=self.tokenizer.pad_token_id, **self._sampling(req))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        text, hit_stop = "", False
+        try:
+            for piece in streamer:
+                if hit_stop or not piece:
+                    continue
+                cut, hit_stop = cut_at_stop(text + piece, req.stops)
+                delta, text = cut[len(text):], cut
+                if hit_stop:
+                    flag.event.set()
+                if delta:
+                    yield delta, None
+        finally:
+            flag.event.set()  # also when the client went away
+            worker.join()
+        if failure:
+            raise failure[0]
+        yield "", ("stop" if hit_stop or flag.new_tokens < req.max_tokens else "length")
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """`text` up to the first stop string, and whether one was found."""
+    hits = [text.find(s) for s in stops if s and s in text]
+    return (text[:min(hits)], True) if hits else (text, False)

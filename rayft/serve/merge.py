@@ -1,0 +1,73 @@
+"""`rayft merge`: fold a LoRA adapter into its base (PEFT `merge_and_unload`) and save a standard
+Hugging Face model folder (weights, tokenizer, generation config) that any HF tool, vLLM, or
+`serve.merged_models` can load without PEFT."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from rayft.errors import UserError
+from rayft.serve.store import find_adapter
+
+MERGE_META = "rayft-merged.json"
+
+
+def base_model_for(adapter_dir: Path) -> str:
+    """The run's `model.name` (from the stage's or run's config.yaml), else the adapter's own record."""
+    for config in (adapter_dir.parent / "config.yaml", adapter_dir.parent.parent / "config.yaml"):
+        try:
+            name = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("name")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if name:
+            return name
+    try:
+        name = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        name = None
+    if not name:
+        raise UserError(f"{adapter_dir}: cannot tell the base model; pass --base MODEL")
+    return name
+
+
+def merge_adapter(source: str | Path, out: str | Path, base: str | None = None, stage: str | None = None,
+                  force: bool = False) -> Path:
+    """Merge the adapter of `source` (a run, stage or adapter folder) into its base; write `out`."""
+    import torch
+    from peft import PeftModel
+
+    from rayft.config import ModelConfig
+    from rayft.models.loader import load_causal_lm, load_tokenizer, resolve_model
+
+    adapter = find_adapter(source, stage)
+    out = Path(out).expanduser().absolute()
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"--out {out}: exists and is not empty (pass --force to replace it)")
+    base_name = base or base_model_for(adapter)
+    base_path = resolve_model(base_name)
+    model = load_causal_lm(base_path, ModelConfig(name=base_path, dtype="float32"))
+    try:
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise UserError(f"{adapter}: cannot apply it to base '{base_name}': {exc}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        with torch.no_grad():
+            merged.save_pretrained(staging, safe_serialization=True)
+        load_tokenizer(base_path).save_pretrained(staging)
+        (staging / MERGE_META).write_text(json.dumps(
+            {"adapter": str(adapter.resolve()), "base": base_name, "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

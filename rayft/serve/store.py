@@ -1,0 +1,190 @@
+"""The adapter store: adapters registered by id, each a standard PEFT folder.
+
+Layout of a local store (a directory, or a `file://` URI):
+
+    <store>/<id>                    -> .versions/<id>@<version>   (a relative symlink)
+    <store>/.versions/<id>@<version>/adapter_config.json, adapter_model.safetensors, rayft-adapter.json
+
+Registering copies the adapter into a new `.versions/` folder and then swaps the `<id>` link with
+`os.replace`, so a reader sees the old adapter or the new one, never a half-copied folder, and a
+running app serves the new version on its next request (the version is part of the multiplexed
+model id, so replicas load it fresh). A plain adapter folder copied by hand to `<store>/<id>/` is
+served too (its version is its `adapter_config.json` mtime).
+
+Ids must match `NAME_PATTERN` (no `/`, no leading `.`), and the resolved folder must lie inside the
+store, so a request's `model` can never name a path outside it (`../x`, absolute paths, symlinks
+pointing out). Object stores (`s3://`, `gs://`) are the planned second implementation of `AdapterStore`;
+until then, mount them as a directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rayft.errors import UserError
+from rayft.serve.config import NAME_PATTERN
+
+VERSIONS = ".versions"
+META_FILE = "rayft-adapter.json"
+_ID = re.compile(NAME_PATTERN)
+
+
+def valid_id(adapter_id: object) -> bool:
+    return isinstance(adapter_id, str) and bool(_ID.match(adapter_id)) and ".." not in adapter_id
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    id: str
+    version: str
+    path: Path
+
+    @property
+    def key(self) -> str:
+        """The multiplexed model id: a new registration under the same id is a new key."""
+        return f"{self.id}@{self.version}"
+
+
+class AdapterStore(Protocol):
+    uri: str
+
+    def list_adapters(self) -> list[AdapterRef]: ...
+
+    def resolve(self, adapter_id: str) -> AdapterRef | None: ...
+
+    def resolve_key(self, key: str) -> AdapterRef | None: ...
+
+    def register(self, source: Path, adapter_id: str) -> AdapterRef: ...
+
+
+class LocalAdapterStore:
+    """A store on a (local or shared) filesystem."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().absolute()
+        self.uri = str(self.root)
+
+    def list_adapters(self) -> list[AdapterRef]:
+        if not self.root.is_dir():
+            return []
+        refs = (self.resolve(p.name) for p in sorted(self.root.iterdir()) if valid_id(p.name))
+        return [r for r in refs if r is not None]
+
+    def resolve(self, adapter_id: str) -> AdapterRef | None:
+        """The current version of `adapter_id`, or None (unknown or invalid id, or not an adapter)."""
+        if not valid_id(adapter_id):
+            return None
+        entry = self.root / adapter_id
+        try:
+            target = entry.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        root = self.root.resolve()
+        if entry.is_symlink():
+            if target.parent != root / VERSIONS or not target.name.startswith(adapter_id + "@"):
+                return None  # a link pointing anywhere else is not ours to serve
+            version = target.name.split("@", 1)[1]
+        elif target.parent == root and target.is_dir():
+            config = target / "adapter_config.json"
+            version = f"m{config.stat().st_mtime_ns:x}" if config.is_file() else ""
+        else:
+            return None
+        if not (target / "adapter_config.json").is_file():
+            return None
+        return AdapterRef(adapter_id, version, target)
+
+    def resolve_key(self, key: str) -> AdapterRef | None:
+        """The adapter of a multiplexed key `<id>@<version>`, also after a newer registration."""
+        adapter_id, _, version = key.partition("@")
+        current = self.resolve(adapter_id)
+        if current is not None and current.version == version:
+            return current
+        if not valid_id(adapter_id) or not re.fullmatch(r"[0-9a-f]+", version):
+            return None
+        path = self.root / VERSIONS / f"{adapter_id}@{version}"
+        return AdapterRef(adapter_id, version, path) if (path / "adapter_config.json").is_file() else None
+
+    def register(self, source: Path, adapter_id: str) -> AdapterRef:
+        if not valid_id(adapter_id):
+            raise UserError(f"--id {adapter_id!r}: an adapter id is 1-64 letters, digits, '.', '_' or '-', "
+                            "starting with a letter or digit")
+        if not (source / "adapter_config.json").is_file():
+            raise UserError(f"{source}: not a PEFT adapter folder (no adapter_config.json)")
+        entry = self.root / adapter_id
+        if entry.exists() and not entry.is_symlink():
+            raise UserError(f"{entry} is a folder copied by hand; remove it before registering '{adapter_id}'")
+        versions = self.root / VERSIONS
+        versions.mkdir(parents=True, exist_ok=True)
+        version = f"{time.time_ns():x}"
+        staging = versions / f".{adapter_id}@{version}.partial"
+        final = versions / f"{adapter_id}@{version}"
+        try:
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*", "*.partial*"))
+            meta = {"id": adapter_id, "version": version, "source": str(source.resolve()),
+                    "registered_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "base_model": _base_model_of(source)}
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            staging.rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        link = self.root / f".{adapter_id}.{version}.link"
+        os.symlink(Path(VERSIONS) / final.name, link)
+        os.replace(link, entry)  # atomic: readers see the old version or the new one
+        return AdapterRef(adapter_id, version, final)
+
+
+def _base_model_of(adapter_dir: Path) -> str | None:
+    try:
+        return json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        return None
+
+
+def open_store(uri: str) -> AdapterStore:
+    """The store at `uri`: a directory path or `file://` URI."""
+    if uri.startswith("file://"):
+        return LocalAdapterStore(uri[len("file://"):])
+    if "://" in uri:
+        raise UserError(f"serve.adapter_store: {uri}: only directories (or file:// URIs) are supported so far; "
+                        "mount an object store as a directory (e.g. s3fs, gcsfuse) and give its path")
+    return LocalAdapterStore(uri)
+
+
+def find_adapter(path: str | Path, stage: str | None = None) -> Path:
+    """The adapter folder of `path`: an adapter folder itself, a stage dir (<stage>/adapter), or a
+    run dir (its last stage with an adapter, in the run's stage order, unless `stage` is named)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path}: no such directory (expected a rayft run, a stage folder or an adapter folder)")
+    if (path / "adapter_config.json").is_file() and stage is None:
+        return path
+    if (path / "adapter" / "adapter_config.json").is_file() and stage is None:
+        return path / "adapter"
+    stages = _stage_order(path)
+    if stage is not None:
+        stages = [stage]
+    found = [path / s / "adapter" for s in stages if (path / s / "adapter" / "adapter_config.json").is_file()]
+    if not found:
+        what = f"stage '{stage}'" if stage else "any stage"
+        raise UserError(f"{path}: no finished adapter in {what} (looked for <run>/<stage>/adapter/adapter_config.json)")
+    return found[-1]
+
+
+def _stage_order(run_dir: Path) -> list[str]:
+    """Stage folder names in the order the run's config lists them (else by name)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        names = [s.get("name") or s.get("type") for s in config.get("stages", []) if isinstance(s, dict)]
+        if names:
+            return [n for n in names if n]
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    return sorted(p.name for p in run_dir.iterdir() if p.is_dir())

@@ -1,0 +1,118 @@
+"""Attempts of a stage: each start of the worker group (the first, a restart after a worker
+failure, a re-run after the driver died) appends one line to `<stage>/attempts.jsonl`, and rank 0
+keeps `<stage>/progress.json` at the last finished optimizer step. The driver folds both into
+summary.json: from which step the run resumed, how many steps were done twice, which processes on
+which Ray nodes ran it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rayft.train.rundir import write_json_atomic
+
+ATTEMPTS_FILE = "attempts.jsonl"
+PROGRESS_FILE = "progress.json"
+
+
+def read_attempts(stage_dir: Path) -> list[dict[str, Any]]:
+    try:
+        lines = (stage_dir / ATTEMPTS_FILE).read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def read_progress(stage_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((stage_dir / PROGRESS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def worker_identity(rank: int) -> dict[str, Any]:
+    import ray
+
+    return {"rank": rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname()}
+
+
+def record_attempt(stage_dir: Path, rank: int, resume: Any, driver_started_at: float) -> int | None:
+    """Gather every rank's identity; rank 0 appends the attempt's line. Returns the attempt number
+    on rank 0 (None elsewhere)."""
+    import torch.distributed as dist
+
+    from rayft.train.checkpoints import distributed
+
+    me = worker_identity(rank)
+    workers = [me]
+    if distributed():
+        workers = [None] * dist.get_world_size()
+        dist.all_gather_object(workers, me)
+    if rank != 0:
+        return None
+    number = len(read_attempts(stage_dir)) + 1
+    previous = (read_progress(stage_dir) or {}) if number > 1 else {}
+    reached = previous.get("global_step")
+    start = resume.step or 0
+    line = {
+        "attempt": number, "started_at": time.time(), "driver_started_at": driver_started_at,
+        "resumed_from_step": resume.step, "checkpoint": Path(resume.checkpoint.path).name if resume.checkpoint else None,
+        "skipped_checkpoints": resume.skipped, "previous_attempt_reached_step": reached,
+        "steps_redone": max(0, reached - start) if reached is not None else 0, "workers": workers,
+        "previous_attempt_losses": previous.get("losses", []),
+    }
+    with (stage_dir / ATTEMPTS_FILE).open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    if resume.step:
+        print(f"rayft: attempt {number}: resuming from step {resume.step} ({line['checkpoint']}); "
+              f"{line['steps_redone']} step(s) of the previous attempt are redone", flush=True)
+    return number
+
+
+def resume_summary(stage_dir: Path) -> dict[str, Any]:
+    """The summary.json fields about restarts and resumes."""
+    attempts = read_attempts(stage_dir)
+    if not attempts:
+        return {}
+    last = attempts[-1]
+    return {
+        "attempts": len(attempts),
+        "restarts": len(attempts) - 1,
+        "driver_runs": len({a["driver_started_at"] for a in attempts}),
+        "resumed_from_step": last["resumed_from_step"],
+        "steps_redone": sum(a["steps_redone"] for a in attempts),
+        "skipped_checkpoints": [s for a in attempts for s in a["skipped_checkpoints"]],
+        "workers": last["workers"],
+        "attempt_history": [{k: a[k] for k in ("attempt", "resumed_from_step", "checkpoint",
+                                               "previous_attempt_reached_step", "steps_redone")} for a in attempts],
+    }
+
+
+class ProgressRecorder(TrainerCallback):
+    """Rank 0: the last finished optimizer step and the last logged losses, in
+    `<stage>/progress.json` (one small atomic write per step and per log)."""
+
+    KEEP_LOSSES = 64
+
+    def __init__(self, stage_dir: Path, attempt: int | None):
+        self.path, self.attempt = stage_dir / PROGRESS_FILE, attempt
+        self.losses: list[tuple[int, float]] = []
+
+    def _write(self, state) -> None:
+        write_json_atomic(self.path, {"attempt": self.attempt, "global_step": state.global_step,
+                                      "max_steps": state.max_steps, "time": time.time(), "losses": self.losses})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._write(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses = [*self.losses, (state.global_step, float(logs["loss"]))][-self.KEEP_LOSSES:]
+            self._write(state)

@@ -1,0 +1,97 @@
+"""What one trial runs: the sampled config, trained by the same launcher as `rayft train`.
+
+A trial is a Ray Tune function trainable that acts as the driver of one Ray Train run
+(`rayft.train.launch.run_pipeline` with `tune_trial=True`): the Train workers report the eval
+metrics at every `training.eval_steps` (EvalReportCallback) and Ray's `TuneReportCallback`
+forwards rank 0's report to Tune, where the scheduler may stop the trial. The trial's run
+directory is `<sweep dir>/trial_<id>/` (config.yaml, <stage>/summary.json, adapter/ ...).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import TrainerCallback
+
+from rayft.config_io import LoadedConfig, apply_override, validate
+
+
+@dataclass
+class SweepSpec:
+    """What every trial shares: the config as read (before validation, --set applied), its file
+    (relative paths resolve against its folder), the search space and the sweep directory."""
+
+    raw: dict[str, Any]
+    source: Path | None
+    space: dict[str, str]
+    sweep_dir: Path
+
+
+def trial_dir_name(trial_id: str) -> str:
+    return f"trial_{trial_id}"
+
+
+def trial_config(spec: SweepSpec, params: dict[str, Any], label: str = "trial") -> LoadedConfig:
+    """The base config with `params` ({dotted path: value}) set, validated, the tune section
+    dropped; a value that breaks the config raises ConfigError naming the field."""
+    from rayft.config_io import resolve_paths
+
+    raw = copy.deepcopy(spec.raw)
+    raw.pop("tune", None)
+    for path, value in params.items():
+        apply_override(raw, path.split("."), value)
+    loaded = LoadedConfig(pipeline=validate(raw, label), source=spec.source)
+    resolve_paths(loaded)
+    return loaded
+
+
+def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
+    """Ray Tune's trainable: one Ray Train run of the sampled config."""
+    import ray.tune
+
+    from rayft.train.launch import run_pipeline
+    from rayft.train.rundir import read_summary
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    sampled = {path: params[path] for path in spec.space}
+    loaded = trial_config(spec, sampled, label=f"trial {trial_id} ({_short(sampled)})")
+    pipeline = loaded.pipeline
+    pipeline.storage.path = str(spec.sweep_dir)
+    for each in pipeline.stages:
+        # Tune needs the metric in every report; a checkpoint report between evaluations lacks it.
+        each.training.save_steps = None
+    stage = pipeline.stages[0]
+    stage_dir = spec.sweep_dir / trial_dir_name(trial_id) / stage.name
+    done = read_summary(stage_dir)
+    if done and done.get("status") == "completed":
+        # Finished before the sweep was interrupted, but Tune's last saved state still had it
+        # running: report the recorded result instead of training again.
+        ray.tune.report({**final_metrics(done), "resumed_from_summary": True})
+        return
+    run_pipeline(loaded, run_name=trial_dir_name(trial_id), tune_trial=True)
+
+
+def final_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The scalar figures of a stage summary, (global_step is the scheduler's clock)."""
+    keep = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return keep
+
+
+class EvalReportCallback(TrainerCallback):
+    """Report every evaluation to Ray Train (hence to Tune) with the optimizer step, so that a
+    scheduler can compare trials at the same step. Runs on every worker: Ray Train expects
+    each worker to report."""
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs):
+        import ray.train
+
+        ray.train.report({**(metrics or {}), "global_step": state.global_step})
+
+
+def _short(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                     for k, v in params.items())

@@ -1,0 +1,35 @@
+"""The benchmark suite's registry covers every script in bench/, and `run_all.py --list` runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def test_every_benchmark_script_is_registered():
+    import run_all
+
+    scripts = {p.stem for p in (REPO / "bench").glob("*.py")} - run_all.HELPERS
+    registered = {b.name for b in run_all.BENCHES}
+    assert scripts <= registered, f"add to bench/run_all.py BENCHES: {sorted(scripts - registered)}"
+
+
+def test_every_docs_section_names_its_command():
+    text = (REPO / "docs" / "benchmarks.md").read_text()
+    sections = text.split("<!-- BEGIN ")[1:]
+    assert sections, "docs/benchmarks.md has no benchmark sections"
+    for section in sections:
+        name = section.split(" -->", 1)[0]
+        body = section.split(f"<!-- END {name} -->", 1)[0]
+        assert "command" in body.lower() or name == "suite", f"section {name} does not name its command"
+
+
+def test_list_and_unknown_names():
+    listed = subprocess.run([sys.executable, "bench/run_all.py", "--list"], cwd=REPO, capture_output=True, text=True)
+    assert listed.returncode == 0 and "sft_throughput" in listed.stdout
+    bad = subprocess.run([sys.executable, "bench/run_all.py", "--only", "nope"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown benchmark(s): nope" in bad.stderr

@@ -1,0 +1,194 @@
+"""The serving parts that need no Ray: the adapter store, the request parser, the `serve:` config,
+the CLI verbs' errors and the shipped Serve config files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rayft.cli import main
+from rayft.config_io import load_config, validate
+from rayft.errors import ConfigError, UserError
+from rayft.serve.protocol import ApiError, ChatRequest, CompletionRequest, parse_body
+from rayft.serve.store import LocalAdapterStore, find_adapter, open_store, valid_id
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _adapter(folder: Path, marker: str = "x") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "base", "r": 8}))
+    (folder / "adapter_model.safetensors").write_text(marker)
+    return folder
+
+
+def test_register_resolve_and_replace(tmp_path):
+    store = LocalAdapterStore(tmp_path / "store")
+    assert store.list_adapters() == [] and store.resolve("a") is None
+    first = store.register(_adapter(tmp_path / "src1", "one"), "a")
+    assert store.resolve("a") == first and (first.path / "adapter_model.safetensors").read_text() == "one"
+    assert json.loads((first.path / "rayft-adapter.json").read_text())["base_model"] == "base"
+    second = store.register(_adapter(tmp_path / "src2", "two"), "a")
+    assert second.version != first.version and store.resolve("a") == second
+    assert (store.resolve("a").path / "adapter_model.safetensors").read_text() == "two"
+    assert store.resolve_key(first.key).path == first.path  # an old version stays loadable by its key
+    assert [r.id for r in store.list_adapters()] == ["a"]
+    assert not list((tmp_path / "store" / ".versions").glob("*.partial*"))
+
+
+@pytest.mark.parametrize("bad", ["../x", "..", ".hidden", "a/b", "/etc", "a/../../x", "", "x" * 65, "a b", "a..b",
+                                 None, 3])
+def test_invalid_ids_never_resolve(tmp_path, bad):
+    assert not valid_id(bad)
+    store = LocalAdapterStore(tmp_path)
+    assert store.resolve(bad) is None
+    with pytest.raises(UserError):
+        store.register(_adapter(tmp_path / "src"), bad)
+
+
+def test_links_out_of_the_store_are_refused(tmp_path):
+    outside = _adapter(tmp_path / "outside")
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    os.symlink(outside, store_dir / "evil")
+    os.symlink("../outside", store_dir / "evil2")
+    store = LocalAdapterStore(store_dir)
+    assert store.resolve("evil") is None and store.resolve("evil2") is None
+    assert store.resolve_key("evil@0") is None and store.resolve_key("../outside@1") is None
+    _adapter(store_dir / "by-hand")  # a plain folder copied in by hand is served
+    assert store.resolve("by-hand").path == (store_dir / "by-hand").resolve()
+    assert [r.id for r in store.list_adapters()] == ["by-hand"]
+
+
+def test_find_adapter_in_run_stage_and_adapter_folders(tmp_path):
+    run = tmp_path / "run"
+    _adapter(run / "sft" / "adapter")
+    _adapter(run / "dpo" / "adapter")
+    (run / "config.yaml").write_text(yaml.safe_dump({"stages": [{"type": "sft", "name": "sft"},
+                                                                {"type": "dpo", "name": "dpo"}]}))
+    assert find_adapter(run) == run / "dpo" / "adapter"  # the last stage of the run
+    assert find_adapter(run, "sft") == run / "sft" / "adapter"
+    assert find_adapter(run / "sft") == run / "sft" / "adapter"
+    assert find_adapter(run / "sft" / "adapter") == run / "sft" / "adapter"
+    with pytest.raises(UserError, match="no finished adapter"):
+        find_adapter(run, "ppo")
+    with pytest.raises(UserError, match="no such directory"):
+        find_adapter(tmp_path / "missing")
+
+
+def test_object_store_uris_are_a_clear_error():
+    assert isinstance(open_store("file:///tmp/x"), LocalAdapterStore)
+    with pytest.raises(UserError, match="mount"):
+        open_store("s3://bucket/adapters")
+
+
+def test_register_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    _adapter(run / "sft" / "adapter")
+    assert main(["serve", "register", str(run), "--id", "mine", "--store", str(tmp_path / "s")]) == 0
+    assert "registered 'mine'" in capsys.readouterr().out
+    assert main(["serve", "register", str(run), "--id", "../mine", "--store", str(tmp_path / "s")]) == 2
+    assert "adapter id" in capsys.readouterr().err
+    assert main(["serve", "register", str(run)]) == 2
+    assert "missing --id, --store" in capsys.readouterr().err
+    assert main(["serve", "register", str(tmp_path / "nope"), "--id", "x", "--store", str(tmp_path / "s")]) == 2
+
+
+def test_merge_cli_errors(tmp_path, capsys):
+    assert main(["merge", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    _adapter(tmp_path / "a")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "file").write_text("keep")
+    assert main(["merge", str(tmp_path / "a"), "--out", str(tmp_path / "out")]) == 2
+    assert "not empty" in capsys.readouterr().err and (tmp_path / "out" / "file").read_text() == "keep"
+
+
+@pytest.mark.parametrize("body, param", [
+    (b"{", None), (b'"text"', None), (b'{"model": "m"}', "prompt"), (b'{"model": 3, "prompt": "x"}', "model"),
+    (b'{"model": "m", "prompt": "x", "n": 1.5}', "n"), (b'{"model": "m", "prompt": "x", "stream": "yes"}', "stream"),
+    (b'{"model": "m", "prompt": "x", "top_p": 0}', "top_p"), (b'{"model": "m", "prompt": "x", "stop": [1]}', "stop"),
+])
+def test_completion_parser_rejects(body, param):
+    with pytest.raises(ApiError) as err:
+        parse_body(body, CompletionRequest)
+    assert err.value.status == 400 and err.value.body()["error"]["param"] == param
+
+
+def test_parsers_accept_openai_shapes():
+    req = parse_body(b'{"model": "m", "prompt": ["a", "b"], "stop": "x", "temperature": 0, "user": "u"}',
+                     CompletionRequest)
+    assert req.prompt == ["a", "b"] and req.stops() == ["x"] and req.temperature == 0.0
+    chat = parse_body(json.dumps({"model": "m", "max_completion_tokens": 5, "messages": [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]}]}).encode(),
+        ChatRequest)
+    assert chat.messages[1].text() == "hi there" and chat.max_completion_tokens == 5
+
+
+def test_api_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ApiError(404, "gone", param="model", code="model_not_found")))
+    assert err.status == 404 and err.body()["error"] == {"message": "gone", "type": "invalid_request_error",
+                                                         "param": "model", "code": "model_not_found"}
+
+
+def test_serve_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"serve\.limits\.max_n"):
+        validate({"serve": {"limits": {"max_n": 0}}})
+    with pytest.raises(ConfigError, match=r"serve\.replicas\.num_replica: unknown key; did you mean 'num_replicas'"):
+        validate({"serve": {"replicas": {"num_replica": 2}}})
+    with pytest.raises(ConfigError, match=r"serve\.merged_models\.0\.name"):
+        validate({"serve": {"merged_models": [{"name": "../x", "path": "p"}]}})
+    with pytest.raises(ConfigError, match="unique"):
+        validate({"serve": {"model_name": "m", "merged_models": [{"name": "m", "path": "p"}]}})
+
+
+def test_replica_options_fixed_and_autoscaling():
+    cfg = validate({"serve": {"replicas": {"num_replicas": 2, "num_cpus": 2}}}).serve.replicas
+    assert cfg.deployment_options()["num_replicas"] == 2
+    auto = validate({"serve": {"replicas": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8}}})
+    options = auto.serve.replicas.deployment_options()
+    assert "num_replicas" not in options
+    assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8}
+
+
+def test_demo_serve_file_is_a_valid_app(monkeypatch):
+    from rayft.serve.app import _apps_from_file
+
+    apps, http = _apps_from_file(str(REPO / "serve" / "demo.yaml"), ["serve.max_adapters_per_replica=2"])
+    assert http == {"host": "127.0.0.1", "port": 8000}
+    assert apps[0]["import_path"] == "rayft.serve.app:build_app"
+    pipeline = validate(apps[0]["args"])
+    assert pipeline.model.name == "builtin:smollm2-135m-instruct" and pipeline.serve.max_adapters_per_replica == 2
+    with pytest.raises(ConfigError, match=r"(?s)applications\.0\.args.*serve\.limits\.max_n"):
+        _apps_from_file(str(REPO / "serve" / "demo.yaml"), ["serve.limits.max_n=0"])
+
+
+def test_a_rayft_config_with_a_serve_section_is_an_app(tmp_path):
+    from rayft.serve.app import _apps_from_file
+
+    config = tmp_path / "my.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": "builtin:tiny-random"},
+                                      "serve": {"http": {"port": 9001}, "app_name": "mine"}}))
+    apps, http = _apps_from_file(str(config), [])
+    assert http == {"host": "127.0.0.1", "port": 9001} and apps[0]["name"] == "mine"
+    assert load_config(config).pipeline.serve.http.port == 9001
+
+
+def test_vllm_gpu_file_matches_ray_serve_llm():
+    """Config only (vLLM needs a GPU): the LoRA section is checked against Ray Serve LLM's own model;
+    the full LLMConfig cannot be built without vLLM installed."""
+    raw = yaml.safe_load((REPO / "serve" / "vllm_gpu.yaml").read_text())
+    app = raw["applications"][0]
+    assert app["import_path"] == "ray.serve.llm:build_openai_app"
+    from ray.llm._internal.serve.core.configs.llm_config import LoraConfig
+
+    for llm in app["args"]["llm_configs"]:
+        LoraConfig.model_validate(llm["lora_config"])
+        assert llm["engine_kwargs"]["enable_lora"] is True
