@@ -56,6 +56,15 @@ def current_step(stage_dir: Path) -> int:
         return 0
 
 
+def logged_steps(stage_dir: Path) -> list[int]:
+    """Steps whose training loss rank 0 has logged (progress.json): a step is counted as done
+    before its loss is gathered and logged, so a kill in between leaves it without a loss."""
+    try:
+        return [int(step) for step, _ in json.loads((stage_dir / "progress.json").read_text())["losses"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return []
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process this test started and all its descendants (children first listed, so
     none is re-parented out of reach)."""

@@ -14,7 +14,7 @@ import pytest
 from rayft.config_io import load_config
 from rayft.train.attempts import read_attempts
 from conftest import DEMO_DATA
-from resilience import TINY_SFT, assert_adapter_loads, current_step, registered_steps, wait_for
+from resilience import TINY_SFT, assert_adapter_loads, current_step, logged_steps, registered_steps, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -38,9 +38,11 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tmp_path, tiny_
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     stage = tmp_path / "killed" / "sft"
-    # After the first checkpoint is registered, and at least one step past it (so a step is redone).
-    wait_for("a registered checkpoint and a step past it",
-             lambda: registered_steps(stage) and current_step(stage) > max(registered_steps(stage)),
+    # After the first checkpoint is registered and the loss of a step past it is logged (so a
+    # step is redone and its two losses can be compared; the step counter moves before the loss
+    # is all-gathered and logged, so waiting on the counter alone can kill between the two).
+    wait_for("a registered checkpoint and a logged step past it",
+             lambda: registered_steps(stage) and max(logged_steps(stage), default=0) > max(registered_steps(stage)),
              alive=lambda: thread.is_alive() or pytest.fail(f"the run ended early: {outcome}"))
     checkpoint_step = max(registered_steps(stage))
     reached = current_step(stage)
