@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     pref.add_argument("--out", required=True, help="output jsonl (preference format)")
     pref.add_argument("--adapter", help="a tuned adapter folder to answer with (default: the base model)")
     pref.add_argument("--limit", type=int, help="use only the first N rows")
+    pref.add_argument("--split", default="train", choices=["train", "eval", "all"],
+                      help="which rows of the config's seeded split to answer (default: train, so the "
+                      "held-out questions stay unseen by a stage trained on the pairs)")
 
     verbs.add_parser("models", help="list the builtin models")
 
@@ -111,7 +114,8 @@ def _dispatch(args: argparse.Namespace, started_at: float) -> int:
     if args.verb == "data" and args.data_verb == "preference":
         from rayft.data.preference import build_preference_pairs
 
-        build_preference_pairs(config_io.load_config(args.config, args.overrides), args.out, args.adapter, args.limit)
+        build_preference_pairs(config_io.load_config(args.config, args.overrides), args.out, args.adapter, args.limit,
+                               args.split)
         return 0
     if args.verb == "data":
         from rayft.data.inspect import inspect_data

@@ -44,6 +44,33 @@ def test_pairs_from_the_tiny_model(tmp_path, tiny_model_path):
     assert collect(out_cfg).stats["formats"] == ["preference"]
 
 
+def test_pairs_come_from_the_training_split_by_default(tmp_path):
+    """Held-out questions stay out of the pairs unless asked for, so a DPO stage trained on them
+    can still be evaluated on the SFT stage's held-out set."""
+    src = write_jsonl(tmp_path / "sft.jsonl", [{"question": f"What is {i} times 3?", "answer": f"{3 * i}"}
+                                               for i in range(10)])
+    sets = ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0.3", "data.seed=7",
+            "eval.max_new_tokens=6", "eval.do_sample=true"]
+    from rayft.data.build import collect
+
+    loaded = load_config(None, sets)
+    collected = collect(loaded.pipeline.stages[0].data)
+    held = {e["turns"][-1][0] for e in collected.eval}
+    counts = {}
+    for split in ("train", "eval", "all"):
+        stats = build_preference_pairs(loaded, tmp_path / f"{split}.jsonl", split=split)
+        pairs = [json.loads(line) for line in (tmp_path / f"{split}.jsonl").read_text().splitlines()]
+        prompts = {p["prompt"] for p in pairs}
+        counts[split] = stats["examples"]
+        if split == "train":
+            assert not prompts & held
+        if split == "eval":
+            assert prompts <= held
+    assert counts == {"train": 7, "eval": 3, "all": 10}
+    with pytest.raises(UserError, match="--split"):
+        build_preference_pairs(loaded, tmp_path / "x.jsonl", split="test")
+
+
 def test_refuses_to_overwrite_an_input(tmp_path):
     src = write_jsonl(tmp_path / "sft.jsonl", [{"question": "q", "answer": "a"}])
     loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}"])

@@ -18,8 +18,13 @@ from rayft.config_io import LoadedConfig
 from rayft.errors import UserError
 
 
+SPLITS = ("train", "eval", "all")
+
+
 def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str | None = None,
-                           limit: int | None = None) -> dict[str, Any]:
+                           limit: int | None = None, split: str = "train") -> dict[str, Any]:
+    """Pairs from the config's `split` rows: `train` (default) keeps the held-out questions out of
+    the pairs, so that a DPO stage trained on them can still be evaluated on the SFT held-out set."""
     from rayft.data.build import collect
     from rayft.data.dedup import normalise_text
     from rayft.data.templates import prompt_for_generation, render, resolve_template
@@ -33,10 +38,13 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
     inputs = {Path(s.path).resolve() for s in data_cfg.source_list() if not s.path.startswith("hf:")}
     if out in inputs or any(out.is_relative_to(p) for p in inputs if p.is_dir()):
         raise UserError(f"--out: {out} is one of the input files; input files are never modified")
+    if split not in SPLITS:
+        raise UserError(f"--split: {split!r} is not one of {', '.join(SPLITS)}")
     collected = collect(data_cfg)
-    examples = [e for e in collected.train + collected.eval if e["turns"]][:limit]
+    rows = {"train": collected.train, "eval": collected.eval, "all": collected.train + collected.eval}[split]
+    examples = [e for e in rows if e["turns"]][:limit]
     if not examples:
-        raise UserError("data.path: no rows with an answer to build preference pairs from")
+        raise UserError(f"data.path: no {split} rows with an answer to build preference pairs from")
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     templates = {f: resolve_template(data_cfg.template, f, tokenizer) for f in {e["_format"] for e in examples}}
@@ -65,7 +73,7 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
     _write_jsonl_atomic(out, pairs)
     stats = {"examples": len(examples), "pairs": len(pairs), "skipped_same_answer": skipped_same,
              "skipped_empty_answer": skipped_empty, "out": str(out), "model": cfg.model.name,
-             "adapter": adapter, "seconds": round(time.time() - started, 1)}
+             "adapter": adapter, "split": split, "seconds": round(time.time() - started, 1)}
     print(f"rayft: {json.dumps(stats)}", flush=True)
     return stats
 
