@@ -42,6 +42,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench("memory_strategies", "peak memory per worker: DDP vs ZeRO-2 vs ZeRO-3 vs QLoRA"),
     Bench("recovery", "steps redone after a worker kill vs the checkpoint interval"),
     Bench("tune_efficiency", "ASHA vs running every trial to the end"),
+    Bench("lamini_alignment", "held-out ROUGE-L / exact match: base vs SFT vs SFT -> DPO on the Lamini docs",
+          (), ("--sft-steps", "20", "--pairs", "40", "--dpo-steps", "10", "--eval-examples", "10"), ("shared-data",)),
     Bench("serve_throughput", "serving requests/s and latency, batching vs none; adapter switching"),
 )
 
