@@ -8,7 +8,7 @@ per run, so each figure belongs to one method. Writes bench/results/memory_strat
 `memory_strategies` section of docs/benchmarks.md.
 
     RAYFT_HOME=... .venv/bin/python bench/memory_strategies.py [--model builtin:smollm2-135m-instruct]
-        [--adapter lora] [--steps 3] [--batch-size 2] [--max-length 128]
+        [--methods full-ddp,full-zero2,full-zero3,lora-ddp,lora-zero3,qlora-ddp] [--steps 3] [--batch-size 2] [--max-length 128]
 """
 
 from __future__ import annotations
@@ -25,19 +25,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from docs_section import write_section  # noqa: E402
 
+ZERO2 = ["training.strategy=deepspeed", "training.deepspeed.stage=2"]
+ZERO3 = ["training.strategy=deepspeed", "training.deepspeed.stage=3"]
+# name -> (adapter, overrides). Full fine-tunes show what ZeRO shards (gradients, optimizer states,
+# weights); LoRA and QLoRA (LoRA on a 4-bit NF4 base) train ~1% of the weights.
 METHODS = {
-    "ddp": [],
-    "zero2": ["training.strategy=deepspeed", "training.deepspeed.stage=2"],
-    "zero3": ["training.strategy=deepspeed", "training.deepspeed.stage=3"],
-    "qlora": ["model.quantization=4bit"],
+    "full-ddp": ("full", []),
+    "full-zero2": ("full", ZERO2),
+    "full-zero3": ("full", ZERO3),
+    "lora-ddp": ("lora", []),
+    "lora-zero3": ("lora", ZERO3),
+    "qlora-ddp": ("lora", ["model.quantization=4bit"]),
 }
 
 
-def run_method(name: str, extra: list[str], args: argparse.Namespace, storage: Path) -> dict:
+def run_method(name: str, adapter: str, extra: list[str], args: argparse.Namespace, storage: Path) -> dict:
     from rayft.config_io import load_config
     from rayft.train.launch import run_pipeline
 
-    overrides = [f"model.name={args.model}", f"adapter.type={args.adapter}",
+    overrides = [f"model.name={args.model}", f"adapter.type={adapter}",
                  f"data.path={REPO / 'rayft/demo/extract_orders.jsonl'}", "data.template=alpaca",
                  f"data.max_length={args.max_length}", "data.eval_split=0", "data.max_rows=64",
                  f"training.max_steps={args.steps}", f"training.batch_size={args.batch_size}", "training.lr=1e-4",
@@ -46,7 +52,7 @@ def run_method(name: str, extra: list[str], args: argparse.Namespace, storage: P
     t0 = time.time()
     run_pipeline(load_config(None, overrides))
     summary = json.loads((storage / name / "sft" / "summary.json").read_text())
-    return {"method": name, "strategy_in_effect": summary["strategy"],
+    return {"method": name, "adapter": adapter, "strategy_in_effect": summary["strategy"],
             "peak_rss_mib_per_worker": summary["peak_rss_mib_per_worker"],
             "peak_rss_mib_max": max(summary["peak_rss_mib_per_worker"]),
             "train_loss": summary["train_loss"], "tokens_per_s": summary.get("tokens_per_s"),
@@ -56,7 +62,6 @@ def run_method(name: str, extra: list[str], args: argparse.Namespace, storage: P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:smollm2-135m-instruct")
-    parser.add_argument("--adapter", default="lora", choices=["lora", "full"])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=128)
@@ -65,21 +70,22 @@ def main() -> None:
     import ray
 
     methods = [m for m in args.methods.split(",") if m]
-    if args.adapter == "full" and "qlora" in methods:
-        methods.remove("qlora")  # a quantized base cannot be fully fine-tuned
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="rayft-bench-mem-") as tmp:
             for name in methods:
-                rows.append(run_method(name, METHODS[name], args, Path(tmp)))
+                rows.append(run_method(name, *METHODS[name], args, Path(tmp)))
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         ray.shutdown()
-    base = next((r for r in rows if r["method"] == "ddp"), rows[0])
+    base = next((r for r in rows if r["method"] == "full-ddp"), rows[0])
     for row in rows:
-        row["peak_vs_ddp"] = round(row["peak_rss_mib_max"] / base["peak_rss_mib_max"], 3)
-    result = {"model": args.model, "adapter": args.adapter, "steps": args.steps, "batch_size": args.batch_size,
+        row["peak_vs_full_ddp"] = round(row["peak_rss_mib_max"] / base["peak_rss_mib_max"], 3)
+    result = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
               "max_length": args.max_length, "num_workers": 2, "machine": platform.machine(),
               "python": platform.python_version(), "rows": rows}
     out = REPO / "bench" / "results" / "memory_strategies.json"
@@ -93,18 +99,19 @@ def render(result: dict, argv: list[str]) -> str:
     lines = [
         "## Peak memory per worker: DDP vs ZeRO-2 vs ZeRO-3 vs QLoRA",
         "",
-        f"{result['model']}, adapter `{result['adapter']}`, 2 Ray workers on CPU (gloo), batch "
-        f"{result['batch_size']} x {result['max_length']} tokens per worker, {result['steps']} steps. Peak = each "
+        f"{result['model']}, 2 Ray workers on CPU (gloo), fp32, AdamW, batch "
+        f"{result['batch_size']} x {result['max_length']} tokens per worker, {result['steps']} steps, "
+        f"{result['machine']}, {result['date']}. Peak = each "
         "worker's resident-set high-water mark (`getrusage` maxrss, model loading included), as reported in "
-        "summary.json `peak_rss_mib_per_worker`; ratio = the larger worker's peak over DDP's.",
+        "summary.json `peak_rss_mib_per_worker`; ratio = the larger worker's peak over the full fine-tune with DDP.",
         "",
-        "| method | strategy run | peak RSS per worker (MiB) | vs DDP | tokens/s |",
-        "|---|---|---|---|---|",
+        "| method | adapter | strategy run | peak RSS per worker (MiB) | vs full DDP | tokens/s |",
+        "|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         tps = f"{r['tokens_per_s']:.0f}" if r.get("tokens_per_s") else "-"
-        lines.append(f"| {r['method']} | {r['strategy_in_effect']} | "
-                     f"{' / '.join(f'{v:.0f}' for v in r['peak_rss_mib_per_worker'])} | {r['peak_vs_ddp']:.2f} | {tps} |")
+        lines.append(f"| {r['method']} | {r['adapter']} | {r['strategy_in_effect']} | "
+                     f"{' / '.join(f'{v:.0f}' for v in r['peak_rss_mib_per_worker'])} | {r['peak_vs_full_ddp']:.2f} | {tps} |")
     lines += [
         "",
         "On CPU every worker also holds the Python, torch, Ray and DeepSpeed runtime (about 1 GiB), which no "

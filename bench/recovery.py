@@ -96,7 +96,8 @@ def main() -> int:
         rows.append(killed)
         print(json.dumps(killed), flush=True)
     ray.shutdown()
-    result = {"rows": rows, "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
+    result = {"rows": rows, "date": time.strftime("%Y-%m-%d"),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
               "command": "RAYFT_HOME=/tmp/rh .venv/bin/python bench/recovery.py --intervals "
                          + " ".join(map(str, args.intervals)) + f" --max-steps {args.max_steps}"
                          + (" --baseline" if args.baseline else "")}
@@ -119,7 +120,7 @@ processes, model load, checkpoint restore).
 {table}
 
 At most S-1 steps are redone (plus the step in flight at the kill): the checkpoint interval is
-the work a failure can cost. Measured on {result['machine']} with:
+the work a failure can cost. Measured on {result['machine']}, {result['date']}, with:
 
     {result['command']}
 """

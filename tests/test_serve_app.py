@@ -239,7 +239,9 @@ async def _load(url: str, total: int, concurrency: int, models: list[str], on_do
 def test_load_500_requests_at_concurrency_16_has_no_errors(app):
     errors = asyncio.run(_load(app["url"], 500, 16, ["tiny", "alpha"]))
     assert errors == []
-    assert _stats(app)["max_batch_size_seen"] > 1  # concurrent requests were batched
+    # Concurrent requests were batched, and beyond 5 at once: Ray Serve's default cap of 5 in-flight
+    # requests per replica would otherwise hold the rest in front of the ingress.
+    assert _stats(app)["max_batch_size_seen"] > 5, _stats(app)
 
 
 def test_replica_killed_during_load_recovers(app, capsys):

@@ -57,6 +57,7 @@ def build_application(pipeline: Pipeline):
             path, {**model_cfg, "name": path}, serve_cfg, None))
     return OpenAIIngress.options(
         name="openai", num_replicas=cfg.replicas.ingress_replicas,
+        max_ongoing_requests=cfg.replicas.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replicas.ingress_num_cpus},
     ).bind(base_name, base_path, base, merged, handles, serve_cfg)
 

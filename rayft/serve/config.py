@@ -73,6 +73,10 @@ class ReplicasConfig(_Section):
     torch_threads: int | None = Field(None, ge=1, description="torch threads per replica (default: num_cpus, at least 1).")
     ingress_replicas: int = Field(1, ge=1, description="Replicas of the HTTP ingress (FastAPI) deployment.")
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica.")
+    ingress_max_ongoing_requests: int = Field(
+        256, ge=1, description="In-flight requests one ingress replica accepts. The ingress is async and only "
+        "forwards, so this is high; Ray Serve's own default (5) would queue every request beyond the 5th in "
+        "front of the ingress and starve the model replicas' batches.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "ReplicasConfig":
