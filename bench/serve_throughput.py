@@ -9,7 +9,8 @@ Requests are chat completions through the real `openai` client (AsyncOpenAI) ove
 greedy, a fixed number of new tokens. Writes bench/results/serve_throughput.json and its section
 of docs/benchmarks.md.
 
-    RAYFT_HOME=... .venv/bin/python bench/serve_throughput.py [--rounds 1] [--max-tokens 16]
+    RAYFT_HOME=... .venv/bin/python bench/serve_throughput.py [--rounds 1] [--max-tokens 32]
+        [--model builtin:smollm2-135m-instruct --skip-adapters --section serve_throughput_embedded]
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def random_adapters(model_path: str, folder: Path, count: int) -> list[Path]:
 
 def app_args(model_path: str, store: Path, batching: bool, max_adapters: int = 20) -> dict:
     return {"model": {"name": model_path}, "serve": {
-        "model_name": "tiny", "adapter_store": str(store), "max_adapters_per_replica": max_adapters,
+        "model_name": "tiny",  # the name clients use, whichever model is served "adapter_store": str(store), "max_adapters_per_replica": max_adapters,
         "auth": {"api_keys_env": None},
         "batching": {"enabled": batching, "max_batch_size": 16, "batch_wait_timeout_s": 0.01},
         "replicas": {"num_replicas": 1, "num_cpus": 1, "torch_threads": 1, "max_ongoing_requests": 64,
@@ -201,9 +202,13 @@ def median_of(results: list[dict], key: str) -> float:
 
 def render(data: dict, command: str) -> str:
     b, nb = data["batching"]["batching"], data["batching"]["no batching"]
-    lines = ["## Serving throughput (Ray Serve app, tiny model, CPU)", "",
-             f"The rayft Serve app (1 model replica with 1 CPU and 1 torch thread, 1 ingress replica) serving the "
-             f"2-layer `builtin:tiny-random` model; chat completions through the `openai` client over HTTP on "
+    model = data.get("model", "builtin:tiny-random")
+    title = "tiny model" if model == "builtin:tiny-random" else model.removeprefix("builtin:")
+    what = ("the 2-layer `builtin:tiny-random` model (the HTTP path costs more than the model)"
+            if model == "builtin:tiny-random" else f"`{model}` (the model is most of the cost)")
+    lines = [f"## Serving throughput (Ray Serve app, {title}, CPU)", "",
+             f"The rayft Serve app (1 model replica with 1 CPU and 1 torch thread, 1 ingress replica) serving "
+             f"{what}; chat completions through the `openai` client over HTTP on "
              f"127.0.0.1, greedy, {data['max_tokens']} new tokens each. Batching: `@serve.batch` with max_batch_size 16, "
              f"batch_wait_timeout_s 0.01; no batching: the same app redeployed with `serve.batching.enabled: false`, "
              f"in the same process. Medians over {data['rounds']} round(s).", "",
@@ -227,8 +232,6 @@ def render(data: dict, command: str) -> str:
               "processes sharing the machine",
               f"- batches formed (batching run, whole deployment life): {batch.get('batches')} batches, mean size "
               f"{batch.get('mean_batch_size', 0):.1f}, largest {batch.get('max_batch_size_seen')}", ""]
-    a = data["adapters"]
-    cold, warm = statistics.median(a["cold_first_request_ms"]), statistics.median(a["warm_request_ms"])
     e = data["engine"]
     lines += ["", f"The model-level effect alone (`GenerationEngine.generate` in one process, 1 torch thread, no HTTP or "
               f"Serve): 16 requests as one batch vs one at a time: "
@@ -237,7 +240,19 @@ def render(data: dict, command: str) -> str:
               f"{e['batch of 16']['requests_per_cpu_s'] / e['one at a time']['requests_per_cpu_s']:.2f}x per CPU-second. "
               "The gap between this and the app's ratio is the per-request cost of the HTTP proxy, the ingress and "
               "the client, which batching does not reduce.", ""]
-    lines += ["### Adapters: cold load and switching", "",
+    if "adapters" in data:
+        lines += _adapter_lines(data)
+    lines += [f"- machine: {os.cpu_count()} CPU cores, `{platform.platform()}`, Python {platform.python_version()}; "
+              f"1-minute load average during the runs {min(data['load_avgs']):.1f}..{max(data['load_avgs']):.1f}",
+              f"- date: {data['date']}", f"- command: `{command}`",
+              f"- raw figures: `bench/results/{data.get('section', 'serve_throughput')}.json`"]
+    return "\n".join(lines)
+
+
+def _adapter_lines(data: dict) -> list[str]:
+    a = data["adapters"]
+    cold, warm = statistics.median(a["cold_first_request_ms"]), statistics.median(a["warm_request_ms"])
+    lines = ["### Adapters: cold load and switching", "",
               f"20 LoRA adapters (r 16, all linear layers, random weights) registered in the store. Cold load "
               f"(`load_adapter` onto the replica's base model): median {1000 * statistics.median(a['adapter_load_s']):.0f} ms "
               f"(max {1000 * max(a['adapter_load_s']):.0f} ms); first request to a not-yet-loaded adapter: median "
@@ -253,12 +268,8 @@ def render(data: dict, command: str) -> str:
               "between them (set_adapter is cheap; the lost batching is the cost).",
               f"- with only 4 adapter slots per replica, round-robin over 20 reloads an adapter on most switches "
               f"(LRU: {a['lru_stats'].get('adapter_loads')} loads, {a['lru_stats'].get('adapter_evictions')} evictions "
-              "on the replica).",
-              f"- machine: {os.cpu_count()} CPU cores, `{platform.platform()}`, Python {platform.python_version()}; "
-              f"1-minute load average during the runs {min(data['load_avgs']):.1f}..{max(data['load_avgs']):.1f} "
-              "(other work shared the machine)",
-              f"- date: {data['date']}", f"- command: `{command}`", "- raw figures: `bench/results/serve_throughput.json`"]
-    return "\n".join(lines)
+              "on the replica)."]
+    return lines
 
 
 def main() -> None:
@@ -266,14 +277,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--adapters", type=int, default=20)
+    parser.add_argument("--model", default="builtin:tiny-random", help="the served model")
+    parser.add_argument("--skip-adapters", action="store_true", help="only the batching part")
+    parser.add_argument("--section", default="serve_throughput",
+                        help="docs section and bench/results/<section>.json to write")
     parser.add_argument("--render-only", action="store_true",
                         help="rewrite the docs section from bench/results/serve_throughput.json without measuring")
     args = parser.parse_args()
     if args.render_only:
-        data = json.loads((ROOT / "bench" / "results" / "serve_throughput.json").read_text())
+        data = json.loads((ROOT / "bench" / "results" / f"{args.section}.json").read_text())
         for mode in ("batching", "no batching"):
             data["batching"][mode] = {int(c): runs for c, runs in data["batching"][mode].items()}
-        write_section(ROOT / "docs" / "benchmarks.md", "serve_throughput", render(data, data.get("command", "RAYFT_HOME=... .venv/bin/python bench/serve_throughput.py")))
+        write_section(ROOT / "docs" / "benchmarks.md", args.section, render(data, data.get(
+            "command", "RAYFT_HOME=... .venv/bin/python bench/serve_throughput.py")))
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
@@ -282,34 +298,39 @@ def main() -> None:
     from rayft.models.loader import resolve_model
     from rayft.serve.store import LocalAdapterStore
 
-    model_path = resolve_model("builtin:tiny-random")
+    model_path = resolve_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="rayft-serve-bench-"))
     store = LocalAdapterStore(work / "store")
-    ids = [store.register(p, p.name).id for p in random_adapters(model_path, work / "adapters", args.adapters)]
+    ids = [] if args.skip_adapters else [
+        store.register(p, p.name).id for p in random_adapters(model_path, work / "adapters", args.adapters)]
     engine = engine_batching(model_path, args.max_tokens)
     port = free_port()
     ray.init(num_cpus=2, logging_level="ERROR", include_dashboard=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
         url = f"http://127.0.0.1:{port}"
-        data = {"max_tokens": args.max_tokens, "rounds": args.rounds, "engine": engine,
-                "batching": batching_rounds(url, model_path, work / "store", args.rounds, args.max_tokens),
-                "adapters": adapter_runs(url, model_path, work / "store", ids, args.max_tokens),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        data = {"model": args.model, "section": args.section, "max_tokens": args.max_tokens,
+                "rounds": args.rounds, "engine": engine,
+                "batching": batching_rounds(url, model_path, work / "store", args.rounds, args.max_tokens)}
+        if ids:
+            data["adapters"] = adapter_runs(url, model_path, work / "store", ids, args.max_tokens)
+        data["date"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     finally:
         serve.shutdown()
         ray.shutdown()
     data["load_avgs"] = [r["load_avg_1m"] for mode in ("batching", "no batching")
                          for rs in data["batching"][mode].values() for r in rs]
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "serve_throughput.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     command = "RAYFT_HOME=... .venv/bin/python bench/serve_throughput.py" + (
         f" --rounds {args.rounds}" if args.rounds != 1 else "") + (
-        f" --max-tokens {args.max_tokens}" if args.max_tokens != 32 else "")
+        f" --max-tokens {args.max_tokens}" if args.max_tokens != 32 else "") + (
+        f" --model {args.model}" if args.model != "builtin:tiny-random" else "") + (
+        " --skip-adapters" if args.skip_adapters else "") + (
+        f" --section {args.section}" if args.section != "serve_throughput" else "")
     data["command"] = command
-    (ROOT / "bench" / "results" / "serve_throughput.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (ROOT / "bench" / "results" / f"{args.section}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     body = render(data, command)
-    write_section(ROOT / "docs" / "benchmarks.md", "serve_throughput", body)
+    write_section(ROOT / "docs" / "benchmarks.md", args.section, body)
     print(body)
 
 
