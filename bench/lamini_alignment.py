@@ -146,7 +146,7 @@ answer tokens only.
 {rows}
 
 Wall time: SFT {s['sft']:.0f} s, pairs {s['pairs']:.0f} s, DPO {s['dpo']:.0f} s, eval {s['eval']:.0f} s,
-on {r['machine']}, with:
+on {r['machine']}, with the command:
 
     {r['command']}
 """

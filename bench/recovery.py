@@ -120,7 +120,7 @@ processes, model load, checkpoint restore).
 {table}
 
 At most S-1 steps are redone (plus the step in flight at the kill): the checkpoint interval is
-the work a failure can cost. Measured on {result['machine']}, {result['date']}, with:
+the work a failure can cost. Measured on {result['machine']}, {result['date']}, with the command:
 
     {result['command']}
 """
