@@ -307,7 +307,13 @@ class PPOStage(StageBase):
     max_new_tokens: int = Field(32, ge=1, description="Tokens per rollout completion.")
     temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling mass.")
-    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference (adapter off).")
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference (adapter off); "
+                           "the starting value when `kl_target` is set.")
+    kl_target: float | None = Field(
+        None, gt=0, description="Adaptive KL control (Ziegler et al. 2019): after each step the coefficient moves "
+        "towards keeping the sequence KL near this many nats. null: `kl_coef` stays fixed.")
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive KL: sequences over which the coefficient may "
+                            "change by about e^0.2 (larger: slower).")
     gamma: float = Field(1.0, gt=0, le=1, description="Discount of GAE.")
     lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE.")
     clip_range: float = Field(0.2, gt=0, description="Policy ratio clipping.")

@@ -67,3 +67,12 @@ def test_token_logprobs_and_entropy():
     assert core.token_logprobs(logits, torch.tensor([[0]])).item() == pytest.approx(torch.log(torch.tensor(0.5)).item())
     expected = -(0.5 * torch.log(torch.tensor(0.5)) + 0.5 * torch.log(torch.tensor(0.25)))
     assert core.entropy(logits).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_adaptive_kl_controller_follows_ziegler_et_al():
+    """beta *= 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon."""
+    assert core.adaptive_kl_coef(0.1, 6.0, 6.0, 8, 10000) == pytest.approx(0.1)  # on target: unchanged
+    assert core.adaptive_kl_coef(0.1, 6.6, 6.0, 8, 80) == pytest.approx(0.1 * (1 + 0.1 * 0.1))
+    assert core.adaptive_kl_coef(0.1, 60.0, 6.0, 8, 80) == pytest.approx(0.1 * (1 + 0.2 * 0.1))  # clipped up
+    assert core.adaptive_kl_coef(0.1, 0.0, 6.0, 8, 80) == pytest.approx(0.1 * (1 - 0.2 * 0.1))  # clipped down
+    assert core.adaptive_kl_coef(0.1, 12.0, 6.0, 100, 100) == pytest.approx(0.12)  # a whole horizon: +20%

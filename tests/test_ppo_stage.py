@@ -30,7 +30,7 @@ def test_ppo_mechanics_on_two_workers(ray_cluster, tmp_path, reference):
     loaded = _ppo_config(tmp_path, "builtin:tiny-random", 3, [
         "data.template=alpaca", "stages.0.training.batch_size=4", "stages.0.max_new_tokens=8",
         "stages.0.minibatch_size=2", "stages.0.ppo_epochs=2", "stages.0.training.lr=1e-3",
-        f"stages.0.reference={reference}"])
+        f"stages.0.reference={reference}", "stages.0.kl_target=0.5", "stages.0.kl_horizon=8"])
     run_pipeline(loaded)
     stage_dir = tmp_path / "ppo" / "ppo"
     summary = json.loads((stage_dir / "summary.json").read_text())
@@ -43,6 +43,13 @@ def test_ppo_mechanics_on_two_workers(ray_cluster, tmp_path, reference):
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-4), "before any update the policy is the reference"
     assert history[-1]["kl"] > 0, "updates move the policy away from the reference"
     assert all(h["replica_drift"] < 1e-6 for h in history), "all-reduced gradients keep replicas identical"
+    # Adaptive KL: starts at kl_coef and follows the controller on the all-worker mean KL (batch 4 x 2 workers).
+    from rayft.rl.ppo_core import adaptive_kl_coef
+
+    assert history[0]["kl_coef"] == pytest.approx(0.05)
+    for before, after in zip(history, history[1:]):
+        assert after["kl_coef"] == pytest.approx(adaptive_kl_coef(before["kl_coef"], before["kl"], 0.5, 8, 8))
+    assert history[1]["kl_coef"] == pytest.approx(0.04), "KL 0 at step 1 is below target: -20%"
     assert (stage_dir / "adapter" / "adapter_config.json").is_file()
     assert (stage_dir / "adapter" / "value_head.pt").is_file()
     assert list((stage_dir / "tensorboard").glob("events.out.tfevents.*"))

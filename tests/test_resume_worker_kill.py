@@ -74,7 +74,7 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tmp_path, tiny_
 
 
 def test_killed_ppo_worker_resumes(ray_cluster, tmp_path):
-    """rayft's own PPO loop checkpoints too (weights, value head, optimizer, step, samplers):
+    """rayft's own PPO loop checkpoints too (weights, value head, optimizer, step, samplers, KL coefficient):
     after the kill it continues from its checkpoint instead of from step 1."""
     from rayft.train.launch import run_pipeline
 
@@ -83,7 +83,8 @@ def test_killed_ppo_worker_resumes(ray_cluster, tmp_path):
         f"storage.path={tmp_path}", "run_name=ppo", "eval.enabled=false", "scaling.max_failures=1",
         "stages=[{type: ppo, rewards: ['rayft.rewards:letter_share']}]", "stages.0.training.max_steps=6",
         "stages.0.training.save_steps=2", "stages.0.training.batch_size=4", "stages.0.max_new_tokens=8",
-        "stages.0.minibatch_size=2", "stages.0.ppo_epochs=2", "stages.0.training.lr=1e-3"])
+        "stages.0.minibatch_size=2", "stages.0.ppo_epochs=2", "stages.0.training.lr=1e-3",
+        "stages.0.kl_target=0.5", "stages.0.kl_horizon=8"])
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(result=run_pipeline(loaded)), daemon=True)
     thread.start()
@@ -100,3 +101,9 @@ def test_killed_ppo_worker_resumes(ray_cluster, tmp_path):
     assert summary["resumed_from_step"] >= checkpoint_step > 0
     assert [h["step"] for h in summary["ppo_history"]] == [1, 2, 3, 4, 5, 6]
     assert (stage / "adapter" / "value_head.pt").is_file()
+    # The adaptive KL coefficient was restored too: the controller's recurrence holds across the resume.
+    from rayft.rl.ppo_core import adaptive_kl_coef
+
+    history = summary["ppo_history"]
+    for before, after in zip(history, history[1:]):
+        assert after["kl_coef"] == pytest.approx(adaptive_kl_coef(before["kl_coef"], before["kl"], 0.5, 8, 8))

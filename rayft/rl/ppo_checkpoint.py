@@ -31,7 +31,8 @@ def save_ppo_checkpoint(trainer: Any, history: list[dict[str, Any]], rank: int, 
         folder.mkdir()
         if rank == 0:
             torch.save({"global_step": step, "params": [p.detach().cpu() for p in trainer.params],
-                        "optimizer": trainer.optimizer.state_dict(), "history": history}, folder / STATE)
+                        "optimizer": trainer.optimizer.state_dict(), "history": history,
+                        "kl_coef": trainer.kl_coef}, folder / STATE)
         torch.save({"sampler": trainer.rng.getstate(), "torch": torch.get_rng_state()}, folder / RNG.format(rank=rank))
         write_manifest(folder, rank=rank, world_size=world, step=step)
         name = f"checkpoint_step{step:06d}_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns() % 10**6:06d}"
@@ -50,6 +51,7 @@ def load_ppo_checkpoint(trainer: Any, checkpoint: Any, rank: int) -> list[dict[s
             param.copy_(saved)
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.global_step = state["global_step"]
+    trainer.kl_coef = state.get("kl_coef", trainer.kl_coef)
     if rng is not None:  # absent when the run resumes with more workers than it saved with
         trainer.rng = random.Random()
         trainer.rng.setstate(rng["sampler"])

@@ -47,6 +47,14 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
+def adaptive_kl_coef(kl_coef: float, observed_kl: float, target: float, batch_size: int, horizon: int) -> float:
+    """The adaptive KL controller of Ziegler et al. (2019), "Fine-Tuning Language Models from Human
+    Preferences": the coefficient moves by the proportional error, clipped to +-20%, scaled by the
+    share of the horizon this batch covers: beta *= 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon."""
+    error = min(max(observed_kl / target - 1.0, -0.2), 0.2)
+    return kl_coef * (1.0 + error * batch_size / horizon)
+
+
 def kl_shaped_rewards(scores: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
                       kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards: -kl_coef * (logp - ref_logp), plus the sequence score on its last token.

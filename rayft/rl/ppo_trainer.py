@@ -70,6 +70,7 @@ class PPOTrainer:
         self.max_grad_norm, self.log = max_grad_norm, log
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.global_step = 0
+        self.kl_coef = float(cfg.kl_coef)  # adapted after each step when cfg.kl_target is set
         # Dropout off throughout: old and new log-probs must come from the same function, so the
         # first PPO epoch starts at ratio 1 (gradients still flow in eval mode).
         self.policy.eval()
@@ -146,7 +147,7 @@ class PPOTrainer:
             old_values = self.value_head(hidden) * mask
             ref_logits, _, _ = self._forward(rollout, disable_adapter=True)
             ref_logp = core.token_logprobs(ref_logits, tokens)
-            rewards, kl = core.kl_shaped_rewards(rollout.scores, old_logp, ref_logp, mask, self.cfg.kl_coef)
+            rewards, kl = core.kl_shaped_rewards(rollout.scores, old_logp, ref_logp, mask, self.kl_coef)
             advantages, returns = core.gae(rewards, old_values, mask, self.cfg.gamma, self.cfg.lam)
             if self.cfg.whiten_advantages:
                 advantages = core.masked_whiten(advantages, mask)
@@ -156,6 +157,10 @@ class PPOTrainer:
         figures = {"reward": rollout.scores.mean().item(), "kl": (kl.sum(1)).mean().item(),
                    "completion_tokens": mask.sum(1).mean().item(), **stats}
         figures = {k: _all_mean(v) for k, v in figures.items()}
+        figures["kl_coef"] = self.kl_coef  # the coefficient this step's rewards were shaped with
+        if self.cfg.kl_target is not None:  # every worker sees the same mean KL: the same update
+            self.kl_coef = core.adaptive_kl_coef(self.kl_coef, figures["kl"], self.cfg.kl_target,
+                                                 self.batch_size * self.world, self.cfg.kl_horizon)
         return {**figures, "replica_drift": self._replica_drift(), "generation_s": gen_s, "training_s": train_s,
                 "generation_share": gen_s / max(gen_s + train_s, 1e-9)}
 
