@@ -12,6 +12,7 @@ needs something this machine lacks (../shared/data, a GPU) is listed as skipped 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -28,23 +29,37 @@ from docs_section import write_section  # noqa: E402
 
 @dataclass(frozen=True)
 class Bench:
-    name: str  # the script is bench/<name>.py; its docs section has the same name
+    name: str  # its docs section (and bench/results/<name>.json)
     what: str
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()  # the arguments the published figures were made with
     quick_args: tuple[str, ...] = ()  # --quick: fewer repeats / steps, for a smoke run of the suite
     needs: tuple[str, ...] = ()  # "shared-data", "gpu"
+    script: str = ""  # bench/<script>.py; default: the name
+
+    @property
+    def path(self) -> str:
+        return f"bench/{self.script or self.name}.py"
 
 
 BENCHES: tuple[Bench, ...] = (
-    Bench("sft_throughput", "SFT tokens/s, rayft (1 Ray worker) vs a plain TRL script", (), ("--repeats", "1")),
+    Bench("sft_throughput", "SFT tokens/s, rayft (1 Ray worker) vs a plain TRL script", ("--wait-quiet", "600"),
+          ("--repeats", "1")),
     Bench("packing", "packing vs dynamic padding vs pad-to-max", (), ("--repeats", "1"), ("shared-data",)),
     Bench("ppo_split", "PPO generation/training split and memory, shared vs copied reference"),
     Bench("memory_strategies", "peak memory per worker: DDP vs ZeRO-2 vs ZeRO-3 vs QLoRA"),
-    Bench("recovery", "steps redone after a worker kill vs the checkpoint interval"),
-    Bench("tune_efficiency", "ASHA vs running every trial to the end"),
+    Bench("recovery", "steps redone after a worker kill vs the checkpoint interval", ("--baseline",)),
+    Bench("tune_efficiency", "ASHA vs running every trial to the end", ("--trials", "9", "--steps", "32"),
+          ("--trials", "6", "--steps", "8")),
     Bench("lamini_alignment", "held-out ROUGE-L / exact match: base vs SFT vs SFT -> DPO on the Lamini docs",
-          (), ("--sft-steps", "20", "--pairs", "40", "--dpo-steps", "10", "--eval-examples", "10"), ("shared-data",)),
-    Bench("serve_throughput", "serving requests/s and latency, batching vs none; adapter switching"),
+          ("--sft-steps", "80", "--pairs", "200", "--eval-examples", "50", "--max-new-tokens", "96"),
+          ("--sft-steps", "20", "--pairs", "40", "--dpo-steps", "10", "--eval-examples", "10"), ("shared-data",)),
+    Bench("serve_throughput", "serving requests/s and latency, batching vs none; adapter switching (tiny model)"),
+    Bench("serve_throughput_embedded", "serving requests/s and latency, batching vs none (embedded 135M model)",
+          ("--model", "builtin:smollm2-135m-instruct", "--skip-adapters", "--section", "serve_throughput_embedded"),
+          ("--model", "builtin:smollm2-135m-instruct", "--skip-adapters", "--section", "serve_throughput_embedded",
+           "--max-tokens", "8"), script="serve_throughput"),
+    Bench("gpu_training", "GPU: ZeRO-3 + bf16 full fine-tune vs QLoRA of a ~1B Llama: tokens/s, peak GPU memory, MFU",
+          (), ("--steps", "10"), ("gpu",)),
 )
 
 # Scripts in bench/ that are not benchmarks themselves.
@@ -53,8 +68,8 @@ HELPERS = {"run_all", "docs_section", "plain_trl_sft"}
 
 def missing(bench: Bench) -> str | None:
     """Why `bench` cannot run here, or None."""
-    if not (ROOT / "bench" / f"{bench.name}.py").is_file():
-        return f"bench/{bench.name}.py is not in this checkout"
+    if not (ROOT / bench.path).is_file():
+        return f"{bench.path} is not in this checkout"
     if "shared-data" in bench.needs and not (ROOT.parent / "shared" / "data").is_dir():
         return "../shared/data is absent"
     if "gpu" in bench.needs:
@@ -69,7 +84,7 @@ def missing(bench: Bench) -> str | None:
 
 
 def command(bench: Bench, quick: bool) -> list[str]:
-    return [sys.executable, f"bench/{bench.name}.py", *(bench.quick_args if quick else bench.args)]
+    return [sys.executable, bench.path, *(bench.quick_args if quick else bench.args)]
 
 
 def machine() -> str:
@@ -100,18 +115,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for b in selected:
             why = missing(b)
-            print(f"{b.name:18s} {b.what}" + (f"  [skipped: {why}]" if why else ""))
+            print(f"{b.name:26s} {b.what}" + (f"  [skipped: {why}]" if why else ""))
         return 0
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.setdefault("RAYFT_HOME", str(Path.home() / ".cache" / "rayft"))
-    rows, failed = [], 0
+    # The suite's record of the last run of every benchmark, so that `--only X` updates X's row and keeps the rest.
+    record_path = args.docs.parent.parent / "bench" / "results" / "suite.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    failed = 0
     for b in selected:
         why = missing(b)
         cmd = command(b, args.quick)
         shown = " ".join(["RAYFT_HOME=...", ".venv/bin/python", *cmd[1:]])
+        now = time.strftime("%Y-%m-%d %H:%M")
         if why:
             print(f"[bench] {b.name}: skipped ({why})", flush=True)
-            rows.append(f"| {b.name} | {b.what} | skipped: {why} | - | `{shown}` |")
+            record[b.name] = {"status": f"skipped: {why}", "wall_s": None, "command": shown, "date": now}
             continue
         print(f"[bench] {b.name}: {shown}", flush=True)
         t0 = time.time()
@@ -120,21 +139,32 @@ def main(argv: list[str] | None = None) -> int:
         status = "ok" if rc == 0 else f"failed (exit {rc})"
         failed += rc != 0
         print(f"[bench] {b.name}: {status} in {wall:.0f} s", flush=True)
-        rows.append(f"| {b.name} | {b.what} | {status} | {wall:.0f} | `{shown}` |")
+        record[b.name] = {"status": status + (" (--quick)" if args.quick else ""), "wall_s": round(wall),
+                          "command": shown, "date": now}
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    rows = []
+    for b in BENCHES:
+        r = record.get(b.name)
+        if r is None:
+            rows.append(f"| {b.name} | {b.what} | not run yet | - | - | `{' '.join(command(b, False)[1:])}` |")
+        else:
+            wall = "-" if r["wall_s"] is None else str(r["wall_s"])
+            rows.append(f"| {b.name} | {b.what} | {r['status']} | {wall} | {r['date']} | `{r['command']}` |")
     body = "\n".join([
         "## The suite",
         "",
-        f"Regenerated by `make bench` (= `.venv/bin/python bench/run_all.py{' --quick' if args.quick else ''}`) "
-        f"on {time.strftime('%Y-%m-%d %H:%M:%S %z')}; machine: {machine()}. Each section below was written by "
-        "the benchmark named in it, with its own command; a section a run skipped keeps its last figures "
-        "(their date says when).",
+        f"`make bench` (= `.venv/bin/python bench/run_all.py`) runs every benchmark below, one after another, and "
+        f"rewrites this table; `--only NAME ...` reruns some and keeps the other rows. Last written "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}; machine: {machine()}. Each section below was written by the "
+        "benchmark named in it, with its own command and date; a skipped benchmark's section keeps its last figures.",
         "",
-        "| benchmark | what | status | wall s | command |",
-        "|---|---|---|---|---|",
+        "| benchmark | what | status | wall s | run at | command |",
+        "|---|---|---|---|---|---|",
         *rows,
     ])
     write_section(args.docs, "suite", body)
-    print(f"[bench] {len(rows) - failed} of {len(rows)} done or skipped; docs: {args.docs}")
+    print(f"[bench] {len(selected) - failed} of {len(selected)} done or skipped; docs: {args.docs}")
     return 1 if failed else 0
 
 

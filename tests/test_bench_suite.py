@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -14,7 +15,7 @@ def test_every_benchmark_script_is_registered():
     import run_all
 
     scripts = {p.stem for p in (REPO / "bench").glob("*.py")} - run_all.HELPERS
-    registered = {b.name for b in run_all.BENCHES}
+    registered = {Path(b.path).stem for b in run_all.BENCHES}
     assert scripts <= registered, f"add to bench/run_all.py BENCHES: {sorted(scripts - registered)}"
 
 

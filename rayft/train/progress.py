@@ -19,6 +19,10 @@ class ProgressCallback(TrainerCallback):
         self.eval_history: list[tuple[int, float]] = []
         self.lr_history: list[tuple[int, float]] = []
         self.num_tokens: float = 0.0
+        # (wall clock, tokens so far) at the first and the latest log: throughput after the first
+        # logged step leaves out one-off warm-up (kernel selection, allocator growth, DeepSpeed set-up).
+        self.first_log: tuple[float, float] | None = None
+        self.last_log: tuple[float, float] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.train_started_at = time.time()
@@ -37,6 +41,8 @@ class ProgressCallback(TrainerCallback):
         logs = logs or {}
         if "num_tokens" in logs:
             self.num_tokens = float(logs["num_tokens"])
+            self.last_log = (time.time(), self.num_tokens)
+            self.first_log = self.first_log or self.last_log
         if "loss" in logs:
             self.loss_history.append((state.global_step, float(logs["loss"])))
         if "eval_loss" in logs:
@@ -61,5 +67,12 @@ class ProgressCallback(TrainerCallback):
             "lr_history": self.lr_history,
             "num_tokens": self.num_tokens,
             "tokens_per_s": self.num_tokens / train_runtime if train_runtime > 0 else None,
+            "steady_tokens_per_s": self._steady_tokens_per_s(),
             "time_to_first_step_s": (self.first_step_at - self.started_at) if self.first_step_at else None,
         }
+
+    def _steady_tokens_per_s(self) -> float | None:
+        """Tokens/s between the first and the latest log (None with fewer than two logs)."""
+        if not self.first_log or not self.last_log or self.last_log[0] <= self.first_log[0]:
+            return None
+        return (self.last_log[1] - self.first_log[1]) / (self.last_log[0] - self.first_log[0])

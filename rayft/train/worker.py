@@ -190,4 +190,5 @@ def _packed_token_figures(train: Any, trainer: Any, world_size: int, metrics: di
                * world_size, int(len(train) * max(args.num_train_epochs, 1)) if args.max_steps <= 0 else 10**12)
     tokens = rows * sum(len(ids) for ids in train["input_ids"]) / max(len(train), 1)
     runtime = metrics.get("train_runtime_s") or 0.0
-    return {"num_tokens": tokens, "tokens_per_s": tokens / runtime if runtime else None}
+    # TRL's per-log counts (behind steady_tokens_per_s) read the 4-D mask as tokens: not comparable.
+    return {"num_tokens": tokens, "tokens_per_s": tokens / runtime if runtime else None, "steady_tokens_per_s": None}
