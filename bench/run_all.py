@@ -101,46 +101,8 @@ def machine() -> str:
             + ", ".join(found))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
-    ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    ap.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run, not figures to publish")
-    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    args = ap.parse_args(argv)
-    known = {b.name for b in BENCHES}
-    if args.only and set(args.only) - known:
-        ap.error(f"unknown benchmark(s): {', '.join(sorted(set(args.only) - known))}; known: {', '.join(sorted(known))}")
-    selected = [b for b in BENCHES if not args.only or b.name in args.only]
-    if args.list:
-        for b in selected:
-            why = missing(b)
-            print(f"{b.name:26s} {b.what}" + (f"  [skipped: {why}]" if why else ""))
-        return 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.setdefault("RAYFT_HOME", str(Path.home() / ".cache" / "rayft"))
-    # The suite's record of the last run of every benchmark, so that `--only X` updates X's row and keeps the rest.
-    record_path = args.docs.parent.parent / "bench" / "results" / "suite.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    failed = 0
-    for b in selected:
-        why = missing(b)
-        cmd = command(b, args.quick)
-        shown = " ".join(["RAYFT_HOME=...", ".venv/bin/python", *cmd[1:]])
-        now = time.strftime("%Y-%m-%d %H:%M")
-        if why:
-            print(f"[bench] {b.name}: skipped ({why})", flush=True)
-            record[b.name] = {"status": f"skipped: {why}", "wall_s": None, "command": shown, "date": now}
-            continue
-        print(f"[bench] {b.name}: {shown}", flush=True)
-        t0 = time.time()
-        rc = subprocess.call(cmd, cwd=ROOT, env=env)
-        wall = time.time() - t0
-        status = "ok" if rc == 0 else f"failed (exit {rc})"
-        failed += rc != 0
-        print(f"[bench] {b.name}: {status} in {wall:.0f} s", flush=True)
-        record[b.name] = {"status": status + (" (--quick)" if args.quick else ""), "wall_s": round(wall),
-                          "command": shown, "date": now}
+def write_suite(docs: Path, record_path: Path, record: dict) -> None:
+    """Save the suite's record and rewrite the `suite` section of the docs from it."""
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     rows = []
@@ -163,7 +125,53 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
         *rows,
     ])
-    write_section(args.docs, "suite", body)
+    write_section(docs, "suite", body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
+    ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats: a smoke run, not figures to publish")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = ap.parse_args(argv)
+    known = {b.name for b in BENCHES}
+    if args.only and set(args.only) - known:
+        ap.error(f"unknown benchmark(s): {', '.join(sorted(set(args.only) - known))}; known: {', '.join(sorted(known))}")
+    selected = [b for b in BENCHES if not args.only or b.name in args.only]
+    if args.list:
+        for b in selected:
+            why = missing(b)
+            print(f"{b.name:26s} {b.what}" + (f"  [skipped: {why}]" if why else ""))
+        return 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.setdefault("RAYFT_HOME", str(Path.home() / ".cache" / "rayft"))
+    # The suite's record of the last run of every benchmark, so that `--only X` updates X's row and keeps the rest.
+    default_docs = args.docs.resolve() == (ROOT / "docs" / "benchmarks.md").resolve()
+    record_path = ROOT / "bench" / "results" / "suite.json" if default_docs else args.docs.with_suffix(".suite.json")
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    failed = 0
+    write_suite(args.docs, record_path, record)
+    for b in selected:
+        why = missing(b)
+        cmd = command(b, args.quick)
+        shown = " ".join(["RAYFT_HOME=...", ".venv/bin/python", *cmd[1:]])
+        now = time.strftime("%Y-%m-%d %H:%M")
+        if why:
+            print(f"[bench] {b.name}: skipped ({why})", flush=True)
+            record[b.name] = {"status": f"skipped: {why}", "wall_s": None, "command": shown, "date": now}
+            write_suite(args.docs, record_path, record)
+            continue
+        print(f"[bench] {b.name}: {shown}", flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd, cwd=ROOT, env=env)
+        wall = time.time() - t0
+        status = "ok" if rc == 0 else f"failed (exit {rc})"
+        failed += rc != 0
+        print(f"[bench] {b.name}: {status} in {wall:.0f} s", flush=True)
+        record[b.name] = {"status": status + (" (--quick)" if args.quick else ""), "wall_s": round(wall),
+                          "command": shown, "date": now}
+        write_suite(args.docs, record_path, record)  # after each one: an interrupted suite keeps what it measured
     print(f"[bench] {len(selected) - failed} of {len(selected)} done or skipped; docs: {args.docs}")
     return 1 if failed else 0
 
