@@ -116,7 +116,12 @@ def render(result: dict, argv: list[str]) -> str:
         "",
         "On CPU every worker also holds the Python, torch, Ray and DeepSpeed runtime (about 1 GiB), which no "
         "strategy shards, so the ratios are much closer to 1 than the model-state estimates in "
-        "[scaling.md](scaling.md) (which count weights, gradients and optimizer states only). Raw figures: "
+        "[scaling.md](scaling.md) (which count weights, gradients and optimizer states only). At this size "
+        "ZeRO saves little and costs some: a full fine-tune's model states are about 2.2 GB per worker with DDP "
+        "(fp32 weights, gradients, AdamW), ZeRO-3 over 2 workers would save about 1.1 GB of that, and DeepSpeed's "
+        "own buffers (communication buckets, parameter prefetch) and runtime take about as much back. ZeRO's "
+        "saving grows with the model (weights and optimizer states scale, the runtime does not); "
+        "`bench/gpu_training.py` measures a 1.1B model on a GPU. Raw figures: "
         "`bench/results/memory_strategies.json`.",
         "",
         "Command: `" + " ".join(["RAYFT_HOME=... .venv/bin/python bench/memory_strategies.py", *argv]) + "`",

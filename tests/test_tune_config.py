@@ -110,11 +110,41 @@ def test_every_value_must_give_a_valid_config(tmp_path):
      "tune.metric: 'train_loss' is not an evaluation metric"),
     ({"search_space": {"training.lr": "choice[1e-4]"}}, {"data": {**BASE["data"], "eval_split": 0}},
      "data.eval_split: tune.metric 'eval_loss' needs held-out rows"),
-    ({"search_space": {"training.lr": "choice[1e-4]"}, "scheduler": "pbt"}, {}, "tune.scheduler: pbt is not supported"),
+    # pbt: what a running trial cannot change, and what segments need
+    ({"search_space": {"training.lr": "choice[1e-4]"}, "scheduler": "pbt"}, {},
+     "tune.search_alg: pbt starts its population from random samples"),
+    ({"search_space": {"adapter.r": "choice[4, 8]"}, "scheduler": "pbt", "search_alg": "random"},
+     {"training": {**BASE["training"], "lr_scheduler": "constant"}}, "tune.search_space.adapter.r: pbt can only"),
+    ({"search_space": {"training.max_steps": "choice[4, 8]"}, "scheduler": "pbt", "search_alg": "random"},
+     {"training": {**BASE["training"], "lr_scheduler": "constant"}}, "tune.search_space.training.max_steps: pbt"),
+    ({"search_space": {"training.lr": "loguniform[1e-4, 1e-3]"}, "scheduler": "pbt", "search_alg": "random"}, {},
+     "training.lr_scheduler: pbt changes the learning rate"),
+    ({"search_space": {"training.lr": "loguniform[1e-4, 1e-3]"}, "scheduler": "pbt", "search_alg": "random"},
+     {"training": {**BASE["training"], "lr_scheduler": "constant"}, "adapter": {"type": "full"}},
+     "adapter.type: pbt copies LoRA adapters"),
+    ({"search_space": {"training.lr": "loguniform[1e-4, 1e-3]"}, "scheduler": "pbt", "search_alg": "random",
+      "perturbation_interval": 8}, {"training": {**BASE["training"], "lr_scheduler": "constant"}},
+     "tune.perturbation_interval: 8 steps leaves no room"),
 ])
 def test_plan_checks(tmp_path, tune, sections, message):
     with pytest.raises(ConfigError, match=message):
         load_sweep(write(tmp_path, tune, **sections))
+
+
+def test_pbt_plan_and_scheduler(tmp_path):
+    """A valid PBT sweep: trials perturb training values every perturbation_interval steps (default
+    eval_steps); grid values become PBT's resampling lists."""
+    from rayft.tune.sweep import _scheduler
+
+    config = write(tmp_path, {"search_space": {"training.lr": "grid[1e-4, 1e-3]", "training.weight_decay":
+                                               "uniform[0, 0.1]"}, "scheduler": "pbt", "search_alg": "random"},
+                   training={**BASE["training"], "lr_scheduler": "constant"})
+    loaded, spec = load_sweep(config)
+    assert spec.scheduler == "pbt"
+    scheduler = _scheduler(loaded.pipeline, param_space(spec, "random"))
+    assert type(scheduler).__name__ == "StepBoundedPBT" and scheduler._max_steps == 8
+    assert scheduler._perturbation_interval == 2 and scheduler._time_attr == "global_step"
+    assert scheduler._hyperparam_mutations["training.lr"] == [1e-4, 1e-3]
 
 
 def test_no_tune_section(tmp_path):
@@ -176,15 +206,15 @@ def test_schedulers_count_optimizer_steps():
 
     loaded = load_config(None, ['tune.search_space={training.lr: "choice[1e-4]"}', "training.max_steps=24",
                                 "training.eval_steps=4"])
-    tune, training = loaded.pipeline.tune, loaded.pipeline.stages[0].training
-    asha = _scheduler(tune, training, {})
+    tune = loaded.pipeline.tune
+    asha = _scheduler(loaded.pipeline, {})
     assert isinstance(asha, AsyncHyperBandScheduler) and asha._time_attr == "global_step"
     assert asha._max_t == 24 and len(asha._brackets) == 1 and not asha._stop_last_trials
     assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [16, 8, 4]  # grace = eval_steps, factor 2
     tune.scheduler = "hyperband"
-    assert len(_scheduler(tune, training, {})._brackets) == 3
+    assert len(_scheduler(loaded.pipeline, {})._brackets) == 3
     tune.scheduler = "none"
-    assert isinstance(_scheduler(tune, training, {}), FIFOScheduler)
+    assert isinstance(_scheduler(loaded.pipeline, {}), FIFOScheduler)
 
 
 @pytest.mark.parametrize("tune, expected", [
@@ -199,3 +229,13 @@ def test_expected_trials_tell_an_interrupted_sweep_from_a_finished_one(tmp_path,
     the trials that ended with how many it should have."""
     loaded, spec = load_sweep(write(tmp_path, tune), ["storage.path=" + str(tmp_path / "out")])
     assert expected_trials(spec, loaded.pipeline.tune) == expected
+
+
+@pytest.mark.parametrize("name", ["tune_tiny.yaml", "tune_lamini.yaml", "tune_pbt_tiny.yaml"])
+def test_shipped_sweep_configs_pass_the_sweep_checks(name):
+    from conftest import REPO, SHARED_DATA
+
+    if "lamini" in name and not (SHARED_DATA / "lamini_docs.jsonl").is_file():
+        pytest.skip(f"{SHARED_DATA / 'lamini_docs.jsonl'} is absent (../shared/data is not beside this checkout)")
+    loaded, spec = load_sweep(REPO / "jobs" / "configs" / name)
+    assert spec.space and spec.scheduler == loaded.pipeline.tune.scheduler

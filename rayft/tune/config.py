@@ -39,8 +39,9 @@ class TuneConfig(BaseModel):
         "optuna", description="`optuna` (TPE, seeded), `random` (seeded random sampling; grid[...] entries "
         "are crossed with the samples), `grid` (every combination of grid/choice values).")
     scheduler: Literal["asha", "hyperband", "pbt", "none"] = Field(
-        "asha", description="Early stopping: `asha` (async successive halving), `hyperband` (ASHA with "
-        "several brackets), `none` (every trial runs to the end); `pbt` is refused for now (see docs/tune.md).")
+        "asha", description="`asha` (async successive halving: stops weak trials early), `hyperband` (ASHA "
+        "with several brackets), `pbt` (population based training: weak trials continue from a strong trial's "
+        "adapter with perturbed training values; see docs/tune.md), `none` (every trial runs to the end).")
     grace_period: int | None = Field(
         None, ge=1, description="asha/hyperband: optimizer steps before a trial can be stopped "
         "(default: training.eval_steps).")
@@ -48,6 +49,15 @@ class TuneConfig(BaseModel):
                                     "of the trials at each rung.")
     brackets: int | None = Field(None, ge=1, description="asha/hyperband: brackets (default 1 for asha, "
                                  "3 for hyperband).")
+    perturbation_interval: int | None = Field(
+        None, ge=1, description="pbt: optimizer steps between perturbations; each trial trains in segments of "
+        "this length (default: training.eval_steps).")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="pbt: the bottom fraction of trials that "
+                                     "copy one of the top fraction.")
+    resample_probability: float = Field(0.25, ge=0, le=1, description="pbt: chance that a perturbed value is "
+                                        "drawn afresh from the search space instead of scaled (x0.8 / x1.2).")
+    synchronous: bool = Field(False, description="pbt: perturb only once every trial has reached the step "
+                              "(the same decisions whatever the timing; trials wait for the slowest).")
     seed: int = Field(42, description="Seed of the search algorithm's sampling.")
     max_failures: int = Field(0, ge=0, description="Retries of a failed trial (from scratch).")
 

@@ -140,6 +140,11 @@ def write_best_config(best: TrialRow, spec: SweepSpec, metric: str) -> Path:
     header = (f"# Best trial {best.trial_id} of sweep '{spec.sweep_dir.name}' ({metric} {best.final_metric:.6g});\n"
               f"# searched values: {json.dumps(best.params)}\n"
               f"#   rayft train {spec.sweep_dir / 'best_config.yaml'}\n")
+    if spec.scheduler == "pbt":
+        stage = loaded.pipeline.stages[0].name
+        header += (f"# pbt: this trial's values changed during training ({best.run_dir}/pbt_schedule.json); these are "
+                   f"its final ones,\n# so a run of this file from scratch is not the PBT result. That result is "
+                   f"the adapter {best.run_dir}/{stage}/adapter\n")
     path = spec.sweep_dir / "best_config.yaml"
     path.write_text(header + body)
     return path

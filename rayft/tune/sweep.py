@@ -61,7 +61,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     _check_plan(loaded)
     sweep_name = name or tune.name or source.stem
     sweep_dir = Path(pipeline.storage.path).expanduser().resolve() / sweep_name
-    spec = SweepSpec(raw=raw, source=source, space=dict(tune.search_space), sweep_dir=sweep_dir)
+    spec = SweepSpec(raw=raw, source=source, space=dict(tune.search_space), sweep_dir=sweep_dir,
+                     scheduler=tune.scheduler)
+    if tune.scheduler == "pbt":
+        from rayft.tune.pbt import perturbation_interval
+
+        spec.perturbation_interval = perturbation_interval(pipeline)
     for dotted, text in tune.search_space.items():
         for value in parse_domain(text).values_to_check():
             try:
@@ -100,10 +105,9 @@ def _check_plan(loaded: LoadedConfig) -> None:
             raise ConfigError(f"tune.search_space.{dotted}: search_alg grid needs listed values "
                               f"(grid[...] or choice[...]), not {domain.kind}[...]")
     if tune.scheduler == "pbt":
-        # PBT's exploit step copies a better trial's weights through Tune checkpoints; a rayft trial
-        # checkpoints through Ray Train only, so Tune's PBT would skip every exploit (a silent no-op).
-        raise ConfigError("tune.scheduler: pbt is not supported yet (trials do not hand Tune the weights that "
-                          "PBT copies between trials); use asha, hyperband or none")
+        from rayft.tune.pbt import check_pbt
+
+        check_pbt(pipeline)
 
 
 def param_space(spec: SweepSpec, search_alg: str) -> dict[str, Any]:
@@ -177,7 +181,6 @@ def _tuner(loaded: LoadedConfig, spec: SweepSpec, concurrency: int):
                                 param_space=space)
     spec.sweep_dir.mkdir(parents=True, exist_ok=True)
     state_file.write_text(fingerprint)
-    stage = pipeline.stages[0]
     return rt.Tuner(
         trainable,
         param_space=space,
@@ -186,7 +189,7 @@ def _tuner(loaded: LoadedConfig, spec: SweepSpec, concurrency: int):
             # BasicVariantGenerator (random, grid) takes the limit itself; Tune ignores this one for it.
             max_concurrent_trials=concurrency if tune.search_alg == "optuna" else None,
             search_alg=_search_alg(tune, concurrency),
-            scheduler=_scheduler(tune, stage.training, space), reuse_actors=False,
+            scheduler=_scheduler(pipeline, space), reuse_actors=False,
             trial_dirname_creator=lambda trial: trial_dir_name(trial.trial_id),
         ),
         run_config=rt.RunConfig(
@@ -213,11 +216,16 @@ def _search_alg(tune, concurrency: int):
     return BasicVariantGenerator(max_concurrent=concurrency, random_state=tune.seed)
 
 
-def _scheduler(tune, training, space: dict[str, Any]):
+def _scheduler(pipeline, space: dict[str, Any]):
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
+    tune, training = pipeline.tune, pipeline.stages[0].training
     if tune.scheduler == "none":
         return FIFOScheduler()
+    if tune.scheduler == "pbt":
+        from rayft.tune.pbt import pbt_scheduler
+
+        return pbt_scheduler(pipeline, space)
     return AsyncHyperBandScheduler(
         time_attr="global_step", max_t=training.max_steps,
         grace_period=min(tune.grace_period or training.eval_steps, training.max_steps),

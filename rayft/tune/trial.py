@@ -29,6 +29,8 @@ class SweepSpec:
     source: Path | None
     space: dict[str, str]
     sweep_dir: Path
+    scheduler: str = "asha"  # pbt trials train in segments (rayft.tune.pbt) ...
+    perturbation_interval: int = 0  # ... of this many optimizer steps
 
 
 def trial_dir_name(trial_id: str) -> str:
@@ -71,6 +73,12 @@ def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
         # Finished before the sweep was interrupted, but Tune's last saved state still had it
         # running: report the recorded result instead of training again.
         ray.tune.report({**final_metrics(done), "resumed_from_summary": True})
+        return
+    if spec.scheduler == "pbt":
+        from rayft.tune.pbt import run_pbt_trial
+
+        run_pbt_trial(loaded, spec.sweep_dir / trial_dir_name(trial_id), trial_id, sampled,
+                      spec.perturbation_interval)
         return
     run_pipeline(loaded, run_name=trial_dir_name(trial_id), tune_trial=True)
 
