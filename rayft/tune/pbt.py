@@ -10,7 +10,7 @@ the new values. What a segment does not carry over, by design: the optimizer sta
 AdamW per segment, as PBT changes the learning rate anyway) and the data position (each segment
 reshuffles with its own seed, `training.seed + start step`).
 
-Layout of a PBT trial: `<sweep>/trial_<id>/segments/step<start>-<end>/<stage>/` per segment, and
+Layout of a PBT trial: `<sweep>/trial_<id>/segments/g<restores>-step<start>-<end>/<stage>/` per segment, and
 `<sweep>/trial_<id>/<stage>/` (summary.json, adapter/) once the trial reaches max_steps, plus
 `pbt_schedule.json`: the values each segment trained with, and where exploits happened.
 """
@@ -29,7 +29,7 @@ from rayft.config_io import LoadedConfig
 from rayft.errors import ConfigError
 from rayft.train.rundir import read_summary, stage_output, write_json_atomic, write_summary
 
-STATE_FILE = "pbt_state.json"  # in a Tune checkpoint: {"global_step", "trial_id", "params"}
+STATE_FILE = "pbt_state.json"  # in a Tune checkpoint: {"global_step", "trial_id", "params", "metrics"}
 # Searchable under PBT: training values a running trial can change between segments. Not the
 # adapter's shape (a donor's adapter must load into every trial) nor the step plan PBT relies on.
 FIXED_TRAINING = {"max_steps", "epochs", "eval_steps", "save_steps", "logging_steps", "save_total_limit",
@@ -177,5 +177,7 @@ def _finish(final_stage_dir: Path, last_segment_dir: Path, step: int, schedule: 
 
 
 def _scalars(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "global_step"}
+    """A segment's scalar figures without its own global_step (a trial reports the global one)."""
+    from rayft.tune.trial import final_metrics
+
+    return {k: v for k, v in final_metrics(summary).items() if k != "global_step"}
