@@ -47,6 +47,13 @@ class ModelServer:
         self.store = open_store(store_uri) if store_uri else None
         self.lock = asyncio.Lock()
         self.batching = cfg.batching.enabled
+        # Admission gate for batching: set while no batched request is in flight. Serve forms a batch
+        # as requests arrive and queues it behind the running one (max_concurrent_batches, Ray >= 2.47),
+        # so without the gate requests trickling in during a generation form batches of 1-2 that then
+        # run one after another. With it, they wait here and enter together when the engine is free.
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.in_flight = 0
         self.generate_batch.set_max_batch_size(cfg.batching.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)
         self.serve_evictions = 0
@@ -90,9 +97,17 @@ class ModelServer:
         key = serve.get_multiplexed_model_id() or None
         if key:
             await self.lease(key)  # loads on a miss, marks it recently used, tells the router
-        if self.batching:
+        if not self.batching:
+            return (await self._run(key, [request]))[0]
+        await self.idle.wait()
+        self.in_flight += 1
+        self.idle.clear()
+        try:
             return await self.generate_batch((key, request))
-        return (await self._run(key, [request]))[0]
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)  # both replaced from the config in __init__
     async def generate_batch(self, items: list[tuple[str | None, GenRequest]]) -> list[GenResult]:
