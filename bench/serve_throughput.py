@@ -53,11 +53,11 @@ def random_adapters(model_path: str, folder: Path, count: int) -> list[Path]:
     return out
 
 
-def app_args(model_path: str, store: Path, batching: bool, max_adapters: int = 20) -> dict:
+def app_args(model_path: str, store: Path, batching: bool, max_adapters: int = 20, batch_wait: float = 0.05) -> dict:
     return {"model": {"name": model_path}, "serve": {
         "model_name": "tiny",  # the name clients use, whichever model is served "adapter_store": str(store), "max_adapters_per_replica": max_adapters,
         "auth": {"api_keys_env": None},
-        "batching": {"enabled": batching, "max_batch_size": 16, "batch_wait_timeout_s": 0.01},
+        "batching": {"enabled": batching, "max_batch_size": 16, "batch_wait_timeout_s": batch_wait},
         "replicas": {"num_replicas": 1, "num_cpus": 1, "torch_threads": 1, "max_ongoing_requests": 64,
                      "ingress_num_cpus": 0.1}}}
 
@@ -124,13 +124,13 @@ def stats(url: str, model: str | None = None) -> dict:
     return requests.get(url + "/v1/stats", params={"model": model} if model else None, timeout=120).json()
 
 
-def batching_rounds(url: str, model_path: str, store: Path, rounds: int, max_tokens: int) -> dict:
+def batching_rounds(url: str, model_path: str, store: Path, rounds: int, max_tokens: int, batch_wait: float) -> dict:
     runs: dict[str, dict[int, list[dict]]] = {"batching": {c: [] for c in CONCURRENCY},
                                               "no batching": {c: [] for c in CONCURRENCY}}
     batch_stats: list[dict] = []
     for _ in range(rounds):
         for mode in runs:
-            deploy(app_args(model_path, store, batching=mode == "batching"))
+            deploy(app_args(model_path, store, batching=mode == "batching", batch_wait=batch_wait))
             asyncio.run(load(url, 8, 4, ["tiny"], max_tokens))  # warm-up
             for c in CONCURRENCY:
                 result = asyncio.run(load(url, REQUESTS[c], c, ["tiny"], max_tokens))
@@ -210,7 +210,7 @@ def render(data: dict, command: str) -> str:
              f"The rayft Serve app (1 model replica with 1 CPU and 1 torch thread, 1 ingress replica) serving "
              f"{what}; chat completions through the `openai` client over HTTP on "
              f"127.0.0.1, greedy, {data['max_tokens']} new tokens each. Batching: `@serve.batch` with max_batch_size 16, "
-             f"batch_wait_timeout_s 0.01; no batching: the same app redeployed with `serve.batching.enabled: false`, "
+             f"batch_wait_timeout_s {data.get('batch_wait', 0.01)}; no batching: the same app redeployed with `serve.batching.enabled: false`, "
              f"in the same process. Medians over {data['rounds']} round(s).", "",
              "| concurrency | batching req/s | no batching req/s | ratio | batching p50 / p99 ms | no batching p50 / p99 ms "
              "| batching req/CPU-s | no batching req/CPU-s | ratio per CPU-s |",
@@ -276,6 +276,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--batch-wait", type=float, default=0.05,
+                        help="serve.batching.batch_wait_timeout_s of the batching runs (the rayft default)")
     parser.add_argument("--adapters", type=int, default=20)
     parser.add_argument("--model", default="builtin:tiny-random", help="the served model")
     parser.add_argument("--skip-adapters", action="store_true", help="only the batching part")
@@ -310,8 +312,9 @@ def main() -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
         url = f"http://127.0.0.1:{port}"
         data = {"model": args.model, "section": args.section, "max_tokens": args.max_tokens,
-                "rounds": args.rounds, "engine": engine,
-                "batching": batching_rounds(url, model_path, work / "store", args.rounds, args.max_tokens)}
+                "rounds": args.rounds, "engine": engine, "batch_wait": args.batch_wait,
+                "batching": batching_rounds(url, model_path, work / "store", args.rounds, args.max_tokens,
+                                            args.batch_wait)}
         if ids:
             data["adapters"] = adapter_runs(url, model_path, work / "store", ids, args.max_tokens)
         data["date"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
@@ -324,6 +327,7 @@ def main() -> None:
     command = "RAYFT_HOME=... .venv/bin/python bench/serve_throughput.py" + (
         f" --rounds {args.rounds}" if args.rounds != 1 else "") + (
         f" --max-tokens {args.max_tokens}" if args.max_tokens != 32 else "") + (
+        f" --batch-wait {args.batch_wait}" if args.batch_wait != 0.05 else "") + (
         f" --model {args.model}" if args.model != "builtin:tiny-random" else "") + (
         " --skip-adapters" if args.skip_adapters else "") + (
         f" --section {args.section}" if args.section != "serve_throughput" else "")

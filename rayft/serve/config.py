@@ -58,7 +58,8 @@ class BatchingConfig(_Section):
     enabled: bool = Field(True, description="Batch concurrent requests for the same model/adapter into one "
                           "`generate` call (`@serve.batch`); streaming requests are never batched.")
     max_batch_size: int = Field(16, ge=1, description="Most requests per batch.")
-    batch_wait_timeout_s: float = Field(0.02, ge=0, description="How long a batch waits to fill up.")
+    batch_wait_timeout_s: float = Field(0.05, ge=0, description="How long a batch waits to fill up once the "
+                                        "replica is free: about the clients' round trip (see docs/serving.md).")
 
 
 class ReplicasConfig(_Section):

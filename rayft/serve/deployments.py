@@ -109,7 +109,7 @@ class ModelServer:
             if self.in_flight == 0:
                 self.idle.set()
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)  # both replaced from the config in __init__
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)  # both replaced from the config in __init__
     async def generate_batch(self, items: list[tuple[str | None, GenRequest]]) -> list[GenResult]:
         self.batch_sizes.append(len(items))
         results: list[GenResult | None] = [None] * len(items)
