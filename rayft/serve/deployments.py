@@ -48,9 +48,9 @@ class ModelServer:
         self.lock = asyncio.Lock()
         self.batching = cfg.batching.enabled
         # Admission gate for batching: set while no batched request is in flight. Serve forms a batch
-        # as requests arrive and queues it behind the running one (max_concurrent_batches, Ray >= 2.47),
-        # so without the gate requests trickling in during a generation form batches of 1-2 that then
-        # run one after another. With it, they wait here and enter together when the engine is free.
+        # as requests arrive and queues it behind the running one (ray-project/ray#53096), so without
+        # the gate requests trickling in during a generation form batches of 1-2 that then run one
+        # after another. With it, they wait here and enter together when the engine is free.
         self.idle = asyncio.Event()
         self.idle.set()
         self.in_flight = 0
