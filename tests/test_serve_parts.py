@@ -80,10 +80,12 @@ def test_find_adapter_in_run_stage_and_adapter_folders(tmp_path):
         find_adapter(tmp_path / "missing")
 
 
-def test_object_store_uris_are_a_clear_error():
+def test_store_uris_pick_the_implementation():
+    from rayft.serve.object_store import ObjectAdapterStore
+
     assert isinstance(open_store("file:///tmp/x"), LocalAdapterStore)
-    with pytest.raises(UserError, match="mount"):
-        open_store("s3://bucket/adapters")
+    assert isinstance(open_store("/tmp/x"), LocalAdapterStore)
+    assert isinstance(open_store("memory://bucket/adapters"), ObjectAdapterStore)
 
 
 def test_register_cli(tmp_path, capsys):

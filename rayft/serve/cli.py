@@ -27,15 +27,17 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def serve_main(args: argparse.Namespace) -> int:
     if args.config == "register":
-        from rayft.serve.store import find_adapter, open_store
+        from rayft.serve.store import LocalAdapterStore, find_adapter, open_store
 
         missing = [flag for flag, value in (("SOURCE", args.source), ("--id", args.adapter_id),
                                             ("--store", args.store)) if not value]
         if missing:
             raise UserError(f"rayft serve register: missing {', '.join(missing)} "
                             "(usage: rayft serve register SOURCE --id NAME --store DIR)")
-        ref = open_store(args.store).register(find_adapter(args.source, args.stage), args.adapter_id)
-        print(f"rayft serve: registered '{ref.id}' (version {ref.version}) from {args.source} -> {ref.path}")
+        store = open_store(args.store)
+        ref = store.register(find_adapter(args.source, args.stage), args.adapter_id)
+        where = ref.path if isinstance(store, LocalAdapterStore) else f"{store.uri}/.versions/{ref.key}"
+        print(f"rayft serve: registered '{ref.id}' (version {ref.version}) from {args.source} -> {where}")
         return 0
     if args.source is not None:
         raise UserError(f"rayft serve: unexpected argument {args.source!r} (usage: rayft serve CONFIG)")

@@ -101,9 +101,10 @@ class ReplicasConfig(_Section):
 class ServeConfig(_Section):
     model_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name clients use for the base model "
                                    "(default: derived from model.name, e.g. `smollm2-135m-instruct`).")
-    adapter_store: str = Field("adapters", description="Adapter store: a directory (or `file://` URI) that "
-                               "`rayft serve register` writes to; every adapter in it is served by its id. "
-                               "Relative paths: against the current directory.")
+    adapter_store: str = Field("adapters", description="Adapter store that `rayft serve register` writes to; "
+                               "every adapter in it is served by its id. A directory (or `file://` URI; relative "
+                               "paths: against the current directory), or an object-store URI (`s3://bucket/path`, "
+                               "`gs://...`, any fsspec filesystem whose package is installed on every node).")
     max_adapters_per_replica: int = Field(4, ge=1, description="Adapters a replica keeps loaded; the least "
                                           "recently used is evicted (`serve.multiplexed`).")
     merged_models: list[MergedModelConfig] = Field(default_factory=list, description="Merged models served "

@@ -13,8 +13,8 @@ served too (its version is its `adapter_config.json` mtime).
 
 Ids must match `NAME_PATTERN` (no `/`, no leading `.`), and the resolved folder must lie inside the
 store, so a request's `model` can never name a path outside it (`../x`, absolute paths, symlinks
-pointing out). Object stores (`s3://`, `gs://`) are the planned second implementation of `AdapterStore`;
-until then, mount them as a directory.
+pointing out). Object stores (`s3://`, `gs://`, ...) are `rayft.serve.object_store.ObjectAdapterStore`;
+`open_store` picks the implementation from the URI.
 """
 
 from __future__ import annotations
@@ -62,6 +62,25 @@ class AdapterStore(Protocol):
     def resolve_key(self, key: str) -> AdapterRef | None: ...
 
     def register(self, source: Path, adapter_id: str) -> AdapterRef: ...
+
+    def local_path(self, ref: AdapterRef) -> Path:
+        """A local folder with `ref`'s files (an object store fetches it into a node cache first)."""
+        ...
+
+
+def check_source(source: Path, adapter_id: str) -> None:
+    """Refuse an invalid id or a folder that is not a PEFT adapter, before anything is written."""
+    if not valid_id(adapter_id):
+        raise UserError(f"--id {adapter_id!r}: an adapter id is 1-64 letters, digits, '.', '_' or '-', "
+                        "starting with a letter or digit")
+    if not (source / "adapter_config.json").is_file():
+        raise UserError(f"{source}: not a PEFT adapter folder (no adapter_config.json)")
+
+
+def source_meta(source: Path, adapter_id: str, version: str) -> dict:
+    """What a store records beside a registered adapter (`rayft-adapter.json`)."""
+    return {"id": adapter_id, "version": version, "source": str(source.resolve()),
+            "registered_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "base_model": _base_model_of(source)}
 
 
 class LocalAdapterStore:
@@ -111,12 +130,11 @@ class LocalAdapterStore:
         path = self.root / VERSIONS / f"{adapter_id}@{version}"
         return AdapterRef(adapter_id, version, path) if (path / "adapter_config.json").is_file() else None
 
+    def local_path(self, ref: AdapterRef) -> Path:
+        return ref.path
+
     def register(self, source: Path, adapter_id: str) -> AdapterRef:
-        if not valid_id(adapter_id):
-            raise UserError(f"--id {adapter_id!r}: an adapter id is 1-64 letters, digits, '.', '_' or '-', "
-                            "starting with a letter or digit")
-        if not (source / "adapter_config.json").is_file():
-            raise UserError(f"{source}: not a PEFT adapter folder (no adapter_config.json)")
+        check_source(source, adapter_id)
         entry = self.root / adapter_id
         if entry.exists() and not entry.is_symlink():
             raise UserError(f"{entry} is a folder copied by hand; remove it before registering '{adapter_id}'")
@@ -127,8 +145,7 @@ class LocalAdapterStore:
         final = versions / f"{adapter_id}@{version}"
         try:
             shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*", "*.partial*"))
-            meta = {"id": adapter_id, "version": version, "source": str(source.resolve()),
-                    "registered_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "base_model": _base_model_of(source)}
+            meta = source_meta(source, adapter_id, version)
             (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             staging.rename(final)
         finally:
@@ -147,12 +164,14 @@ def _base_model_of(adapter_dir: Path) -> str | None:
 
 
 def open_store(uri: str) -> AdapterStore:
-    """The store at `uri`: a directory path or `file://` URI."""
+    """The store at `uri`: a directory path or `file://` URI (symlinked versions), or any other
+    `scheme://` URI (s3, gs, az, local, memory, ...): an object store through fsspec."""
     if uri.startswith("file://"):
         return LocalAdapterStore(uri[len("file://"):])
     if "://" in uri:
-        raise UserError(f"serve.adapter_store: {uri}: only directories (or file:// URIs) are supported so far; "
-                        "mount an object store as a directory (e.g. s3fs, gcsfuse) and give its path")
+        from rayft.serve.object_store import ObjectAdapterStore
+
+        return ObjectAdapterStore(uri)
     return LocalAdapterStore(uri)
 
 
