@@ -15,9 +15,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_adapter(model_path: str, answer: str, out: Path, seed: int = 0, steps: int = 30) -> Path:
+def train_adapter(model_path: str, answer: str, out: Path, seed: int = 0, steps: int = 60, lr: float = 1e-2) -> Path:
     """A LoRA adapter on `model_path` that answers QUESTION (chat template) with `answer`: a few
-    full-batch AdamW steps on that one example, enough for greedy decoding to repeat it."""
+    full-batch AdamW steps on that one example, enough for greedy decoding to repeat it. (lr 2e-2 for
+    30 steps, used before 2026-12-02, garbled one answer on some CPUs: float rounding differs by
+    instruction set and that lr sat on the edge of divergence.)"""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -33,7 +35,7 @@ def train_adapter(model_path: str, answer: str, out: Path, seed: int = 0, steps:
     ids = tokenizer(prompt + answer + tokenizer.eos_token, return_tensors="pt", add_special_tokens=False).input_ids
     labels = ids.clone()
     labels[:, :len(tokenizer(prompt, add_special_tokens=False).input_ids)] = -100
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     for _ in range(steps):
         model(input_ids=ids, labels=labels).loss.backward()
         optimizer.step()

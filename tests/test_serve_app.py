@@ -89,7 +89,7 @@ def test_models_listed(client):
 def test_base_and_two_adapters_answer_differently(client, tiny_tokenizer):
     answers = {model: _chat(client, model) for model in ("tiny", "alpha", "beta")}
     assert answers["alpha"].startswith("apples are red")
-    assert "anas grow" in answers["beta"]  # the tokenizer splits "bananas" mid-word at the start
+    assert answers["beta"].startswith("bananas grow")
     assert len(set(answers.values())) == 3
     prompt = tiny_tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False,
                                                 add_generation_prompt=True)

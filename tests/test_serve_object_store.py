@@ -113,7 +113,7 @@ def test_a_model_replica_serves_an_adapter_from_an_object_store(tmp_path, tiny_m
 
     monkeypatch.setenv("RAYFT_HOME", str(tmp_path / "home"))
     uri = f"local://{tmp_path}/bucket"
-    adapter = train_adapter(tiny_model_path, "apples are red", tmp_path / "alpha", steps=30)
+    adapter = train_adapter(tiny_model_path, "apples are red", tmp_path / "alpha")
     ref = open_store(uri).register(adapter, "alpha")
     cfg = ServeConfig.model_validate({"adapter_store": uri, "batching": {"enabled": False}})
     server = ModelServer.func_or_class(tiny_model_path, {"name": tiny_model_path}, cfg.model_dump(), uri)
