@@ -41,8 +41,9 @@ class Bench:
         return f"bench/{self.script or self.name}.py"
 
 
-# Published arguments are sized so that one `make bench` pass takes about 100 minutes on a 2-core CPU
-# machine (the 2026-12-02 one); each script's defaults, or larger values, give steadier figures.
+# Published arguments are sized for a 2-core CPU machine: on the one of 2026-12-02 the first five
+# took 935 + 1183 + 172 + 637 + 530 s, so a whole pass is about 2.5 hours there. Run it alone: other
+# load distorts the timing figures, and Ray's PlacementGroupCleaner can tear down a starved run.
 BENCHES: tuple[Bench, ...] = (
     Bench("sft_throughput", "SFT tokens/s, rayft (1 Ray worker) vs a plain TRL script", ("--steps", "10", "--wait-quiet", "120"),
           ("--repeats", "1")),
