@@ -27,7 +27,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def serve_main(args: argparse.Namespace) -> int:
     if args.config == "register":
-        from rayft.serve.store import LocalAdapterStore, find_adapter, open_store
+        from rayft.serve.store import VERSIONS, LocalAdapterStore, find_adapter, open_store
 
         missing = [flag for flag, value in (("SOURCE", args.source), ("--id", args.adapter_id),
                                             ("--store", args.store)) if not value]
@@ -36,7 +36,7 @@ def serve_main(args: argparse.Namespace) -> int:
                             "(usage: rayft serve register SOURCE --id NAME --store DIR)")
         store = open_store(args.store)
         ref = store.register(find_adapter(args.source, args.stage), args.adapter_id)
-        where = ref.path if isinstance(store, LocalAdapterStore) else f"{store.uri}/.versions/{ref.key}"
+        where = ref.path if isinstance(store, LocalAdapterStore) else f"{store.uri}/{VERSIONS}/{ref.key}"
         print(f"rayft serve: registered '{ref.id}' (version {ref.version}) from {args.source} -> {where}")
         return 0
     if args.source is not None:

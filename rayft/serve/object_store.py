@@ -23,16 +23,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 from rayft.errors import UserError
 from rayft.paths import rayft_home
-from rayft.serve.store import META_FILE, VERSIONS, AdapterRef, check_source, source_meta, valid_id
-
-_SKIP = re.compile(r"(^|/)(checkpoint-[^/]*|[^/]*\.partial[^/]*)(/|$)")  # as the local store's copy
+from rayft.serve.store import (META_FILE, NOT_COPIED, VERSIONS, AdapterRef, check_source, source_meta, valid_id,
+                               valid_version)
 
 
 class ObjectAdapterStore:
@@ -77,7 +76,7 @@ class ObjectAdapterStore:
         try:
             pointer = json.loads(self.fs.cat_file(f"{self.root}/{adapter_id}.json"))
             version = pointer.get("version") if isinstance(pointer, dict) else None
-            if isinstance(version, str) and re.fullmatch(r"[0-9a-f]+", version):
+            if valid_version(version):
                 ref = AdapterRef(adapter_id, version, Path(self._version_dir(adapter_id, version)))
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             ref = None
@@ -87,12 +86,13 @@ class ObjectAdapterStore:
     def resolve_key(self, key: str) -> AdapterRef | None:
         """The adapter of a multiplexed key `<id>@<version>`, also after a newer registration."""
         adapter_id, _, version = key.partition("@")
-        if not valid_id(adapter_id) or not re.fullmatch(r"[0-9a-f]+", version):
+        if not valid_id(adapter_id) or not valid_version(version):
             return None
-        if (self.cache / f"{adapter_id}@{version}" / "adapter_config.json").is_file():
-            return AdapterRef(adapter_id, version, Path(self._version_dir(adapter_id, version)))
         remote = self._version_dir(adapter_id, version)
-        return AdapterRef(adapter_id, version, Path(remote)) if self.fs.exists(f"{remote}/adapter_config.json") else None
+        held = (self.cache / key / "adapter_config.json").is_file()  # fetched before: no remote call
+        if held or self.fs.exists(f"{remote}/adapter_config.json"):
+            return AdapterRef(adapter_id, version, Path(remote))
+        return None
 
     def local_path(self, ref: AdapterRef) -> Path:
         """A local folder holding `ref`'s files: fetched into the node's cache on first use."""
@@ -126,8 +126,8 @@ class ObjectAdapterStore:
         self.fs.makedirs(remote, exist_ok=True)  # a no-op on object stores
         for path in sorted(p for p in source.rglob("*") if p.is_file()):
             relative = path.relative_to(source).as_posix()
-            if _SKIP.search(relative):
-                continue
+            if any(fnmatch(part, pattern) for part in relative.split("/") for pattern in NOT_COPIED):
+                continue  # as the local store's copytree(ignore=ignore_patterns(*NOT_COPIED))
             self.fs.makedirs(f"{remote}/{relative}".rsplit("/", 1)[0], exist_ok=True)
             self.fs.put_file(str(path), f"{remote}/{relative}")
         meta = source_meta(source, adapter_id, version)

@@ -33,11 +33,18 @@ from rayft.serve.config import NAME_PATTERN
 
 VERSIONS = ".versions"
 META_FILE = "rayft-adapter.json"
+NOT_COPIED = ("checkpoint-*", "*.partial*")  # names (files or folders) a registration leaves out
 _ID = re.compile(NAME_PATTERN)
+_VERSION = re.compile(r"[0-9a-f]+")
 
 
 def valid_id(adapter_id: object) -> bool:
     return isinstance(adapter_id, str) and bool(_ID.match(adapter_id)) and ".." not in adapter_id
+
+
+def valid_version(version: object) -> bool:
+    """Versions are the hex registration time: never a path."""
+    return isinstance(version, str) and bool(_VERSION.fullmatch(version))
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ class LocalAdapterStore:
         current = self.resolve(adapter_id)
         if current is not None and current.version == version:
             return current
-        if not valid_id(adapter_id) or not re.fullmatch(r"[0-9a-f]+", version):
+        if not valid_id(adapter_id) or not valid_version(version):
             return None
         path = self.root / VERSIONS / f"{adapter_id}@{version}"
         return AdapterRef(adapter_id, version, path) if (path / "adapter_config.json").is_file() else None
@@ -144,7 +151,7 @@ class LocalAdapterStore:
         staging = versions / f".{adapter_id}@{version}.partial"
         final = versions / f"{adapter_id}@{version}"
         try:
-            shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint-*", "*.partial*"))
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns(*NOT_COPIED))
             meta = source_meta(source, adapter_id, version)
             (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             staging.rename(final)
