@@ -55,7 +55,8 @@ def random_adapters(model_path: str, folder: Path, count: int) -> list[Path]:
 
 def app_args(model_path: str, store: Path, batching: bool, max_adapters: int = 20, batch_wait: float = 0.05) -> dict:
     return {"model": {"name": model_path}, "serve": {
-        "model_name": "tiny",  # the name clients use, whichever model is served "adapter_store": str(store), "max_adapters_per_replica": max_adapters,
+        "model_name": "tiny",  # the name clients use, whichever model is served
+        "adapter_store": str(store), "max_adapters_per_replica": max_adapters,
         "auth": {"api_keys_env": None},
         "batching": {"enabled": batching, "max_batch_size": 16, "batch_wait_timeout_s": batch_wait},
         "replicas": {"num_replicas": 1, "num_cpus": 1, "torch_threads": 1, "max_ongoing_requests": 64,
@@ -147,7 +148,11 @@ def batching_rounds(url: str, model_path: str, store: Path, rounds: int, max_tok
 def adapter_runs(url: str, model_path: str, store: Path, ids: list[str], max_tokens: int) -> dict:
     deploy(app_args(model_path, store, batching=True, max_adapters=len(ids)))
     asyncio.run(load(url, 8, 4, ["tiny"], max_tokens))
-    cold = [asyncio.run(load(url, 1, 1, [i], max_tokens))["p50_ms"] for i in ids]  # first request each
+    first = [asyncio.run(load(url, 1, 1, [i], max_tokens)) for i in ids]  # first request each
+    failed = {kind: n for r in first for kind, n in r["error_kinds"].items()}
+    if failed:  # e.g. the store is not where the app looks: no figure is better than a wrong one
+        raise SystemExit(f"serve_throughput: first requests to the adapters failed: {failed}")
+    cold = [r["p50_ms"] for r in first]
     warm = [asyncio.run(load(url, 1, 1, [ids[0]], max_tokens))["p50_ms"] for _ in range(10)]
     load_s = stats(url, ids[-1])["adapter_load_seconds"]
     out = {"cold_first_request_ms": cold, "warm_request_ms": warm, "adapter_load_s": load_s, "runs": {}}
