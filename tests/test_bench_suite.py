@@ -34,3 +34,16 @@ def test_list_and_unknown_names():
     assert listed.returncode == 0 and "sft_throughput" in listed.stdout
     bad = subprocess.run([sys.executable, "bench/run_all.py", "--only", "nope"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown benchmark(s): nope" in bad.stderr
+
+
+def test_serve_benchmark_app_args_are_a_valid_config_with_its_adapter_store(tmp_path):
+    """The serving benchmark's app must serve the adapters it registers (a joined line once
+    commented the store out, and every adapter request got 404)."""
+    from rayft.config_io import validate
+    from serve_throughput import app_args
+
+    store = tmp_path / "store"
+    pipeline = validate(app_args("tiny-model", store, batching=True, max_adapters=3, batch_wait=0.02), "bench")
+    assert pipeline.serve.adapter_store == str(store)
+    assert pipeline.serve.max_adapters_per_replica == 3
+    assert pipeline.serve.batching.enabled and pipeline.serve.batching.batch_wait_timeout_s == 0.02
