@@ -41,8 +41,8 @@ class Bench:
         return f"bench/{self.script or self.name}.py"
 
 
-# Published arguments are sized for a 2-core CPU machine: on the one of 2026-12-02 the first five
-# took 935 + 1183 + 172 + 637 + 530 s, so a whole pass is about 2.5 hours there. Run it alone: other
+# Published arguments are sized for a 2-core CPU machine: there (2026-12-02/03) they took 518 + 1183 +
+# 172 + 637 + 530 + 965 + 1406 + 179 + 1005 s, so a whole pass is about 1.8 hours. Run it alone: other
 # load distorts the timing figures, and Ray's PlacementGroupCleaner can tear down a starved run.
 BENCHES: tuple[Bench, ...] = (
     Bench("sft_throughput", "SFT tokens/s, rayft (1 Ray worker) vs a plain TRL script", ("--steps", "10", "--wait-quiet", "120"),
