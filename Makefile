@@ -25,7 +25,7 @@ demo: setup
 	$(BIN)/rayft demo
 
 test: setup
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra --durations=25 tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not embedded and not ray" tests

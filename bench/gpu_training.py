@@ -51,7 +51,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -88,8 +87,9 @@ def build_model(size: str, target: Path, on_gpu: bool) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
+    from rayft.staging import staged_folder
+
+    with staged_folder(target) as staging:
         vocab = {tok: i for i, tok in enumerate(SPECIALS)}
         vocab.update({f"w{i}": len(SPECIALS) + i for i in range(VOCAB - len(SPECIALS))})
         word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -106,11 +106,6 @@ def build_model(size: str, target: Path, on_gpu: bool) -> Path:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / READY).write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

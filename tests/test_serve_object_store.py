@@ -54,7 +54,7 @@ def test_register_fetch_and_replace(uri, tmp_path):
     old = store.resolve_key(first.key)  # a replica still holding the old version can reload it
     assert old is not None and (store.local_path(old) / "adapter_model.safetensors").read_text() == "one"
     assert [r.id for r in store.list_adapters()] == ["a"]
-    assert not list((tmp_path / "cache").glob("*.partial"))
+    assert not list((tmp_path / "cache").glob(".*.partial-*"))
 
 
 def test_another_replica_sees_a_new_registration_after_the_pointer_ttl(uri, tmp_path):

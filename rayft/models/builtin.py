@@ -16,8 +16,6 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +24,7 @@ from filelock import FileLock
 
 from rayft.errors import ModelError
 from rayft.paths import rayft_home
+from rayft.staging import staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +118,7 @@ def builtin_path(name: str) -> Path:
     with FileLock(str(target) + ".lock"):
         if (target / READY_MARKER).is_file():  # another process built it while we waited
             return target
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-        try:
+        with staged_folder(target) as staging:  # replaces a stale folder of an interrupted older build
             BUILTINS[name].build(staging)
             (staging / READY_MARKER).write_text("ok\n")
-            if target.exists():  # a stale, incomplete folder from an interrupted older build
-                shutil.rmtree(target)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -5,8 +5,6 @@ Hugging Face model folder (weights, tokenizer, generation config) that any HF to
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import yaml
 
 from rayft.errors import UserError
 from rayft.serve.store import find_adapter
+from rayft.staging import staged_folder
 
 MERGE_META = "rayft-merged.json"
 
@@ -56,18 +55,11 @@ def merge_adapter(source: str | Path, out: str | Path, base: str | None = None, 
         merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"{adapter}: cannot apply it to base '{base_name}': {exc}") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    with staged_folder(out) as staging:
         with torch.no_grad():
             merged.save_pretrained(staging, safe_serialization=True)
         load_tokenizer(base_path).save_pretrained(staging)
         (staging / MERGE_META).write_text(json.dumps(
             {"adapter": str(adapter.resolve()), "base": base_name, "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

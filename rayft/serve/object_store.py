@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from fnmatch import fnmatch
 from pathlib import Path
@@ -32,6 +30,7 @@ from rayft.errors import UserError
 from rayft.paths import rayft_home
 from rayft.serve.store import (META_FILE, NOT_COPIED, VERSIONS, AdapterRef, check_source, source_meta, valid_id,
                                valid_version)
+from rayft.staging import staged_folder
 
 
 class ObjectAdapterStore:
@@ -100,23 +99,18 @@ class ObjectAdapterStore:
         if (final / "adapter_config.json").is_file():
             return final
         remote = self._version_dir(ref.id, ref.version)
-        staging = self.cache / f".{ref.key}.{os.getpid()}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
         try:
-            for path in self.fs.find(remote):
-                relative = path[len(remote):].lstrip("/")
-                target = staging / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get_file(path, str(target))
-            if not (staging / "adapter_config.json").is_file():
-                raise FileNotFoundError(f"{self.uri}: {ref.key} has no adapter_config.json")
-            try:
-                staging.rename(final)
-            except OSError:  # another process on this node fetched it first: use theirs
-                if not (final / "adapter_config.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            with staged_folder(final, replace=False) as staging:
+                for path in self.fs.find(remote):
+                    relative = path[len(remote):].lstrip("/")
+                    target = staging / relative
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self.fs.get_file(path, str(target))
+                if not (staging / "adapter_config.json").is_file():
+                    raise FileNotFoundError(f"{self.uri}: {ref.key} has no adapter_config.json")
+        except OSError:  # another process on this node fetched it first (the rename failed): use theirs
+            if not (final / "adapter_config.json").is_file():
+                raise
         return final
 
     def register(self, source: Path, adapter_id: str) -> AdapterRef:

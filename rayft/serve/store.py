@@ -30,6 +30,7 @@ from typing import Protocol
 
 from rayft.errors import UserError
 from rayft.serve.config import NAME_PATTERN
+from rayft.staging import staged_folder
 
 VERSIONS = ".versions"
 META_FILE = "rayft-adapter.json"
@@ -148,15 +149,11 @@ class LocalAdapterStore:
         versions = self.root / VERSIONS
         versions.mkdir(parents=True, exist_ok=True)
         version = f"{time.time_ns():x}"
-        staging = versions / f".{adapter_id}@{version}.partial"
         final = versions / f"{adapter_id}@{version}"
-        try:
-            shutil.copytree(source, staging, ignore=shutil.ignore_patterns(*NOT_COPIED))
+        with staged_folder(final, replace=False) as staging:
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns(*NOT_COPIED), dirs_exist_ok=True)
             meta = source_meta(source, adapter_id, version)
             (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         link = self.root / f".{adapter_id}.{version}.link"
         os.symlink(Path(VERSIONS) / final.name, link)
         os.replace(link, entry)  # atomic: readers see the old version or the new one

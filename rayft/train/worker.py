@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rayft.staging import staged_folder
 
 
 @dataclass
@@ -169,18 +170,14 @@ def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra:
     """Save into a temporary sibling, then rename: a half-written adapter is never picked up.
     Only the `writer` (rank 0) writes; other ranks only join a gathered save."""
     final = stage_dir / ("model" if full else "adapter")
-    staging = stage_dir / f".{final.name}.partial-{time.time_ns()}"
-    model.save_pretrained(staging, safe_serialization=True)
-    if not writer:
+    if not writer:  # the gather needs every rank; only rank 0's Trainer writes files
+        model.save_pretrained(stage_dir / f".{final.name}.gather-only", safe_serialization=True)
         return
-    tokenizer.save_pretrained(staging)
-    if extra is not None:  # stage-specific files beside the weights (e.g. PPO's value head)
-        extra(staging)
-    if final.exists():
-        import shutil
-
-        shutil.rmtree(final)
-    staging.rename(final)
+    with staged_folder(final) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if extra is not None:  # stage-specific files beside the weights (e.g. PPO's value head)
+            extra(staging)
 
 
 def _packed_token_figures(train: Any, trainer: Any, world_size: int, metrics: dict[str, Any]) -> dict[str, Any]:
