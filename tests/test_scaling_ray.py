@@ -28,7 +28,7 @@ def _run(tmp_path, name: str, extra: list[str]) -> dict:
     summary = json.loads((result.run_dir / "sft" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 3
     assert len(summary["peak_rss_mib_per_worker"]) == 2 and min(summary["peak_rss_mib_per_worker"]) > 100
-    assert not list((result.run_dir / "sft").glob(".adapter.partial-*")), "no half-written adapter is left"
+    assert not list((result.run_dir / "sft").glob(".adapter.*")), "no staging or gather-only folder is left"
     return summary
 
 
