@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from rayft.train.rundir import write_json_atomic
 
 ATTEMPTS_FILE = "attempts.jsonl"
@@ -93,26 +91,3 @@ def resume_summary(stage_dir: Path) -> dict[str, Any]:
         "attempt_history": [{k: a[k] for k in ("attempt", "resumed_from_step", "checkpoint",
                                                "previous_attempt_reached_step", "steps_redone")} for a in attempts],
     }
-
-
-class ProgressRecorder(TrainerCallback):
-    """Rank 0: the last finished optimizer step and the last logged losses, in
-    `<stage>/progress.json` (one small atomic write per step and per log)."""
-
-    KEEP_LOSSES = 64
-
-    def __init__(self, stage_dir: Path, attempt: int | None):
-        self.path, self.attempt = stage_dir / PROGRESS_FILE, attempt
-        self.losses: list[tuple[int, float]] = []
-
-    def _write(self, state) -> None:
-        write_json_atomic(self.path, {"attempt": self.attempt, "global_step": state.global_step,
-                                      "max_steps": state.max_steps, "time": time.time(), "losses": self.losses})
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self._write(state)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.losses = [*self.losses, (state.global_step, float(logs["loss"]))][-self.KEEP_LOSSES:]
-            self._write(state)

@@ -1,12 +1,17 @@
-"""A trainer callback that prints compact progress lines from rank 0 and keeps the figures
-that go into summary.json (loss history, tokens/s, time of the first optimizer step)."""
+"""Trainer callbacks on the workers: compact progress lines from rank 0 plus the figures that go
+into summary.json (loss history, tokens/s, time of the first optimizer step), and rank 0's
+`<stage>/progress.json` (rayft.train.attempts folds it into summary.json on the driver)."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from rayft.train.attempts import PROGRESS_FILE
+from rayft.train.rundir import write_json_atomic
 
 
 class ProgressCallback(TrainerCallback):
@@ -76,3 +81,26 @@ class ProgressCallback(TrainerCallback):
         if not self.first_log or not self.last_log or self.last_log[0] <= self.first_log[0]:
             return None
         return (self.last_log[1] - self.first_log[1]) / (self.last_log[0] - self.first_log[0])
+
+
+class ProgressRecorder(TrainerCallback):
+    """Rank 0: the last finished optimizer step and the last logged losses, in
+    `<stage>/progress.json` (one small atomic write per step and per log)."""
+
+    KEEP_LOSSES = 64
+
+    def __init__(self, stage_dir: Path, attempt: int | None):
+        self.path, self.attempt = stage_dir / PROGRESS_FILE, attempt
+        self.losses: list[tuple[int, float]] = []
+
+    def _write(self, state) -> None:
+        write_json_atomic(self.path, {"attempt": self.attempt, "global_step": state.global_step,
+                                      "max_steps": state.max_steps, "time": time.time(), "losses": self.losses})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._write(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses = [*self.losses, (state.global_step, float(logs["loss"]))][-self.KEEP_LOSSES:]
+            self._write(state)

@@ -102,9 +102,8 @@ def _run_hf_trainer(wctx: WorkerContext, stage_impl: Any, config: dict[str, Any]
     from ray.train.huggingface.transformers import prepare_trainer
     from transformers.trainer_callback import PrinterCallback
 
-    from rayft.train.attempts import ProgressRecorder
     from rayft.train.checkpoints import HF_FOLDER, CheckpointReporter
-    from rayft.train.progress import ProgressCallback
+    from rayft.train.progress import ProgressCallback, ProgressRecorder
     from rayft.train.strategy import needs_collective_save, strategy_in_effect
 
     stage = wctx.stage
