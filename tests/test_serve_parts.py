@@ -194,3 +194,39 @@ def test_vllm_gpu_file_matches_ray_serve_llm():
     for llm in app["args"]["llm_configs"]:
         LoraConfig.model_validate(llm["lora_config"])
         assert llm["engine_kwargs"]["enable_lora"] is True
+
+
+# ---- hostile bodies ------------------------------------------------------------------------------
+def test_json_bounds_stop_deep_and_huge_bodies_before_parsing():
+    from rayft.serve.protocol import MAX_JSON_DEPTH, check_json_bounds
+
+    check_json_bounds(b'{"a": ' + b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1) + b"}")
+    check_json_bounds(b'{"prompt": "' + b"[" * 10_000 + b'\\"[[["}')  # brackets in strings are text
+    for raw, what in [(b"[" * 100_000 + b"]" * 100_000, "nests deeper"), (b"[" + b"0," * 30_000 + b"0]", "values"),
+                      (b'"' * 100_000, "values")]:
+        with pytest.raises(ApiError, match=what) as err:
+            parse_body(raw, ChatRequest)
+        assert err.value.status == 400 and err.value.code == "json_too_complex"
+
+
+@pytest.mark.parametrize("raw, why", [
+    ('{"model": "m", "prompt": "x"}'.encode("utf-16"), "UTF-16 byte-order mark"),
+    (b'\xef\xbb\xbf{"model": "m", "prompt": "x"}', "UTF-8 byte-order mark"),
+    ('{"model": "m", "prompt": "\u00e9"}'.encode("latin-1"), "not UTF-8"),
+    (b'{"model": "m", "prompt": "\\ud800"}', "hex escape"),
+    (b'{"model": "m", "prompt": "x", "n": ' + b"9" * 5000 + b"}", "number out of range"),
+])
+def test_every_unreadable_body_is_invalid_json(raw, why):
+    with pytest.raises(ApiError, match=why) as err:
+        parse_body(raw, CompletionRequest)
+    assert err.value.code == "invalid_json" and err.value.status == 400
+
+
+def test_numbers_follow_json_not_python():
+    assert parse_body(b'{"model": "m", "prompt": "x", "max_tokens": 2.0, "n": 1e0}', CompletionRequest).max_tokens == 2
+    for field in ('"max_tokens": 2.5', '"max_tokens": "2"', '"temperature": NaN', '"top_p": Infinity',
+                  '"seed": 1e400', '"n": true'):
+        with pytest.raises(ApiError) as err:
+            parse_body(b'{"model": "m", "prompt": "x", ' + field.encode() + b"}", CompletionRequest)
+        assert err.value.code == "invalid_value", field
+
