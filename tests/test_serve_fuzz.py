@@ -198,7 +198,7 @@ def test_slow_and_truncated_bodies(served):
 
 
 def test_schema_driven_fuzzing(served, capsys):
-    """schemathesis generates valid bodies (half of them sent to a real model: the base or the adapter)
+    """schemathesis generates valid bodies (two in three sent to a real model: the base or the adapter)
     and invalid ones (wrong types, missing fields, mangled headers and keys) for every operation of the
     document, sends each over HTTP, and runs its checks of the answer against the document (status
     documented, content type, response schema, invalid data rejected, auth enforced). Its "valid data
