@@ -194,3 +194,144 @@ def test_vllm_gpu_file_matches_ray_serve_llm():
     for llm in app["args"]["llm_configs"]:
         LoraConfig.model_validate(llm["lora_config"])
         assert llm["engine_kwargs"]["enable_lora"] is True
+
+
+# ---- hostile bodies, and the OpenAPI document against the parser and the `openai` client ----------
+def test_json_bounds_stop_deep_and_huge_bodies_before_parsing():
+    from rayft.serve.protocol import MAX_JSON_DEPTH, check_json_bounds
+
+    check_json_bounds(b'{"a": ' + b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1) + b"}")
+    check_json_bounds(b'{"prompt": "' + b"[" * 10_000 + b'\\"[[["}')  # brackets in strings are text
+    for raw, what in [(b"[" * 100_000 + b"]" * 100_000, "nests deeper"), (b"[" + b"0," * 30_000 + b"0]", "values"),
+                      (b'"' * 100_000, "values")]:
+        with pytest.raises(ApiError, match=what) as err:
+            parse_body(raw, ChatRequest)
+        assert err.value.status == 400 and err.value.code == "json_too_complex"
+
+
+@pytest.mark.parametrize("raw, why", [
+    ('{"model": "m", "prompt": "x"}'.encode("utf-16"), "UTF-16 byte-order mark"),
+    (b'\xef\xbb\xbf{"model": "m", "prompt": "x"}', "UTF-8 byte-order mark"),
+    ('{"model": "m", "prompt": "\u00e9"}'.encode("latin-1"), "not UTF-8"),
+    (b'{"model": "m", "prompt": "\\ud800"}', "hex escape"),
+    (b'{"model": "m", "prompt": "x", "n": ' + b"9" * 5000 + b"}", "number out of range"),
+])
+def test_every_unreadable_body_is_invalid_json(raw, why):
+    with pytest.raises(ApiError, match=why) as err:
+        parse_body(raw, CompletionRequest)
+    assert err.value.code == "invalid_json" and err.value.status == 400
+
+
+def test_numbers_follow_json_not_python():
+    assert parse_body(b'{"model": "m", "prompt": "x", "max_tokens": 2.0, "n": 1e0}', CompletionRequest).max_tokens == 2
+    for field in ('"max_tokens": 2.5', '"max_tokens": "2"', '"temperature": NaN', '"top_p": Infinity',
+                  '"seed": 1e400', '"n": true'):
+        with pytest.raises(ApiError) as err:
+            parse_body(b'{"model": "m", "prompt": "x", ' + field.encode() + b"}", CompletionRequest)
+        assert err.value.code == "invalid_value", field
+
+
+def _openapi() -> dict:
+    from rayft.serve.ingress import app
+    from rayft.serve.openapi import openapi_document
+
+    return openapi_document(app.routes, "test")
+
+
+@pytest.mark.parametrize("path, model", [("/v1/completions", CompletionRequest), ("/v1/chat/completions", ChatRequest)])
+def test_openapi_request_schema_is_exactly_what_the_parser_accepts(path, model):
+    """schemathesis generates bodies from the published document, valid and invalid ones; jsonschema
+    judges each against the document, and the parser must agree on every one (this found integral
+    floats like `"max_tokens": 2.0`, valid JSON Schema integers, refused by the strict parser)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+    from schemathesis import GenerationMode
+
+    doc = _openapi()
+    registry = Registry().with_resource("urn:api", Resource.from_contents(doc, default_specification=DRAFT202012))
+    judge = Draft202012Validator({"$ref": f"urn:api#/components/schemas/{model.__name__}"}, registry=registry)
+    operation = schemathesis.openapi.from_dict(doc)[path]["POST"]
+    verdicts = {True: 0, False: 0}
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(mode))
+        def agree(case):
+            sent = case.as_transport_kwargs(base_url="http://127.0.0.1:9")  # the bytes a client would send
+            raw = json.dumps(sent["json"]).encode() if "json" in sent else sent.get("data") or b""
+            try:
+                valid = judge.is_valid(json.loads(raw))
+            except ValueError:
+                valid = False
+            try:
+                parse_body(raw if isinstance(raw, bytes) else raw.encode(), model)
+                accepted = True
+            except ApiError as err:
+                assert err.status == 400
+                accepted = False
+            assert accepted == valid, raw[:300]
+            verdicts[valid] += 1
+
+        agree()
+    assert verdicts[True] > 10 and verdicts[False] > 10, verdicts
+
+
+def test_openapi_request_fields_are_the_openai_clients():
+    """Every field rayft documents is one the `openai` client sends under the same name, and the
+    required ones are the client's required ones (its TypedDicts mark them `Required`)."""
+    import typing
+
+    import openai.types.chat.completion_create_params as chat_params
+    import openai.types.completion_create_params as completion_params
+    from openai.types.chat import ChatCompletionContentPartTextParam
+
+    schemas = _openapi()["components"]["schemas"]
+    for ours, theirs in [("CompletionRequest", completion_params.CompletionCreateParamsNonStreaming),
+                         ("ChatRequest", chat_params.CompletionCreateParamsNonStreaming),
+                         ("TextPart", ChatCompletionContentPartTextParam)]:
+        hints = typing.get_type_hints(theirs, include_extras=True)
+        required = {k for k, t in hints.items() if typing.get_origin(t) is typing.Required}
+        assert set(schemas[ours]["properties"]) <= set(hints), ours
+        assert set(schemas[ours]["required"]) == required, ours
+    def role(message_type) -> str:  # Required[Literal["user"]] -> "user"
+        return typing.get_args(typing.get_args(typing.get_type_hints(message_type, include_extras=True)["role"])[0])[0]
+
+    theirs = {role(t) for t in typing.get_args(chat_params.ChatCompletionMessageParam)}
+    assert set(schemas["ChatMessage"]["properties"]["role"]["enum"]) <= theirs, theirs
+
+
+def test_catch_all_answers_an_unexpected_error_as_a_json_500_with_the_logged_request_id(capfd):
+    """The ingress' last line of defence, driven as the ASGI server drives it: a route that raises
+    something no handler knows gets OpenAI's error shape, not Starlette's plain-text 500."""
+    import asyncio
+
+    from rayft.serve.ingress import CatchAll
+
+    async def broken(scope, receive, send):
+        if scope["path"] == "/late":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("boom")
+
+    def call(path: str) -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"x-request-id", b"req-42")],
+                 "query_string": b"", "root_path": ""}
+        asyncio.run(CatchAll(broken)(scope, receive, send))
+        return sent
+
+    start, body = call("/v1/completions")
+    assert start["status"] == 500 and (b"content-type", b"application/json") in start["headers"]
+    error = json.loads(body["body"])["error"]
+    assert error["type"] == "server_error" and error["code"] == "internal_error" and "req-42" in error["message"]
+    log = capfd.readouterr().err  # Ray's `ray.serve` logger writes to stderr and does not propagate
+    assert "request id req-42" in log and "RuntimeError: boom" in log
+    assert [m["status"] for m in call("/late") if "status" in m] == [200]  # started: nothing more to send

@@ -25,6 +25,8 @@ from typing import Any, Iterator
 from rayft.config import ModelConfig
 from rayft.serve.protocol import GenRequest, GenResult
 
+GREEDY_BELOW = 1e-6  # a temperature under this is greedy decoding, the same as 0
+
 
 class _StopFlag:
     """A stopping criterion that ends generation when set, and counts generated steps."""
@@ -58,7 +60,7 @@ class GenerationEngine:
         self.tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
         self.model = load_causal_lm(model_path, cfg, on_gpu=device.startswith("cuda")).to(device).eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
-        self._add_bos = self.tokenizer.bos_token is not None and getattr(self.tokenizer, "add_bos_token", False)
+        self._add_bos = adds_bos(self.tokenizer)
         self._loaded: dict[str, str] = {}  # PEFT adapter name -> multiplexed key
         self._released: set[str] = set()
         self.loads = 0
@@ -139,7 +141,9 @@ class GenerationEngine:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _sampling(self, req: GenRequest) -> dict[str, Any]:
-        if req.temperature == 0:
+        # Below GREEDY_BELOW, logits / temperature overflow float32 to inf and sampling fails on NaN
+        # probabilities (a request of temperature 1e-300 was a 500); the distribution is argmax by then.
+        if req.temperature < GREEDY_BELOW:
             return {"do_sample": False}
         return {"do_sample": True, "temperature": req.temperature, "top_p": req.top_p}
 
@@ -204,6 +208,11 @@ class GenerationEngine:
         if failure:
             raise failure[0]
         yield "", ("stop" if hit_stop or flag.new_tokens < req.max_tokens else "length")
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether generation starts every prompt with the tokenizer's begin-of-sequence token."""
+    return tokenizer.bos_token is not None and bool(getattr(tokenizer, "add_bos_token", False))
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
