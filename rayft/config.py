@@ -392,6 +392,17 @@ class Pipeline(Strict):
         return self
 
     @model_validator(mode="after")
+    def _search_paths_exist(self) -> "Pipeline":
+        """Every `tune.search_space` path names a field that a trial may change."""
+        from rayft.tune.space import check_path
+
+        problems = [p for p in (check_path(path, type(self)) for path in (self.tune.search_space if self.tune else {}))
+                    if p]
+        if problems:
+            raise ValueError("tune.search_space: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _batch_shapes(self) -> "Pipeline":
         """Batch constraints of the group / unpaired stages, caught before any worker starts."""
         for i, stage in enumerate(self.stages):

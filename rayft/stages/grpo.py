@@ -34,11 +34,12 @@ class GRPOStage(StageImpl):
         from trl import GRPOConfig, GRPOTrainer
 
         from rayft.rl.rewards import resolve_reward
+        from rayft.stages.reward import reward_model_fn
 
         cfg = ctx.stage
         index = [s.name for s in ctx.pipeline.stages].index(cfg.name)
         # Batch divisibility by num_generations is checked when the config loads (rayft.config).
-        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{index}.rewards") for spec in cfg.rewards]
+        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{index}.rewards", reward_model_fn) for spec in cfg.rewards]
         args = GRPOConfig(**ctx.training_args, num_generations=cfg.num_generations,
                           max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
                           beta=cfg.beta, loss_type=cfg.loss_type)

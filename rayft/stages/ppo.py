@@ -35,13 +35,15 @@ class PPOStage(StageImpl):
         from rayft.train.attempts import PROGRESS_FILE
         from rayft.train.rundir import write_json_atomic
         from rayft.rl.rewards import resolve_reward
+        from rayft.stages.reward import reward_model_fn
         from rayft.train.tracking import StepLogger
 
         cfg, training = ctx.stage, ctx.stage.training
         rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
         rows = ctx.data.train.to_list()
         shard = rows[rank::world] or rows  # each worker rolls out its own shard of the prompts
-        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{cfg.name}.rewards") for spec in cfg.rewards]
+        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{cfg.name}.rewards", reward_model_fn)
+                   for spec in cfg.rewards]
         import torch
 
         torch.manual_seed(training.seed + rank)  # different samples per worker; weights are broadcast

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rayft.data.build import PreparedData
 from rayft.errors import ModelError
@@ -132,6 +132,17 @@ class RewardScorer:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         return self.score([p + c for p, c in zip(prompts, completions)])
+
+
+def reward_model_fn(stage_output_dir: Path) -> Callable[..., list[float]]:
+    """A reward function `f(prompts, completions, **row) -> scores` of a reward stage's model (the
+    RL stages' `stage:<name>` rewards)."""
+    scorer = RewardScorer(stage_output_dir)
+
+    def score(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        return scorer.score_pairs(prompts, completions)
+
+    return score
 
 
 def _output_folder(path: Path) -> Path:

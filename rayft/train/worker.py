@@ -116,10 +116,8 @@ def _run_hf_trainer(wctx: WorkerContext, stage_impl: Any, config: dict[str, Any]
     trainer.add_callback(CheckpointReporter(rank, world_size))
     if rank == 0:
         trainer.add_callback(ProgressRecorder(Path(config["stage_dir"]), attempt))
-    if config.get("report_evals"):  # a Ray Tune trial: every evaluation goes to the scheduler
-        from rayft.tune.trial import EvalReportCallback
-
-        trainer.add_callback(EvalReportCallback())
+    for make_callback in config["trainer_callbacks"]:  # the caller's (a Ray Tune trial reports each evaluation)
+        trainer.add_callback(make_callback())
     trainer = prepare_trainer(trainer)
 
     # The HF checkpoint (weights, optimizer, scheduler, RNG per rank, trainer state with the global

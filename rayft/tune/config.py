@@ -3,8 +3,8 @@
 Kept apart from `rayft.config` (which imports it) so that the sweep code can grow without
 touching the shared schema. The search space maps a dotted config path to a compact domain,
 e.g. `adapter.r: choice[4, 8, 16]` or `training.lr: loguniform[1e-5, 1e-3]` (see
-`rayft.tune.space`); whether each path names a real field is checked when the whole config is
-validated (`Pipeline`), and every value a domain can produce is checked by `rayft tune` before
+`rayft.tune.space`). Each domain is parsed here; whether each path names a real field is checked
+by `Pipeline`, which knows the whole schema, and every value a domain can produce is checked by `rayft tune` before
 any trial starts.
 """
 
@@ -64,14 +64,10 @@ class TuneConfig(BaseModel):
     @field_validator("search_space")
     @classmethod
     def _domains_parse(cls, space: dict[str, str]) -> dict[str, str]:
-        from rayft.tune.space import check_path, parse_domain
+        from rayft.tune.space import parse_domain
 
         problems = []
         for path, spec in space.items():
-            problem = check_path(path)
-            if problem:
-                problems.append(problem)
-                continue
             try:
                 parse_domain(spec)
             except ValueError as exc:

@@ -27,7 +27,7 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 from rayft.config_io import LoadedConfig
 from rayft.errors import ConfigError
-from rayft.train.rundir import read_summary, stage_output, write_json_atomic, write_summary
+from rayft.train.rundir import read_summary, stage_output, summary_scalars, write_json_atomic, write_summary
 
 STATE_FILE = "pbt_state.json"  # in a Tune checkpoint: {"global_step", "trial_id", "params", "metrics"}
 # Searchable under PBT: training values a running trial can change between segments. Not the
@@ -178,6 +178,4 @@ def _finish(final_stage_dir: Path, last_segment_dir: Path, step: int, schedule: 
 
 def _scalars(summary: dict[str, Any]) -> dict[str, Any]:
     """A segment's scalar figures without its own global_step (a trial reports the global one)."""
-    from rayft.tune.trial import final_metrics
-
-    return {k: v for k, v in final_metrics(summary).items() if k != "global_step"}
+    return {k: v for k, v in summary_scalars(summary).items() if k != "global_step"}
