@@ -106,6 +106,16 @@ def validate(raw: dict, label: str = "config") -> Pipeline:
         raise ConfigError(format_validation_error(err, label)) from None
 
 
+def with_values(pipeline: Pipeline, values: dict[str, Any], label: str = "config") -> Pipeline:
+    """A new Pipeline: `pipeline` with `values` ({dotted path: value}) set, validated as a whole.
+    `pipeline` itself is left as validated (callers that derive configs, e.g. PBT's segments,
+    never change one in place)."""
+    raw = pipeline.model_dump()
+    for path, value in values.items():
+        apply_override(raw, path.split("."), value)
+    return validate(raw, label)
+
+
 def resolve_paths(loaded: LoadedConfig) -> None:
     """Data paths resolved against the config file's folder (URIs and hf: specs kept)."""
     def resolve(p: str | None) -> str | None:

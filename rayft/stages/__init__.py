@@ -8,12 +8,36 @@ launcher is untouched.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rayft.data.build import PreparedData
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from rayft.config import AdapterConfig, Pipeline
+    from rayft.train.checkpoints import ResumePoint
+
 STAGES: dict[str, type["StageImpl"]] = {}
 BUILTIN_STAGE_MODULES = ("sft", "reward", "dpo", "orpo_cpo", "kto", "grpo", "ppo")
+
+
+@dataclass
+class WorkerContext:
+    """What a stage's `build_trainer` / `run_loop` gets on each worker."""
+
+    pipeline: Pipeline
+    stage: Any  # the stage's config: one of rayft.config's stage classes
+    model: PreTrainedModel  # from `load_model` (a PeftModel with LoRA)
+    tokenizer: PreTrainedTokenizerBase
+    data: PreparedData
+    training_args: dict[str, Any]  # TrainingArguments keywords (rayft.train.args)
+    on_gpu: bool
+    run_dir: Path  # earlier stages' outputs are at run_dir / <stage name> (e.g. a reward model)
+    init_adapter: str | None = None  # the adapter this stage started from (the previous stage's)
+    resume: ResumePoint | None = None  # the checkpoint to resume from, if any
 
 
 class StageImpl:
@@ -30,7 +54,7 @@ class StageImpl:
         """Runs on the driver, once: the datasets and their stats."""
         raise NotImplementedError
 
-    def load_model(self, model_path: str, pipeline: Any, adapter_cfg: Any, on_gpu: bool) -> Any:
+    def load_model(self, model_path: str, pipeline: Pipeline, adapter_cfg: AdapterConfig, on_gpu: bool) -> Any:
         """Runs on each worker: the model to train (default: the causal LM with the adapter)."""
         from rayft.models.adapters import apply_adapter
         from rayft.models.loader import load_causal_lm
@@ -39,9 +63,17 @@ class StageImpl:
             return load_causal_lm(adapter_cfg.init_from, pipeline.model, on_gpu)
         return apply_adapter(load_causal_lm(model_path, pipeline.model, on_gpu), adapter_cfg)
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         """Runs on each worker: a transformers.Trainer (TRL's or rayft's own) ready to train."""
         raise NotImplementedError
+
+    def run_loop(self, ctx: WorkerContext, started_at: float) -> tuple[dict[str, Any], Any] | None:
+        """Runs on each worker, for a stage with its own explicit loop (PPO): train, and return the
+        metrics and the model to save. None (the default): the launcher trains `build_trainer`'s Trainer."""
+        return None
+
+    def save_extra(self, staging: Path) -> None:
+        """Runs on rank 0 while the output is staged: stage-specific files beside the weights."""
 
 
 def register(name: str):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rayft.data.build import PreparedData
-from rayft.stages import StageImpl, register
+from rayft.stages import StageImpl, WorkerContext, register
 
 
 @register("dpo")
@@ -25,7 +25,7 @@ class DPOStage(StageImpl):
 
         return prepare_preference(stage_cfg.data, tokenizer, stage="dpo")
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import DPOConfig, DPOTrainer
 
         cfg = ctx.stage

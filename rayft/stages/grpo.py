@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rayft.data.build import PreparedData
-from rayft.stages import StageImpl, register
+from rayft.stages import StageImpl, WorkerContext, register
 from rayft.stages.dpo import check_shared_reference, drop_reference_copy
 
 
@@ -30,7 +30,7 @@ class GRPOStage(StageImpl):
                 resolve_reward(spec, None, f"stages.{stage_cfg.name}.rewards")
         return prepare_prompts(stage_cfg.data, tokenizer, stage="grpo")
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import GRPOConfig, GRPOTrainer
 
         from rayft.rl.rewards import resolve_reward

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rayft.data.build import PreparedData
-from rayft.stages import StageImpl, register
+from rayft.stages import StageImpl, WorkerContext, register
 from rayft.stages.dpo import check_shared_reference, drop_reference_copy
 
 
@@ -27,7 +27,7 @@ class KTOStage(StageImpl):
         data.stats["train"]["unpaired_rows"] = len(data.train)
         return data
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import KTOConfig, KTOTrainer
 
         cfg = ctx.stage

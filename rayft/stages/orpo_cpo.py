@@ -12,7 +12,7 @@ import warnings
 from typing import Any
 
 from rayft.data.build import PreparedData
-from rayft.stages import StageImpl, register
+from rayft.stages import StageImpl, WorkerContext, register
 
 
 class _ReferenceFreeStage(StageImpl):
@@ -24,7 +24,7 @@ class _ReferenceFreeStage(StageImpl):
 
 @register("orpo")
 class ORPOStage(_ReferenceFreeStage):
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         with warnings.catch_warnings():  # "experimental" import warning: pinned TRL, checked here
             warnings.simplefilter("ignore")
             from trl.experimental.orpo import ORPOConfig, ORPOTrainer
@@ -37,7 +37,7 @@ class ORPOStage(_ReferenceFreeStage):
 
 @register("cpo")
 class CPOStage(_ReferenceFreeStage):
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from trl.experimental.cpo import CPOConfig, CPOTrainer

@@ -12,7 +12,7 @@ from typing import Any
 
 from rayft.data.build import PreparedData
 from rayft.errors import ConfigError
-from rayft.stages import StageImpl, register
+from rayft.stages import StageImpl, WorkerContext, register
 
 
 @register("ppo")
@@ -27,7 +27,7 @@ class PPOStage(StageImpl):
         prepared.eval = None  # PPO reports rollout rewards; held-out prompts are not scored yet
         return prepared
 
-    def run_loop(self, ctx: Any, started_at: float) -> tuple[dict[str, Any], Any]:
+    def run_loop(self, ctx: WorkerContext, started_at: float) -> tuple[dict[str, Any], Any]:
         import ray.train
 
         from rayft.rl.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
@@ -103,7 +103,7 @@ class PPOStage(StageImpl):
         torch.save(self._trainer.value_head.state_dict(), folder / "value_head.pt")
 
 
-def _reference_copy(ctx: Any) -> Any:
+def _reference_copy(ctx: WorkerContext) -> Any:
     """A separate frozen copy of the starting policy (base + starting adapter, merged)."""
     from rayft.models.adapters import load_for_inference
     from rayft.models.loader import resolve_model

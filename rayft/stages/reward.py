@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from rayft.data.build import PreparedData
 from rayft.errors import ModelError
-from rayft.stages import StageImpl, register
+from rayft.stages import StageImpl, WorkerContext, register
 
 
 @register("reward")
@@ -40,7 +40,7 @@ class RewardStage(StageImpl):
 
         return apply_adapter(load_reward_model(model_path, pipeline.model, on_gpu), adapter_cfg, task_type="SEQ_CLS")
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import RewardConfig, RewardTrainer
 
         args = RewardConfig(**ctx.training_args, center_rewards_coefficient=ctx.stage.center_rewards_coefficient,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rayft.data.build import PreparedData, prepare
-from rayft.stages import StageImpl, register
+from rayft.stages import StageImpl, WorkerContext, register
 
 
 @register("sft")
@@ -13,7 +13,7 @@ class SFTStage(StageImpl):
     def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
         return prepare(stage_cfg.data, tokenizer)
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import SFTConfig, SFTTrainer
 
         packed = ctx.stage.data.packing

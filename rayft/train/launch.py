@@ -146,6 +146,7 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbac
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from rayft.train.stage_job import JOB_KEY, StageJob
     from rayft.train.strategy import load_user_deepspeed_config
     from rayft.train.worker import train_stage_worker
 
@@ -155,15 +156,15 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbac
     if scaling.use_gpu:
         resources.setdefault("GPU", 1)
     threads = scaling.threads_per_worker or max(1, int(resources.get("CPU", 1)))
+    job = StageJob(
+        pipeline=pipeline, stage_index=index, stage_dir=stage_dir, data=data, adapter=stage_adapter(pipeline, init_adapter),
+        threads=threads, started_at=started_at, trainer_callbacks=callbacks.trainer,
+        user_deepspeed=load_user_deepspeed_config(stage.training.deepspeed.config_file,
+                                                  f"stages.{index}.training.deepspeed.config_file"),
+    )
     return TorchTrainer(
         train_stage_worker,
-        train_loop_config={
-            "pipeline": pipeline.model_dump(mode="json"), "stage_index": index, "stage_dir": str(stage_dir),
-            "data": data, "init_adapter": str(init_adapter) if init_adapter else None,
-            "threads": threads, "started_at": started_at, "trainer_callbacks": callbacks.trainer,
-            "user_deepspeed": load_user_deepspeed_config(stage.training.deepspeed.config_file,
-                                                         f"stages.{index}.training.deepspeed.config_file"),
-        },
+        train_loop_config={JOB_KEY: job},
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources,
             placement_strategy=scaling.placement_strategy,
@@ -175,6 +176,13 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbac
             callbacks=[make() for make in callbacks.ray_train],
         ),
     )
+
+
+def stage_adapter(pipeline, init_adapter: Path | None):
+    """The adapter settings a stage trains with: the run's, starting from `init_adapter` (the previous
+    policy's output, `adapter.init_from` for the first stage, or None: a fresh adapter). Decided here,
+    on the driver, once; the config itself is left as validated."""
+    return pipeline.adapter.model_copy(update={"init_from": str(init_adapter) if init_adapter else None})
 
 
 def ensure_ray(address: str | None, scaling) -> None:

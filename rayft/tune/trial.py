@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from rayft.config_io import LoadedConfig, apply_override, validate
+from rayft.config_io import LoadedConfig, apply_override, validate, with_values
 from rayft.train.launch import StageCallbacks
 
 
@@ -61,12 +61,12 @@ def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
 
     trial_id = ray.tune.get_context().get_trial_id()
     sampled = {path: params[path] for path in spec.space}
-    loaded = trial_config(spec, sampled, label=f"trial {trial_id} ({_short(sampled)})")
-    pipeline = loaded.pipeline
-    pipeline.storage.path = str(spec.sweep_dir)
-    for each in pipeline.stages:
-        # Tune needs the metric in every report; a checkpoint report between evaluations lacks it.
-        each.training.save_steps = None
+    label = f"trial {trial_id} ({_short(sampled)})"
+    sampled_config = trial_config(spec, sampled, label=label)
+    # Tune needs the metric in every report; a checkpoint report between evaluations lacks it.
+    no_checkpoints = {f"stages.{i}.training.save_steps": None for i in range(len(sampled_config.pipeline.stages))}
+    pipeline = with_values(sampled_config.pipeline, {"storage.path": str(spec.sweep_dir), **no_checkpoints}, label)
+    loaded = LoadedConfig(pipeline=pipeline, source=spec.source)
     stage = pipeline.stages[0]
     stage_dir = spec.sweep_dir / trial_dir_name(trial_id) / stage.name
     done = read_summary(stage_dir)
