@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rayft.config import Pipeline
+from rayft.schema.pipeline import Pipeline
 from rayft.errors import ConfigError
 
 

@@ -1,6 +1,8 @@
 """The layers of docs/architecture.md, held against the code: every `rayft` import (at module level
 or inside a function) points to the importer's own layer or a lower one, and no modules import
-each other in a loop. A new module must be placed in a layer here (and in the docs' picture)."""
+each other in a loop. Imports under `if TYPE_CHECKING:` never run and are not counted: the stage
+API's annotations name the `Pipeline` that the registered stages make up. A new module must be
+placed in a layer here (and in the docs' picture)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent / "rayft"
 # Bottom first. A module belongs to the layer of the longest prefix that names it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("rayft", "rayft.errors", "rayft.paths", "rayft.staging", "rayft.rewards")),
-    ("schema", ("rayft.config", "rayft.config_scale", "rayft.tune.config", "rayft.tune.space", "rayft.serve.config",
-                "rayft.cluster.config", "rayft.config_io", "rayft.config_docs")),
+    ("schema sections", ("rayft.schema",)),
     ("models", ("rayft.models",)),
     ("run records", ("rayft.train.rundir", "rayft.train.checkpoints", "rayft.train.attempts",
                      "rayft.train.tracking", "rayft.train.progress", "rayft.train.memory", "rayft.train.flops",
@@ -22,7 +23,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("rayft.data",)),
     ("rl", ("rayft.rl",)),
     ("stages", ("rayft.stages",)),
-    ("drivers", ("rayft.train", "rayft.eval", "rayft.data.inspect", "rayft.serve", "rayft.cluster")),
+    ("pipeline schema", ("rayft.schema.pipeline", "rayft.config_io", "rayft.config_docs")),
+    ("drivers", ("rayft.train", "rayft.eval", "rayft.data.inspect", "rayft.data.preference", "rayft.serve",
+                 "rayft.cluster")),
     ("sweeps", ("rayft.tune",)),
     ("entry points", ("rayft.workflow", "rayft.demo", "rayft.cli", "rayft.__main__")),
 ]
@@ -43,7 +46,7 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
     counts as importing `package.x` when that is a module, else `package`)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in run_time_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -60,6 +63,16 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
             if target and target != name:
                 found.add(target)
     return found
+
+
+def run_time_nodes(tree: ast.AST):
+    """Every node of `tree` except those under `if TYPE_CHECKING:`."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            yield from (n for orelse in child.orelse for n in [orelse, *run_time_nodes(orelse)])
+            continue
+        yield child
+        yield from run_time_nodes(child)
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rayft.config import ModelConfig
+from rayft.schema.sections import ModelConfig
 from rayft.errors import ModelError
 from rayft.models.builtin import builtin_path
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from rayft.errors import UserError
-from rayft.serve.config import NAME_PATTERN
+from rayft.schema.serve import NAME_PATTERN
 
 VERSIONS = ".versions"
 META_FILE = "rayft-adapter.json"

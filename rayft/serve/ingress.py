@@ -20,7 +20,7 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rayft.serve.config import ServeConfig
+from rayft.schema.serve import ServeConfig
 from rayft.serve.protocol import (ApiError, ChatRequest, CompletionRequest, GenRequest, StreamFormatter,
                                   chat_body, completion_body, parse_body)
 from rayft.serve.store import open_store, valid_id

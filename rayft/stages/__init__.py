@@ -1,27 +1,34 @@
 """Training algorithms, one module per stage `type`, found through a registry.
 
-A stage says how to prepare its data on the driver and how to build its model and trainer on a
-worker; the launcher (rayft.train) is the same for all of them. Adding an algorithm is one module
-with a `@register("name")` subclass of `StageImpl` plus its config class in rayft.config; the
-launcher is untouched.
+A stage module declares its config class (a `rayft.schema.stage.StageBase` subclass with a `type`
+literal) and how to prepare its data on the driver and build its model and trainer on a worker
+(a `StageImpl` subclass), tied by one `@register(ConfigClass)`. Every module of this package is
+imported when the schema is built, so adding an algorithm is adding one module: the schema
+(`Pipeline.stages`), the docs generator and the launcher (rayft.train) need no edit.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rayft.data.build import PreparedData
+from rayft.schema.stage import StageBase
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from rayft.config import AdapterConfig, Pipeline
+    from rayft.data.build import PreparedData
+    from rayft.schema.pipeline import Pipeline
+    from rayft.schema.sections import AdapterConfig
     from rayft.train.checkpoints import ResumePoint
 
 STAGES: dict[str, type["StageImpl"]] = {}
-BUILTIN_STAGE_MODULES = ("sft", "reward", "dpo", "orpo_cpo", "kto", "grpo", "ppo")
+STAGE_CONFIGS: dict[str, type[StageBase]] = {}
+# The order of the built-in types in the schema, the docs and error messages; other types follow by name.
+BUILTIN_ORDER = ("sft", "reward", "dpo", "orpo", "cpo", "kto", "grpo", "ppo")
 
 
 @dataclass
@@ -29,7 +36,7 @@ class WorkerContext:
     """What a stage's `build_trainer` / `run_loop` gets on each worker."""
 
     pipeline: Pipeline
-    stage: Any  # the stage's config: one of rayft.config's stage classes
+    stage: Any  # the stage's config: the StageBase subclass its module registered
     model: PreTrainedModel  # from `load_model` (a PeftModel with LoRA)
     tokenizer: PreTrainedTokenizerBase
     data: PreparedData
@@ -76,25 +83,36 @@ class StageImpl:
         """Runs on rank 0 while the output is staged: stage-specific files beside the weights."""
 
 
-def register(name: str):
+def register(config: type[StageBase]):
+    """Register a stage type: its config class (whose `type` literal names it) and the StageImpl
+    subclass this decorates."""
+    name = stage_type(config)
+
     def wrap(cls: type[StageImpl]) -> type[StageImpl]:
         STAGES[name] = cls
+        STAGE_CONFIGS[name] = config
         return cls
 
     return wrap
 
 
+def stage_type(config: type[StageBase]) -> str:
+    return config.model_fields["type"].default
+
+
+def stage_configs() -> list[type[StageBase]]:
+    """The config class of every stage type, built-in ones first (in BUILTIN_ORDER)."""
+    _import_stage_modules()
+    order = {name: i for i, name in enumerate(BUILTIN_ORDER)}
+    return sorted(STAGE_CONFIGS.values(), key=lambda c: (order.get(stage_type(c), len(order)), stage_type(c)))
+
+
 def get_stage(name: str) -> StageImpl:
-    _import_builtin_stages()
+    _import_stage_modules()
     return STAGES[name]()
 
 
-def _import_builtin_stages() -> None:
-    import importlib
-
-    for module in BUILTIN_STAGE_MODULES:
-        try:
-            importlib.import_module(f"rayft.stages.{module}")
-        except ModuleNotFoundError as exc:  # a stage module not written yet must not break the others
-            if exc.name != f"rayft.stages.{module}":
-                raise
+def _import_stage_modules() -> None:
+    """Every module of this package: a stage type exists by having its module here."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")

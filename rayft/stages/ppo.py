@@ -8,16 +8,58 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from rayft.data.build import PreparedData
+from pydantic import Field
+
 from rayft.errors import ConfigError
+from rayft.schema.scaling import training_field
+from rayft.schema.stage import StageBase, check_reward_sources
 from rayft.stages import StageImpl, WorkerContext, register
 
+if TYPE_CHECKING:
+    from rayft.data.build import PreparedData
 
-@register("ppo")
-class PPOStage(StageImpl):
-    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+
+class PPOStage(StageBase):
+    type: Literal["ppo"] = Field("ppo", description="Proximal Policy Optimization (rayft's own, TRL has none): "
+                                 "rollouts, reward, KL to the reference, value-head critic, GAE, clipped losses.")
+    rewards: list[str] = Field(
+        min_length=1, description="Reward sources, summed: `module:function` (`f(prompts, completions, **row) "
+        "-> list[float]`) or `stage:<name>` (a reward model trained by an earlier stage).")
+    max_new_tokens: int = Field(32, ge=1, description="Tokens per rollout completion.")
+    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling mass.")
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference (adapter off); "
+                           "the starting value when `kl_target` is set.")
+    kl_target: float | None = Field(
+        None, gt=0, description="Adaptive KL control (Ziegler et al. 2019): after each step the coefficient moves "
+        "towards keeping the sequence KL near this many nats. null: `kl_coef` stays fixed.")
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive KL: sequences over which the coefficient may "
+                            "change by about e^0.2 (larger: slower).")
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount of GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE.")
+    clip_range: float = Field(0.2, gt=0, description="Policy ratio clipping.")
+    clip_range_value: float = Field(0.2, gt=0, description="Value clipping around the rollout's values.")
+    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    minibatch_size: int = Field(4, ge=1, description="Sequences per PPO minibatch (per worker).")
+    whiten_advantages: bool = Field(True, description="Normalise advantages to zero mean, unit variance.")
+    reference: Literal["shared", "copy"] = Field(
+        "shared", description="`shared`: the reference runs on the policy's own base weights (adapter "
+        "disabled, or the starting adapter kept frozen); `copy`: a separate frozen model (needed for "
+        "adapter.type full; twice the memory).")
+
+    def check(self, pipeline: Any, index: int) -> str | None:
+        if self.training.strategy != "ddp":
+            return (f"{training_field(pipeline, index)}.strategy: the PPO stage runs rayft's own training loop, "
+                    f"which supports ddp only (got {self.training.strategy})")
+        return check_reward_sources(pipeline, index)
+
+
+@register(PPOStage)
+class PPOImpl(StageImpl):
+    def prepare_data(self, stage_cfg: PPOStage, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_prompts
 
         if stage_cfg.training.max_steps < 1:
@@ -97,7 +139,7 @@ class PPOStage(StageImpl):
     def save_extra(self, folder: Path) -> None:
         import torch
 
-        from rayft.stages.dpo import drop_reference_copy
+        from rayft.stages.reference import drop_reference_copy
 
         drop_reference_copy(folder)  # the frozen reference adapter is not part of the result
         torch.save(self._trainer.value_head.state_dict(), folder / "value_head.pt")

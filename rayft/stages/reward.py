@@ -14,22 +14,34 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from rayft.data.build import PreparedData
+from pydantic import Field
+
 from rayft.errors import ModelError
+from rayft.schema.stage import StageBase
 from rayft.stages import StageImpl, WorkerContext, register
 
+if TYPE_CHECKING:
+    from rayft.data.build import PreparedData
 
-@register("reward")
-class RewardStage(StageImpl):
+
+class RewardStage(StageBase):
+    type: Literal["reward"] = Field("reward", description="Reward model: a scalar head on the base, trained "
+                                    "on preference pairs (TRL RewardTrainer).")
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Pull mean rewards towards 0 (TRL's auxiliary loss); null: off.")
+
+
+@register(RewardStage)
+class RewardImpl(StageImpl):
     produces_policy = False
 
     def starting_adapter(self, previous: Path | None) -> Path | None:
         """Only an earlier reward adapter (e.g. `adapter.init_from`) is continued; a policy is not."""
         return previous if previous is not None and is_reward_adapter(previous) else None
 
-    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+    def prepare_data(self, stage_cfg: RewardStage, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_preference
 
         # TRL's RewardTrainer drops pairs over max_length without a word; drop (and count) them here.
@@ -96,7 +108,7 @@ class RewardScorer:
                  batch_size: int = 16):
         import torch
 
-        from rayft.config import ModelConfig
+        from rayft.schema.sections import ModelConfig
         from rayft.models.loader import load_tokenizer
 
         out = _output_folder(Path(stage_output_dir))

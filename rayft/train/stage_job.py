@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from rayft.config import AdapterConfig, Pipeline
+    from rayft.schema.pipeline import Pipeline
+    from rayft.schema.sections import AdapterConfig
     from rayft.data.build import PreparedData
 
 JOB_KEY = "job"  # the one key of Ray Train's train_loop_config
@@ -33,5 +34,5 @@ class StageJob:
 
     @property
     def stage(self) -> Any:
-        """This stage's config (one of rayft.config's stage classes)."""
+        """This stage's config (the StageBase subclass its stage module registered)."""
         return self.pipeline.stages[self.stage_index]
