@@ -1,6 +1,7 @@
 """`rayft` command line: parse arguments, load the config, call the library. Nothing else.
 
 Exit codes: 0 success, 2 user error (message names the field or file:line), 1 a failed run.
+`--debug` adds the traceback of the library error behind a user error.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from rayft.errors import UserError
@@ -24,6 +26,8 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayft", description="Fine-tune, align, sweep and serve LLMs on Ray.")
     parser.add_argument("--version", action="version", version=f"rayft {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the traceback of the library error behind it")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser("train", help="run a config's training stages on Ray Train")
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args, started_at)
     except UserError as exc:
         print(f"rayft: error: {exc}", file=sys.stderr)
+        if args.debug and exc.__cause__ is not None:  # e.g. the hub's or pyarrow's own error
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("rayft: interrupted", file=sys.stderr)
@@ -132,7 +138,7 @@ def _config_show(args: argparse.Namespace, started_at: float) -> int:
 
 def _data_preference(args: argparse.Namespace, started_at: float) -> int:
     from rayft.config_io import load_config
-    from rayft.data.preference import build_preference_pairs
+    from rayft.data.pair_builder import build_preference_pairs
 
     build_preference_pairs(load_config(args.config, args.overrides), args.out, args.adapter, args.limit, args.split)
     return 0

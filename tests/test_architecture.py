@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("rl", ("rayft.rl",)),
     ("stages", ("rayft.stages",)),
     ("pipeline schema", ("rayft.schema.pipeline", "rayft.config_io", "rayft.config_docs")),
-    ("drivers", ("rayft.train", "rayft.eval", "rayft.data.inspect", "rayft.data.preference", "rayft.serve",
+    ("drivers", ("rayft.train", "rayft.eval", "rayft.data.inspect", "rayft.data.pair_builder", "rayft.serve",
                  "rayft.cluster")),
     ("sweeps", ("rayft.tune",)),
     ("entry points", ("rayft.workflow", "rayft.demo", "rayft.cli", "rayft.__main__")),

@@ -45,7 +45,7 @@ class GRPOStage(StageBase):
 class GRPOImpl(StageImpl):
     def prepare_data(self, stage_cfg: GRPOStage, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_prompts
-        from rayft.rl.rewards import resolve_reward
+        from rayft.rl.reward_specs import resolve_reward
 
         for spec in stage_cfg.rewards:  # fail on the driver, before workers start, on a bad import
             if not spec.startswith("stage:"):
@@ -55,7 +55,7 @@ class GRPOImpl(StageImpl):
     def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import GRPOConfig, GRPOTrainer
 
-        from rayft.rl.rewards import resolve_reward
+        from rayft.rl.reward_specs import resolve_reward
         from rayft.stages.reward import reward_model_fn
 
         cfg = ctx.stage

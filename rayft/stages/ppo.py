@@ -76,7 +76,7 @@ class PPOImpl(StageImpl):
         from rayft.rl.ppo_trainer import PPOTrainer
         from rayft.train.attempts import PROGRESS_FILE
         from rayft.train.rundir import write_json_atomic
-        from rayft.rl.rewards import resolve_reward
+        from rayft.rl.reward_specs import resolve_reward
         from rayft.stages.reward import reward_model_fn
         from rayft.train.tracking import StepLogger
 
@@ -91,7 +91,7 @@ class PPOImpl(StageImpl):
         torch.manual_seed(training.seed + rank)  # different samples per worker; weights are broadcast
         ref_model = None
         if cfg.reference == "copy" or ctx.pipeline.adapter.type == "full":
-            ref_model = _reference_copy(ctx)
+            ref_model = frozen_reference_copy(ctx.pipeline, ctx.init_adapter, ctx.on_gpu)
         trainer = PPOTrainer(ctx.model, ctx.tokenizer, cfg, training.lr, rewards, shard, training.batch_size,
                              training.seed + rank, training.max_grad_norm, log=print, ref_adapter=ctx.init_adapter,
                              ref_model=ref_model)
@@ -145,15 +145,16 @@ class PPOImpl(StageImpl):
         torch.save(self._trainer.value_head.state_dict(), folder / "value_head.pt")
 
 
-def _reference_copy(ctx: WorkerContext) -> Any:
-    """A separate frozen copy of the starting policy (base + starting adapter, merged)."""
+def frozen_reference_copy(pipeline: Any, init_adapter: str | None, on_gpu: bool) -> Any:
+    """A separate frozen copy of the starting policy (base + `init_adapter`, the adapter the stage
+    starts from, merged): PPO's `reference: copy`."""
     from rayft.models.adapters import load_for_inference
     from rayft.models.loader import resolve_model
 
-    base = resolve_model(ctx.pipeline.model.name, ctx.pipeline.model.revision)
-    start = Path(ctx.init_adapter) if ctx.init_adapter else None
+    base = resolve_model(pipeline.model.name, pipeline.model.revision)
+    start = Path(init_adapter) if init_adapter else None
     if start is not None and not (start / "adapter_config.json").is_file():  # a full model from a stage
-        return load_for_inference(str(start), ctx.pipeline.model, None, ctx.on_gpu)
-    model = load_for_inference(base, ctx.pipeline.model, start, ctx.on_gpu)
+        return load_for_inference(str(start), pipeline.model, None, on_gpu)
+    model = load_for_inference(base, pipeline.model, start, on_gpu)
     return model.merge_and_unload() if start is not None else model
 

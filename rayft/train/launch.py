@@ -143,7 +143,7 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
 
 
 def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks: StageCallbacks):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    import ray.train  # its ScalingConfig is Ray's; rayft's `scaling` section is pipeline.scaling
     from ray.train.torch import TorchTrainer
 
     from rayft.train.stage_job import JOB_KEY, StageJob
@@ -165,14 +165,14 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbac
     return TorchTrainer(
         train_stage_worker,
         train_loop_config={JOB_KEY: job},
-        scaling_config=ScalingConfig(
+        scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources,
             placement_strategy=scaling.placement_strategy,
         ),
-        run_config=RunConfig(
+        run_config=ray.train.RunConfig(
             name="ray", storage_path=str(stage_dir),
-            checkpoint_config=CheckpointConfig(num_to_keep=stage.training.save_total_limit),
-            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=stage.training.save_total_limit),
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             callbacks=[make() for make in callbacks.ray_train],
         ),
     )

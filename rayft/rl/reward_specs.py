@@ -1,7 +1,8 @@
 """Resolve reward specs (`module:function` or `stage:<name>`) into callables
 `f(prompts, completions, **row_fields) -> list[float]`, shared by the RL stages. A `stage:` spec
 is scored by the reward model the caller knows how to load (`load_reward_model`, e.g.
-rayft.stages.reward.reward_model_fn): this layer sits below the stages."""
+rayft.stages.reward.reward_model_fn): this layer sits below the stages. (The built-in reward
+functions that specs name are in rayft.rewards.)"""
 
 from __future__ import annotations
 
