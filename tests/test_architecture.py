@@ -101,6 +101,14 @@ def test_no_import_points_up():
     assert upward == []
 
 
+def test_the_docs_picture_shows_these_layers():
+    """docs/architecture.md draws the layers top down, one name at the start of a line each."""
+    text = (ROOT.parent / "docs" / "architecture.md").read_text()
+    picture = text[text.index("## Layers"):].split("```")[1]
+    drawn = [line[2:20].strip() for line in picture.splitlines() if line[2:3].isalpha()]
+    assert drawn == [name for name, _ in reversed(LAYERS)]
+
+
 def test_no_import_cycles():
     assert strongly_connected(import_graph()) == []
 
