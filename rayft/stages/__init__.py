@@ -36,7 +36,7 @@ class WorkerContext:
     """What a stage's `build_trainer` / `run_loop` gets on each worker."""
 
     pipeline: Pipeline
-    stage: Any  # the stage's config: the StageBase subclass its module registered
+    stage: StageBase  # the stage's config: the StageBase subclass its module registered
     model: PreTrainedModel  # from `load_model` (a PeftModel with LoRA)
     tokenizer: PreTrainedTokenizerBase
     data: PreparedData

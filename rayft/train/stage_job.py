@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from rayft.schema.pipeline import Pipeline
     from rayft.schema.sections import AdapterConfig
+    from rayft.schema.stage import StageBase
     from rayft.data.build import PreparedData
 
 JOB_KEY = "job"  # the one key of Ray Train's train_loop_config
@@ -33,6 +34,6 @@ class StageJob:
     trainer_callbacks: tuple[Callable[[], Any], ...] = ()  # factories of extra transformers callbacks
 
     @property
-    def stage(self) -> Any:
+    def stage(self) -> StageBase:
         """This stage's config (the StageBase subclass its stage module registered)."""
         return self.pipeline.stages[self.stage_index]
