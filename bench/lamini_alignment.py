@@ -62,7 +62,7 @@ def main() -> int:
     import ray
 
     from rayft.config_io import load_config
-    from rayft.data.preference import build_preference_pairs
+    from rayft.data.pair_builder import build_preference_pairs
     from rayft.eval.compare import evaluate_config
     from rayft.train.launch import run_pipeline
 

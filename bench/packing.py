@@ -54,7 +54,7 @@ def run_mode(mode: str, a, path: str, tokenizer, data: dict) -> dict:
     import torch
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
-    from rayft.config import AdapterConfig, ModelConfig
+    from rayft.schema.sections import AdapterConfig, ModelConfig
     from rayft.data.packing import PackedCollator
     from rayft.models.adapters import apply_adapter
     from rayft.models.loader import load_causal_lm
@@ -154,7 +154,7 @@ def main() -> None:
     if not DATA.is_file():
         return print(f"skipped: {DATA} is absent (this benchmark needs the shared lamini_docs data)", file=sys.stderr)
     import torch
-    from rayft.config import DataConfig
+    from rayft.schema.sections import DataConfig
     from rayft.data.build import prepare
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.train.rundir import versions

@@ -38,7 +38,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from rayft.config import DataConfig
+    from rayft.schema.sections import DataConfig
     from rayft.data.build import prepare
     from rayft.models.loader import resolve_model
 

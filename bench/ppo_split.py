@@ -34,7 +34,7 @@ def run_mode(reference: str, steps: int) -> dict:
     from rayft.rewards import short_answer
     from rayft.rl.ppo_trainer import PPOTrainer
     from rayft.stages import get_stage
-    from rayft.stages.ppo import _reference_copy
+    from rayft.stages.ppo import frozen_reference_copy
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -50,12 +50,7 @@ def run_mode(reference: str, steps: int) -> dict:
     prompts = impl.prepare_data(stage, tokenizer).train.to_list()
     policy = impl.load_model(path, pipeline, pipeline.adapter, False)
 
-    class Ctx:  # what _reference_copy reads from a WorkerContext
-        pass
-
-    ctx = Ctx()
-    ctx.pipeline, ctx.init_adapter, ctx.on_gpu = pipeline, None, False
-    ref = _reference_copy(ctx) if reference == "copy" else None
+    ref = frozen_reference_copy(pipeline, None, on_gpu=False) if reference == "copy" else None
     trainer = PPOTrainer(policy, tokenizer, stage, 3e-4, [short_answer], prompts, 4, 0, 1.0, print, ref_model=ref)
     history = [trainer.step() for _ in range(steps)]
     gen = sum(h["generation_s"] for h in history[1:])  # the first step warms up

@@ -1,6 +1,7 @@
 """`rayft` command line: parse arguments, load the config, call the library. Nothing else.
 
 Exit codes: 0 success, 2 user error (message names the field or file:line), 1 a failed run.
+`--debug` adds the traceback of the library error behind a user error.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from rayft.errors import UserError
@@ -24,18 +26,22 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayft", description="Fine-tune, align, sweep and serve LLMs on Ray.")
     parser.add_argument("--version", action="version", version=f"rayft {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the traceback of the library error behind it")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser("train", help="run a config's training stages on Ray Train")
     _config_args(train)
     train.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     train.add_argument("--run-name", help="run directory name (overrides run_name)")
+    train.set_defaults(handler=_train)
 
     tune = verbs.add_parser("tune", help="sweep the config's `tune.search_space` with Ray Tune (each trial a "
                             "Ray Train run); resumes a sweep of the same name")
     _config_args(tune)
     tune.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     tune.add_argument("--name", help="sweep directory name under storage.path (overrides tune.name)")
+    tune.set_defaults(handler=_tune)
 
     ev = verbs.add_parser("eval", help="answer held-out questions with the base and tuned models, side by side")
     ev.add_argument("run", metavar="RUN_DIR|CONFIG", help="a run directory written by `rayft train` (base vs "
@@ -43,22 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", help="with a run directory: config to use (default: the run's own config.yaml)")
     ev.add_argument("--out", help="with a config: output folder (default: <storage.path>/eval-<config>-<time>)")
     _config_args(ev, required=False)
+    ev.set_defaults(handler=_eval)
 
     demo = verbs.add_parser("demo", help="fine-tune the embedded model on the demo task, base vs tuned")
     _config_args(demo, required=False)
     demo.add_argument("--config", dest="config", help="another config to run as the demo")
+    demo.set_defaults(handler=_demo)
 
     config = verbs.add_parser("config", help="config tools")
     config_verbs = config.add_subparsers(dest="config_verb", required=True, metavar="ACTION")
-    config_verbs.add_parser("schema", help="print the config's JSON Schema")
+    config_verbs.add_parser("schema", help="print the config's JSON Schema").set_defaults(handler=_config_schema)
     show = config_verbs.add_parser("show", help="validate a config and print it with defaults filled in")
     _config_args(show)
+    show.set_defaults(handler=_config_show)
 
     data = verbs.add_parser("data", help="data tools")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     inspect = data_verbs.add_parser("inspect", help="show each stage's data stats and examples as tokenised")
     _config_args(inspect)
     inspect.add_argument("--examples", type=int, default=2, help="examples to show per stage")
+    inspect.set_defaults(handler=_data_inspect)
     pref = data_verbs.add_parser("preference", help="build preference pairs: reference answer as chosen, "
                                  "the model's answer as rejected")
     _config_args(pref)
@@ -68,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     pref.add_argument("--split", default="train", choices=["train", "eval", "all"],
                       help="which rows of the config's seeded split to answer (default: train, so the "
                       "held-out questions stay unseen by a stage trained on the pairs)")
+    pref.set_defaults(handler=_data_preference)
 
-    verbs.add_parser("models", help="list the builtin models")
+    verbs.add_parser("models", help="list the builtin models").set_defaults(handler=_models)
 
     from rayft.serve.cli import add_merge_arguments, add_serve_arguments
 
@@ -82,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     from rayft.cluster.commands import add_parsers as add_cluster_parsers  # `k8s render|validate`, `submit`
 
     add_cluster_parsers(verbs, _config_args)
+    verbs.choices["serve"].set_defaults(handler=_serve)
+    verbs.choices["merge"].set_defaults(handler=_merge)
+    verbs.choices["k8s"].set_defaults(handler=_k8s)
+    verbs.choices["submit"].set_defaults(handler=_submit)
     return parser
 
 
@@ -90,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _has_cuda_hint() else "cuda")
     try:
-        return _dispatch(args, started_at)
+        return args.handler(args, started_at)
     except UserError as exc:
         print(f"rayft: error: {exc}", file=sys.stderr)
+        if args.debug and exc.__cause__ is not None:  # e.g. the hub's or pyarrow's own error
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("rayft: interrupted", file=sys.stderr)
@@ -102,77 +119,113 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _dispatch(args: argparse.Namespace, started_at: float) -> int:
-    from rayft import config_io
+# One handler per verb: (parsed arguments, when the command started) -> exit code. Each imports what
+# it calls, so `rayft --help` and the light verbs start without torch or Ray.
 
-    if args.verb == "config" and args.config_verb == "schema":
-        print(config_io.json_schema())
-        return 0
-    if args.verb == "config":
-        print(config_io.dump_yaml(config_io.load_config(args.config, args.overrides).pipeline), end="")
-        return 0
-    if args.verb == "data" and args.data_verb == "preference":
-        from rayft.data.preference import build_preference_pairs
+def _config_schema(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.config_io import json_schema
 
-        build_preference_pairs(config_io.load_config(args.config, args.overrides), args.out, args.adapter, args.limit,
-                               args.split)
-        return 0
-    if args.verb == "data":
-        from rayft.data.inspect import inspect_data
+    print(json_schema())
+    return 0
 
-        inspect_data(config_io.load_config(args.config, args.overrides), examples=args.examples)
-        return 0
-    if args.verb in ("serve", "merge"):
-        from rayft.serve.cli import merge_main, serve_main
 
-        return serve_main(args) if args.verb == "serve" else merge_main(args)
-    if args.verb == "models":
-        from rayft.models.builtin import BUILTINS
+def _config_show(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.config_io import dump_yaml, load_config
 
-        for name, spec in BUILTINS.items():
-            print(f"builtin:{name:24s} {spec.description}")
-        return 0
-    if args.verb == "train":
-        from rayft.workflow import train_and_evaluate
+    print(dump_yaml(load_config(args.config, args.overrides).pipeline), end="")
+    return 0
 
-        loaded = config_io.load_config(args.config, args.overrides)
-        outcome = train_and_evaluate(loaded, address=args.address, run_name=args.run_name, started_at=started_at)
-        result = outcome.run
-        for stage in result.stages:
-            print(f"rayft: stage {stage['stage']}: {stage['status']}  step {stage.get('global_step')}  "
-                  f"train_loss {_fmt(stage.get('train_loss'))}  eval_loss {_fmt(stage.get('eval_loss'))}")
-        if outcome.report:
-            print(f"rayft: report: {outcome.report}")
-        print(f"rayft: done. run directory: {result.run_dir}")
-        return 0
-    if args.verb == "tune":
-        from rayft.tune.sweep import run_sweep
 
-        run_sweep(args.config, args.overrides, address=args.address, name=args.name, started_at=started_at)
-        return 0
-    if args.verb == "eval":
-        from rayft.eval.compare import evaluate_run
+def _data_preference(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.config_io import load_config
+    from rayft.data.pair_builder import build_preference_pairs
 
-        target = Path(args.run)
-        if target.is_file():  # a config: base vs eval.models
-            from rayft.eval.compare import evaluate_config
+    build_preference_pairs(load_config(args.config, args.overrides), args.out, args.adapter, args.limit, args.split)
+    return 0
 
-            report = evaluate_config(config_io.load_config(target, args.overrides), args.out)
-        else:
-            config = args.config or str(target / "config.yaml")
-            report = evaluate_run(config_io.load_config(config, args.overrides), target)
-        print(f"rayft: report written to {report}")
-        return 0
-    if args.verb in ("k8s", "submit"):
-        from rayft.cluster.commands import run_k8s, run_submit
 
-        return run_k8s(args) if args.verb == "k8s" else run_submit(args)
-    if args.verb == "demo":
-        from rayft.demo.run import run_demo
+def _data_inspect(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.config_io import load_config
+    from rayft.data.inspect import inspect_data
 
-        run_demo(args.overrides, started_at=started_at, config_path=args.config)
-        return 0
-    raise AssertionError(args.verb)
+    inspect_data(load_config(args.config, args.overrides), examples=args.examples)
+    return 0
+
+
+def _serve(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.serve.cli import serve_main
+
+    return serve_main(args)
+
+
+def _merge(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.serve.cli import merge_main
+
+    return merge_main(args)
+
+
+def _models(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.models.builtin import BUILTINS
+
+    for name, spec in BUILTINS.items():
+        print(f"builtin:{name:24s} {spec.description}")
+    return 0
+
+
+def _train(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.config_io import load_config
+    from rayft.workflow import train_and_evaluate
+
+    loaded = load_config(args.config, args.overrides)
+    outcome = train_and_evaluate(loaded, address=args.address, run_name=args.run_name, started_at=started_at)
+    result = outcome.run
+    for stage in result.stages:
+        print(f"rayft: stage {stage['stage']}: {stage['status']}  step {stage.get('global_step')}  "
+              f"train_loss {_fmt(stage.get('train_loss'))}  eval_loss {_fmt(stage.get('eval_loss'))}")
+    if outcome.report:
+        print(f"rayft: report: {outcome.report}")
+    print(f"rayft: done. run directory: {result.run_dir}")
+    return 0
+
+
+def _tune(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.tune.sweep import run_sweep
+
+    run_sweep(args.config, args.overrides, address=args.address, name=args.name, started_at=started_at)
+    return 0
+
+
+def _eval(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.config_io import load_config
+    from rayft.eval.compare import evaluate_config, evaluate_run
+
+    target = Path(args.run)
+    if target.is_file():  # a config: base vs eval.models
+        report = evaluate_config(load_config(target, args.overrides), args.out)
+    else:
+        config = args.config or str(target / "config.yaml")
+        report = evaluate_run(load_config(config, args.overrides), target)
+    print(f"rayft: report written to {report}")
+    return 0
+
+
+def _k8s(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.cluster.commands import run_k8s
+
+    return run_k8s(args)
+
+
+def _submit(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.cluster.commands import run_submit
+
+    return run_submit(args)
+
+
+def _demo(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.demo.run import run_demo
+
+    run_demo(args.overrides, started_at=started_at, config_path=args.config)
+    return 0
 
 
 def _fmt(value) -> str:

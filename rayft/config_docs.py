@@ -1,4 +1,4 @@
-"""Render the config reference in docs/config.md from the pydantic schema in `rayft.config`:
+"""Render the config reference in docs/config.md from the pydantic schema in `rayft.schema`:
 one Markdown table per section (dotted name, type, default, constraints, description), written
 between the markers by `--write PATH`; `--check PATH` exits 1 when it is stale (as the tests do)."""
 
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from rayft.config import Pipeline
+from rayft.schema.pipeline import Pipeline
 
 BEGIN = "<!-- BEGIN generated: rayft/config_docs.py -->"
 END = "<!-- END generated -->"
@@ -101,7 +101,7 @@ def stage_models(ann: Any = None) -> list[type[BaseModel]]:
 
 def render_config_reference() -> str:
     """The generated part of docs/config.md, as Markdown."""
-    out = ["## Reference", "", "Generated from the schema in `rayft/config.py` by `rayft/config_docs.py`.", "",
+    out = ["## Reference", "", "Generated from the schema in `rayft/schema/` by `rayft/config_docs.py`.", "",
            "### Top level", "", *_table(field_rows(Pipeline, ""))]
     for name, field in Pipeline.model_fields.items():
         if name == "stages":

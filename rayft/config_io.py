@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rayft.config import Pipeline
+from rayft.schema.pipeline import Pipeline
 from rayft.errors import ConfigError
 
 
@@ -104,6 +104,16 @@ def validate(raw: dict, label: str = "config") -> Pipeline:
         return Pipeline.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, label)) from None
+
+
+def with_values(pipeline: Pipeline, values: dict[str, Any], label: str = "config") -> Pipeline:
+    """A new Pipeline: `pipeline` with `values` ({dotted path: value}) set, validated as a whole.
+    `pipeline` itself is left as validated (callers that derive configs, e.g. PBT's segments,
+    never change one in place)."""
+    raw = pipeline.model_dump()
+    for path, value in values.items():
+        apply_override(raw, path.split("."), value)
+    return validate(raw, label)
 
 
 def resolve_paths(loaded: LoadedConfig) -> None:

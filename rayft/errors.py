@@ -2,7 +2,9 @@
 
 A `UserError` is something the user can fix (a bad config field, a missing file, a bad data
 row). The CLI prints its message and exits with code 2, never a traceback. Everything else is
-a bug and keeps its traceback.
+a bug and keeps its traceback. A UserError made from a library's error is raised `from` it, and
+only for the library's documented failure types (never a bare `except Exception`), so
+`rayft --debug` can show the library's traceback and a library bug is not reported as the user's.
 """
 
 

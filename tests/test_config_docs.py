@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from rayft import config_docs
-from rayft.config import Pipeline
+from rayft.schema.pipeline import Pipeline
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 

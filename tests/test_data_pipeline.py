@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import DEMO_DATA, SHARED_DATA, write_jsonl
-from rayft.config import DataConfig
+from rayft.schema.sections import DataConfig
 from rayft.data.build import prepare, split_rows
 from rayft.data.readers import Row, read_rows
 from rayft.data.tokenize import IGNORE_INDEX

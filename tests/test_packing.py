@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import DEMO_DATA
-from rayft.config import DataConfig, ModelConfig
+from rayft.schema.sections import DataConfig, ModelConfig
 from rayft.data.build import prepare
 from rayft.data.packing import PackedCollator, pack_examples
 from rayft.data.tokenize import IGNORE_INDEX

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import write_jsonl
 from rayft.config_io import load_config
-from rayft.data.preference import build_preference_pairs
+from rayft.data.pair_builder import build_preference_pairs
 from rayft.errors import UserError
 
 

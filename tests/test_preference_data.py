@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import write_jsonl
-from rayft.config import DataConfig
+from rayft.schema.sections import DataConfig
 from rayft.config_io import validate
 from rayft.data.preference_data import prepare_preference, prepare_prompts, unpair
 from rayft.data.templates import prompt_for_generation, render, resolve_template

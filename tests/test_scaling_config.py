@@ -57,7 +57,7 @@ def test_possible_combinations_validate():
 
 
 def test_generated_deepspeed_config_leaves_numbers_to_transformers():
-    from rayft.config import TrainingConfig
+    from rayft.schema.sections import TrainingConfig
     from rayft.train.strategy import strategy_kwargs
 
     training = TrainingConfig(strategy="deepspeed", deepspeed={"stage": 3, "offload_optimizer": True,
@@ -85,7 +85,7 @@ def test_generated_deepspeed_config_leaves_numbers_to_transformers():
 
 
 def test_fsdp_kwargs_use_fsdp2_with_full_state_dict():
-    from rayft.config import TrainingConfig
+    from rayft.schema.sections import TrainingConfig
     from rayft.train.strategy import strategy_kwargs
 
     kwargs = strategy_kwargs(TrainingConfig(strategy="fsdp", fsdp={"sharding": "shard_grad_op",

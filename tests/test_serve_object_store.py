@@ -17,7 +17,7 @@ from serve_helpers import QUESTION, train_adapter
 from rayft.cli import main
 from rayft.errors import UserError
 from rayft.models.loader import load_tokenizer
-from rayft.serve.config import ServeConfig
+from rayft.schema.serve import ServeConfig
 from rayft.serve.object_store import ObjectAdapterStore
 from rayft.serve.protocol import GenRequest
 from rayft.serve.store import open_store

@@ -302,7 +302,7 @@ def test_openapi_request_fields_are_the_openai_clients():
     assert set(schemas["ChatMessage"]["properties"]["role"]["enum"]) <= theirs, theirs
 
 
-def test_catch_all_answers_an_unexpected_error_as_a_json_500_with_the_logged_request_id(capfd):
+def test_catch_all_answers_an_unexpected_error_as_a_json_500_with_the_logged_request_id():
     """The ingress' last line of defence, driven as the ASGI server drives it: a route that raises
     something no handler knows gets OpenAI's error shape, not Starlette's plain-text 500."""
     import asyncio
@@ -328,10 +328,22 @@ def test_catch_all_answers_an_unexpected_error_as_a_json_500_with_the_logged_req
         asyncio.run(CatchAll(broken)(scope, receive, send))
         return sent
 
-    start, body = call("/v1/completions")
+    # Ray's `ray.serve` logger does not propagate, and its handler may hold a stream that an earlier
+    # test's capture replaced: listen on the logger itself.
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    serve_log = logging.getLogger("ray.serve")
+    serve_log.addHandler(handler)
+    try:
+        start, body = call("/v1/completions")
+    finally:
+        serve_log.removeHandler(handler)
     assert start["status"] == 500 and (b"content-type", b"application/json") in start["headers"]
     error = json.loads(body["body"])["error"]
     assert error["type"] == "server_error" and error["code"] == "internal_error" and "req-42" in error["message"]
-    log = capfd.readouterr().err  # Ray's `ray.serve` logger writes to stderr and does not propagate
+    log = stream.getvalue()
     assert "request id req-42" in log and "RuntimeError: boom" in log
     assert [m["status"] for m in call("/late") if "status" in m] == [200]  # started: nothing more to send

@@ -10,7 +10,7 @@ from conftest import DEMO_DATA
 from rayft.cli import main
 from rayft.config_io import load_config
 from rayft.errors import ConfigError
-from rayft.tune.space import Domain, parse_domain
+from rayft.schema.search_space import Domain, parse_domain
 from rayft.tune.sweep import expected_trials, load_sweep, param_space, plan_concurrency
 from rayft.tune.trial import trial_config
 

@@ -1,7 +1,7 @@
-"""Running rayft on a Ray cluster: the `cluster:` config section (config.py), KubeRay manifest
-rendering (render.py) and validation against the KubeRay CRDs (crd_schema.py), and job
-submission through Ray's Jobs API (submit.py).
+"""Running rayft on a Ray cluster: KubeRay manifest rendering (render.py) from the `cluster:`
+section (rayft.schema.cluster) and validation against the KubeRay CRDs (crd_schema.py), job
+submission through Ray's Jobs API (submit.py), and their CLI verbs (commands.py).
 
-Only config.py is imported by `rayft.config`; the others are imported by their CLI verbs, so the
-library stays importable without Kubernetes or a Ray head.
+These modules are imported by their CLI verbs only, so the library stays importable without
+Kubernetes or a Ray head.
 """

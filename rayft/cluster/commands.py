@@ -1,5 +1,5 @@
 """The `rayft k8s render|validate` and `rayft submit` verbs: their arguments and what they call.
-Kept here so rayft/cli.py only adds the two subparsers and dispatches."""
+Kept here so rayft/cli.py only adds the two subparsers and a handler each."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from rayft.cluster.config import ClusterConfig, WorkerGroupConfig
+from rayft.schema.cluster import ClusterConfig, WorkerGroupConfig
 from rayft.config_io import LoadedConfig
 from rayft.errors import ConfigError
 

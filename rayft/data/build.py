@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayft.config import DataConfig
+from rayft.schema.sections import DataConfig
 from rayft.data.dedup import dedup_rows
 from rayft.data.problems import RowProblem, count_by_reason, raise_if_any
 from rayft.data.formats import detect_format, normalise, rename_columns

@@ -7,22 +7,32 @@ original fields (templates such as Alpaca use `instruction` / `input` directly).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from rayft.data.readers import Row
 from rayft.errors import DataError
 
-# rayft's column names for each format; `data.columns` maps them to a dataset's own names.
-FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "preference": ("prompt", "chosen", "rejected"),
-    "instruction": ("instruction", "output"),
-    "qa": ("question", "answer"),
-    "chat": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
-    "text": ("text",),
-}
-OPTIONAL_COLUMNS = {"instruction": ("input", "system"), "qa": ("system",), "prompt_completion": ("system",),
-                    "preference": ("system",)}
+@dataclass(frozen=True)
+class RowFormat:
+    """One row format: rayft's names of its required and optional columns (`data.columns` maps them
+    to a dataset's own names) and its normaliser, which turns a row that has the required columns
+    into the row plus `system` and `turns`. `text_columns`: the columns must hold text."""
+
+    name: str
+    columns: tuple[str, ...]
+    to_example: Callable[[dict[str, Any], str], dict[str, Any]]
+    optional: tuple[str, ...] = ()
+    text_columns: bool = True
+
+
+# Registered formats, in detection order (the first whose required columns a row has wins).
+FORMATS: dict[str, RowFormat] = {}
+
+
+def register_format(fmt: RowFormat) -> RowFormat:
+    FORMATS[fmt.name] = fmt
+    return fmt
 
 
 def detect_format(rows: list[Row], columns: dict[str, str], sample: int = 100) -> str:
@@ -30,12 +40,12 @@ def detect_format(rows: list[Row], columns: dict[str, str], sample: int = 100) -
     row must not decide the format of the whole file)."""
     seen = [set(rename_columns(row, columns)) for row in rows[:sample]]
     for keys in seen:
-        for name, required in FORMAT_COLUMNS.items():
-            if set(required) <= keys:
-                return name
+        for fmt in FORMATS.values():
+            if set(fmt.columns) <= keys:
+                return fmt.name
     raise DataError(
         "data.format: cannot tell the format from the columns "
-        f"{sorted(seen[0]) if seen else []}; set data.format (one of {', '.join(FORMAT_COLUMNS)}) and, if your "
+        f"{sorted(seen[0]) if seen else []}; set data.format (one of {', '.join(FORMATS)}) and, if your "
         "columns have other names, data.columns (e.g. {question: q, answer: a})"
     )
 
@@ -51,33 +61,40 @@ def rename_columns(row: Row, columns: dict[str, str]) -> dict[str, Any]:
 
 def normalise(data: dict[str, Any], fmt: str, origin: str) -> dict[str, Any]:
     """Check a row of format `fmt` and add its `turns` / `system`; raise DataError naming `origin`."""
-    for column in FORMAT_COLUMNS[fmt]:
+    spec = FORMATS[fmt]
+    for column in spec.columns:
         if column not in data or data[column] is None:
             raise DataError(f"{origin}: missing field '{column}' required by format '{fmt}' "
                             f"(row has: {', '.join(sorted(data)) or 'nothing'})", reason="missing field")
-    if fmt == "preference":
-        return _preference(data, origin)
-    for column in FORMAT_COLUMNS[fmt] + OPTIONAL_COLUMNS.get(fmt, ()):
-        if fmt != "chat" and data.get(column) is not None and not isinstance(data[column], str):
-            raise DataError(f"{origin}: field '{column}' must be text, got {type(data[column]).__name__}",
-                            reason="wrong type")
-    out = dict(data)
-    out["system"] = data.get("system") or None
-    if fmt == "instruction":
-        prompt = data["instruction"] + (f"\n\n{data['input']}" if data.get("input") else "")
-        out["turns"] = [(prompt, data["output"])]
-    elif fmt == "qa":
-        out["turns"] = [(data["question"], data["answer"])]
-    elif fmt == "prompt_completion":
-        out["turns"] = [(data["prompt"], data["completion"])]
-    elif fmt == "chat":
-        out["system"], out["turns"] = _chat_turns(data["messages"], origin)
-    else:
-        out["turns"] = []
-        if not data["text"].strip():
-            raise DataError(f"{origin}: empty 'text'", reason="empty answer")
-    _check_answers(out, origin)
-    return out
+    if spec.text_columns:
+        for column in spec.columns + spec.optional:
+            if data.get(column) is not None and not isinstance(data[column], str):
+                raise DataError(f"{origin}: field '{column}' must be text, got {type(data[column]).__name__}",
+                                reason="wrong type")
+    return spec.to_example(data, origin)
+
+
+def _one_turn(prompt_of: Callable[[dict[str, Any]], str], answer: str):
+    """The normaliser of a single-turn format: the prompt built from the row, the answer column."""
+    def to_example(data: dict[str, Any], origin: str) -> dict[str, Any]:
+        example = {**data, "system": data.get("system") or None, "turns": [(prompt_of(data), data[answer])]}
+        _check_answers(example, origin)
+        return example
+
+    return to_example
+
+
+def _chat(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    system, turns = _chat_turns(data["messages"], origin)
+    example = {**data, "system": system, "turns": turns}
+    _check_answers(example, origin)
+    return example
+
+
+def _text(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    if not data["text"].strip():
+        raise DataError(f"{origin}: empty 'text'", reason="empty answer")
+    return {**data, "system": data.get("system") or None, "turns": []}
 
 
 def _check_answers(example: dict[str, Any], origin: str) -> None:
@@ -137,3 +154,17 @@ def _reply(value: Any, field: str, origin: str) -> str:
         return value[0]["content"]
     raise DataError(f"{origin}: '{field}' must be text or a one-message list [{{role: assistant, content}}]",
                     reason="wrong type")
+
+
+def _instruction_prompt(data: dict[str, Any]) -> str:
+    return data["instruction"] + (f"\n\n{data['input']}" if data.get("input") else "")
+
+
+register_format(RowFormat("preference", ("prompt", "chosen", "rejected"), _preference, ("system",), text_columns=False))
+register_format(RowFormat("instruction", ("instruction", "output"), _one_turn(_instruction_prompt, "output"),
+                          ("input", "system")))
+register_format(RowFormat("qa", ("question", "answer"), _one_turn(lambda d: d["question"], "answer"), ("system",)))
+register_format(RowFormat("chat", ("messages",), _chat, text_columns=False))
+register_format(RowFormat("prompt_completion", ("prompt", "completion"), _one_turn(lambda d: d["prompt"], "completion"),
+                          ("system",)))
+register_format(RowFormat("text", ("text",), _text))

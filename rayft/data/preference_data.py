@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from rayft.config import DataConfig
+from rayft.schema.sections import DataConfig
 from rayft.data.build import PreparedData, collect, prepared
 from rayft.data.templates import prompt_for_generation, render, resolve_template
 from rayft.errors import ConfigError, DataError

@@ -58,10 +58,10 @@ def _hub_rows(spec: str) -> list[Row]:
         from datasets import load_dataset
 
         dataset = load_dataset(name, split=split)
-    except Exception as exc:  # noqa: BLE001 - offline, not found, bad split: all a user problem
+    except (OSError, ValueError) as exc:  # offline / not found (OSErrors), a bad split (ValueError)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise DataError(f"data.path: cannot load dataset '{name}' split '{split}' ({first}); without a "
-                        "reachable hub, use local files") from None
+                        "reachable hub, use local files") from exc
     return [Row(dict(item), f"{spec}:#{index}") for index, item in enumerate(dataset)]
 
 
@@ -140,11 +140,12 @@ def _csv(file: Path):
 
 
 def _parquet(file: Path):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(file)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise DataError(f"{file}: not a readable parquet file ({exc})") from None
+    except (pa.ArrowException, OSError) as exc:  # a bad or unreadable file (ArrowInvalid, ...)
+        raise DataError(f"{file}: not a readable parquet file ({exc})") from exc
     for index, item in enumerate(table.to_pylist()):
         yield Row(item, f"{file}:#{index}")

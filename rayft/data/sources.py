@@ -12,7 +12,7 @@ import math
 import random
 from typing import Any
 
-from rayft.config import DataConfig
+from rayft.schema.sections import DataConfig
 from rayft.data.formats import detect_format
 from rayft.data.readers import Row, read_rows
 from rayft.errors import DataError

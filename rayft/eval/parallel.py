@@ -61,7 +61,7 @@ def _answer_shard_task(model_path: str, adapter: str | None, model_cfg: dict, to
                        options: dict[str, Any], threads: int) -> list[Generation]:
     import torch
 
-    from rayft.config import ModelConfig
+    from rayft.schema.sections import ModelConfig
 
     torch.set_num_threads(threads)
     return _answer_shard(model_path, adapter, ModelConfig.model_validate(model_cfg), tokenizer, prompts, options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rayft.config import AdapterConfig, ModelConfig
+from rayft.schema.sections import AdapterConfig, ModelConfig
 from rayft.errors import ModelError
 
 

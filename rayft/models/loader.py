@@ -6,14 +6,16 @@ workers receive the resolved local path.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from rayft.config import ModelConfig
+from rayft.schema.sections import ModelConfig
 from rayft.errors import ModelError
 from rayft.models.builtin import builtin_path
 
 BUILTIN_PREFIX = "builtin:"
+log = logging.getLogger(__name__)
 
 
 def resolve_model(name: str, revision: str | None = None) -> str:
@@ -36,18 +38,18 @@ def _from_hub(repo_id: str, revision: str | None) -> str:
 
     try:  # already in the local hub cache: no network needed
         return snapshot_download(repo_id, revision=revision, local_files_only=True)
-    except Exception:  # noqa: BLE001 - any miss falls through to the download attempt
-        pass
+    except (OSError, ValueError) as exc:  # not cached (LocalEntryNotFoundError), or an id the hub refuses
+        log.info("model.name: '%s' is not in the local hub cache (%s); trying the hub", repo_id, exc)
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ModelError(f"model.name: '{repo_id}' is not in the local hub cache and HF_HUB_OFFLINE=1")
     try:
         return snapshot_download(repo_id, revision=revision, etag_timeout=10)
-    except Exception as exc:  # noqa: BLE001 - network, auth and not-found all mean the same to a user
+    except (OSError, ValueError) as exc:  # network, auth, not-found, a bad id: all a user problem (hub errors are OSErrors)
         raise ModelError(
             f"model.name: cannot fetch '{repo_id}' from the Hugging Face hub "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Without a reachable hub, "
             "use `builtin:smollm2-135m-instruct` or a local model directory."
-        ) from None
+        ) from exc
 
 
 def torch_dtype(cfg: ModelConfig, on_gpu: bool):
@@ -80,4 +82,4 @@ def load_causal_lm(path: str, cfg: ModelConfig, on_gpu: bool = False):
             trust_remote_code=cfg.trust_remote_code, **quantized_load_kwargs(cfg, on_gpu),
         )
     except (OSError, ValueError) as exc:
-        raise ModelError(f"model.name: cannot load a causal LM from {path}: {exc}") from None
+        raise ModelError(f"model.name: cannot load a causal LM from {path}: {exc}") from exc

@@ -1,7 +1,8 @@
 """Serving: an OpenAI-compatible Ray Serve app for a base model, its LoRA adapters (hot-swapped,
 multiplexed per replica) and merged models.
 
-The pure parts import without Ray Serve: `config` (the `serve:` section), `store` (the adapter
+The pure parts import without Ray Serve: `adapter_ref`, `store` and `object_store` (the adapter
 store), `protocol` (OpenAI request/response shapes and errors), `engine` (batched generation with
-adapters on one base model), `merge` (`rayft merge`). `deployments` and `app` need Ray Serve.
+adapters on one base model), `merge` (`rayft merge`). `deployments`, `ingress` and `app` need Ray Serve. The `serve:` section
+is rayft.schema.serve.
 """

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayft.config import Pipeline
+from rayft.schema.pipeline import Pipeline
 from rayft.errors import ConfigError
-from rayft.serve.config import default_model_name
+from rayft.schema.serve import default_model_name
 
 BUILDER = "rayft.serve.app:build_app"
 

@@ -1,5 +1,5 @@
 """`rayft serve ...` and `rayft merge ...` arguments and actions (kept here so rayft/cli.py stays
-one subparser and one dispatch line per verb)."""
+one subparser and one handler per verb)."""
 
 from __future__ import annotations
 

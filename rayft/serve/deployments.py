@@ -11,8 +11,8 @@ from typing import Any
 
 from ray import serve
 
-from rayft.config import ModelConfig
-from rayft.serve.config import ServeConfig
+from rayft.schema.sections import ModelConfig
+from rayft.schema.serve import ServeConfig
 from rayft.serve.engine import GenerationEngine
 from rayft.serve.protocol import ApiError, GenRequest, GenResult
 from rayft.serve.store import open_store

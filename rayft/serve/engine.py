@@ -22,7 +22,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Iterator
 
-from rayft.config import ModelConfig
+from rayft.schema.sections import ModelConfig
 from rayft.serve.protocol import GenRequest, GenResult
 
 GREEDY_BELOW = 1e-6  # a temperature under this is greedy decoding, the same as 0

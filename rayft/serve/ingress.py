@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 import rayft
-from rayft.serve.config import ServeConfig
+from rayft.schema.serve import ServeConfig
 from rayft.serve.engine import adds_bos
 from rayft.serve.openapi import errors, openapi_document, request_body
 from rayft.serve.protocol import (ApiError, ChatRequest, CompletionRequest, GenRequest, StreamFormatter,

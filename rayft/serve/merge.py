@@ -41,7 +41,7 @@ def merge_adapter(source: str | Path, out: str | Path, base: str | None = None, 
     import torch
     from peft import PeftModel
 
-    from rayft.config import ModelConfig
+    from rayft.schema.sections import ModelConfig
     from rayft.models.loader import load_causal_lm, load_tokenizer, resolve_model
 
     adapter = find_adapter(source, stage)

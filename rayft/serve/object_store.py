@@ -28,8 +28,8 @@ from pathlib import Path
 
 from rayft.errors import UserError
 from rayft.paths import rayft_home
-from rayft.serve.store import (META_FILE, NOT_COPIED, VERSIONS, AdapterRef, check_source, source_meta, valid_id,
-                               valid_version)
+from rayft.serve.adapter_ref import (META_FILE, NOT_COPIED, VERSIONS, AdapterRef, check_source, source_meta,
+                                     valid_id, valid_version)
 from rayft.staging import staged_folder
 
 

@@ -14,82 +14,23 @@ served too (its version is its `adapter_config.json` mtime).
 Ids must match `NAME_PATTERN` (no `/`, no leading `.`), and the resolved folder must lie inside the
 store, so a request's `model` can never name a path outside it (`../x`, absolute paths, symlinks
 pointing out). Object stores (`s3://`, `gs://`, ...) are `rayft.serve.object_store.ObjectAdapterStore`;
-`open_store` picks the implementation from the URI.
+`open_store` picks the implementation from the URI. What both kinds share (ids, versions, refs,
+the registration record) is in `rayft.serve.adapter_ref`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from rayft.errors import UserError
-from rayft.serve.config import NAME_PATTERN
+from rayft.serve.adapter_ref import (META_FILE, NOT_COPIED, VERSIONS, AdapterRef, AdapterStore, check_source,
+                                     source_meta, valid_id, valid_version)
+from rayft.serve.object_store import ObjectAdapterStore
 from rayft.staging import staged_folder
-
-VERSIONS = ".versions"
-META_FILE = "rayft-adapter.json"
-NOT_COPIED = ("checkpoint-*", "*.partial*")  # names (files or folders) a registration leaves out
-_ID = re.compile(NAME_PATTERN)
-_VERSION = re.compile(r"[0-9a-f]+")
-
-
-def valid_id(adapter_id: object) -> bool:
-    return isinstance(adapter_id, str) and bool(_ID.match(adapter_id)) and ".." not in adapter_id
-
-
-def valid_version(version: object) -> bool:
-    """Versions are the hex registration time: never a path."""
-    return isinstance(version, str) and bool(_VERSION.fullmatch(version))
-
-
-@dataclass(frozen=True)
-class AdapterRef:
-    id: str
-    version: str
-    path: Path
-
-    @property
-    def key(self) -> str:
-        """The multiplexed model id: a new registration under the same id is a new key."""
-        return f"{self.id}@{self.version}"
-
-
-class AdapterStore(Protocol):
-    uri: str
-
-    def list_adapters(self) -> list[AdapterRef]: ...
-
-    def resolve(self, adapter_id: str) -> AdapterRef | None: ...
-
-    def resolve_key(self, key: str) -> AdapterRef | None: ...
-
-    def register(self, source: Path, adapter_id: str) -> AdapterRef: ...
-
-    def local_path(self, ref: AdapterRef) -> Path:
-        """A local folder with `ref`'s files (an object store fetches it into a node cache first)."""
-        ...
-
-
-def check_source(source: Path, adapter_id: str) -> None:
-    """Refuse an invalid id or a folder that is not a PEFT adapter, before anything is written."""
-    if not valid_id(adapter_id):
-        raise UserError(f"--id {adapter_id!r}: an adapter id is 1-64 letters, digits, '.', '_' or '-', "
-                        "starting with a letter or digit")
-    if not (source / "adapter_config.json").is_file():
-        raise UserError(f"{source}: not a PEFT adapter folder (no adapter_config.json)")
-
-
-def source_meta(source: Path, adapter_id: str, version: str) -> dict:
-    """What a store records beside a registered adapter (`rayft-adapter.json`)."""
-    return {"id": adapter_id, "version": version, "source": str(source.resolve()),
-            "registered_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "base_model": _base_model_of(source)}
-
 
 class LocalAdapterStore:
     """A store on a (local or shared) filesystem."""
@@ -160,21 +101,12 @@ class LocalAdapterStore:
         return AdapterRef(adapter_id, version, final)
 
 
-def _base_model_of(adapter_dir: Path) -> str | None:
-    try:
-        return json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError):
-        return None
-
-
 def open_store(uri: str) -> AdapterStore:
     """The store at `uri`: a directory path or `file://` URI (symlinked versions), or any other
     `scheme://` URI (s3, gs, az, local, memory, ...): an object store through fsspec."""
     if uri.startswith("file://"):
         return LocalAdapterStore(uri[len("file://"):])
     if "://" in uri:
-        from rayft.serve.object_store import ObjectAdapterStore
-
         return ObjectAdapterStore(uri)
     return LocalAdapterStore(uri)
 

@@ -1,19 +1,50 @@
 """Training algorithms, one module per stage `type`, found through a registry.
 
-A stage says how to prepare its data on the driver and how to build its model and trainer on a
-worker; the launcher (rayft.train) is the same for all of them. Adding an algorithm is one module
-with a `@register("name")` subclass of `StageImpl` plus its config class in rayft.config; the
-launcher is untouched.
+A stage module declares its config class (a `rayft.schema.stage.StageBase` subclass with a `type`
+literal) and how to prepare its data on the driver and build its model and trainer on a worker
+(a `StageImpl` subclass), tied by one `@register(ConfigClass)`. Every module of this package is
+imported when the schema is built, so adding an algorithm is adding one module: the schema
+(`Pipeline.stages`), the docs generator and the launcher (rayft.train) need no edit.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rayft.data.build import PreparedData
+from rayft.schema.stage import StageBase
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from rayft.data.build import PreparedData
+    from rayft.schema.pipeline import Pipeline
+    from rayft.schema.sections import AdapterConfig
+    from rayft.train.checkpoints import ResumePoint
 
 STAGES: dict[str, type["StageImpl"]] = {}
-BUILTIN_STAGE_MODULES = ("sft", "reward", "dpo", "orpo_cpo", "kto", "grpo", "ppo")
+STAGE_CONFIGS: dict[str, type[StageBase]] = {}
+# The order of the built-in types in the schema, the docs and error messages; other types follow by name.
+BUILTIN_ORDER = ("sft", "reward", "dpo", "orpo", "cpo", "kto", "grpo", "ppo")
+
+
+@dataclass
+class WorkerContext:
+    """What a stage's `build_trainer` / `run_loop` gets on each worker."""
+
+    pipeline: Pipeline
+    stage: StageBase  # the stage's config: the StageBase subclass its module registered
+    model: PreTrainedModel  # from `load_model` (a PeftModel with LoRA)
+    tokenizer: PreTrainedTokenizerBase
+    data: PreparedData
+    training_args: dict[str, Any]  # TrainingArguments keywords (rayft.train.args)
+    on_gpu: bool
+    run_dir: Path  # earlier stages' outputs are at run_dir / <stage name> (e.g. a reward model)
+    init_adapter: str | None = None  # the adapter this stage started from (the previous stage's)
+    resume: ResumePoint | None = None  # the checkpoint to resume from, if any
 
 
 class StageImpl:
@@ -30,7 +61,7 @@ class StageImpl:
         """Runs on the driver, once: the datasets and their stats."""
         raise NotImplementedError
 
-    def load_model(self, model_path: str, pipeline: Any, adapter_cfg: Any, on_gpu: bool) -> Any:
+    def load_model(self, model_path: str, pipeline: Pipeline, adapter_cfg: AdapterConfig, on_gpu: bool) -> Any:
         """Runs on each worker: the model to train (default: the causal LM with the adapter)."""
         from rayft.models.adapters import apply_adapter
         from rayft.models.loader import load_causal_lm
@@ -39,30 +70,49 @@ class StageImpl:
             return load_causal_lm(adapter_cfg.init_from, pipeline.model, on_gpu)
         return apply_adapter(load_causal_lm(model_path, pipeline.model, on_gpu), adapter_cfg)
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         """Runs on each worker: a transformers.Trainer (TRL's or rayft's own) ready to train."""
         raise NotImplementedError
 
+    def run_loop(self, ctx: WorkerContext, started_at: float) -> tuple[dict[str, Any], Any] | None:
+        """Runs on each worker, for a stage with its own explicit loop (PPO): train, and return the
+        metrics and the model to save. None (the default): the launcher trains `build_trainer`'s Trainer."""
+        return None
 
-def register(name: str):
+    def save_extra(self, staging: Path) -> None:
+        """Runs on rank 0 while the output is staged: stage-specific files beside the weights."""
+
+
+def register(config: type[StageBase]):
+    """Register a stage type: its config class (whose `type` literal names it) and the StageImpl
+    subclass this decorates."""
+    name = stage_type(config)
+
     def wrap(cls: type[StageImpl]) -> type[StageImpl]:
         STAGES[name] = cls
+        STAGE_CONFIGS[name] = config
         return cls
 
     return wrap
 
 
+def stage_type(config: type[StageBase]) -> str:
+    return config.model_fields["type"].default
+
+
+def stage_configs() -> list[type[StageBase]]:
+    """The config class of every stage type, built-in ones first (in BUILTIN_ORDER)."""
+    _import_stage_modules()
+    order = {name: i for i, name in enumerate(BUILTIN_ORDER)}
+    return sorted(STAGE_CONFIGS.values(), key=lambda c: (order.get(stage_type(c), len(order)), stage_type(c)))
+
+
 def get_stage(name: str) -> StageImpl:
-    _import_builtin_stages()
+    _import_stage_modules()
     return STAGES[name]()
 
 
-def _import_builtin_stages() -> None:
-    import importlib
-
-    for module in BUILTIN_STAGE_MODULES:
-        try:
-            importlib.import_module(f"rayft.stages.{module}")
-        except ModuleNotFoundError as exc:  # a stage module not written yet must not break the others
-            if exc.name != f"rayft.stages.{module}":
-                raise
+def _import_stage_modules() -> None:
+    """Every module of this package: a stage type exists by having its module here."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")

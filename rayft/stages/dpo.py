@@ -10,22 +10,37 @@ starts fresh (then the reference is the base). Only the trained adapter is saved
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from rayft.data.build import PreparedData
-from rayft.stages import StageImpl, register
+from pydantic import Field
+
+from rayft.schema.stage import StageBase
+from rayft.stages import StageImpl, WorkerContext, register
+from rayft.stages.reference import check_shared_reference, drop_reference_copy
+
+if TYPE_CHECKING:
+    from rayft.data.build import PreparedData
 
 
-@register("dpo")
-class DPOStage(StageImpl):
-    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+class DPOStage(StageBase):
+    type: Literal["dpo"] = Field("dpo", description="Direct Preference Optimization (TRL DPOTrainer); the "
+                                 "reference is the base with the adapter disabled.")
+    beta: float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference.")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
+                       "aot", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = Field(
+        "sigmoid", description="DPO loss variant (TRL names).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label noise (robust/cDPO).")
+
+
+@register(DPOStage)
+class DPOImpl(StageImpl):
+    def prepare_data(self, stage_cfg: DPOStage, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_preference
 
         return prepare_preference(stage_cfg.data, tokenizer, stage="dpo")
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import DPOConfig, DPOTrainer
 
         cfg = ctx.stage
@@ -40,17 +55,3 @@ class DPOStage(StageImpl):
 
     def save_extra(self, staging: Path) -> None:
         drop_reference_copy(staging)
-
-
-def check_shared_reference(trainer: Any, adapter_type: str) -> None:
-    """With LoRA the reference shares the policy's base weights: no second model is loaded."""
-    if adapter_type == "lora" and trainer.ref_model is not None:
-        raise RuntimeError("expected the reference to share the LoRA policy's base weights (ref_model=None); "
-                           "TRL loaded a second model")
-
-
-def drop_reference_copy(staging: Path) -> None:
-    """PEFT saves every adapter of a model; the frozen `ref` copy TRL adds is not part of the output."""
-    ref = Path(staging) / "ref"
-    if (ref / "adapter_config.json").is_file():
-        shutil.rmtree(ref)

@@ -9,22 +9,41 @@ pairs in summary.json); ORPO also its log-odds ratio.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from rayft.data.build import PreparedData
-from rayft.stages import StageImpl, register
+from pydantic import Field
+
+from rayft.schema.stage import StageBase
+from rayft.stages import StageImpl, WorkerContext, register
+
+if TYPE_CHECKING:
+    from rayft.data.build import PreparedData
 
 
-class _ReferenceFreeStage(StageImpl):
+class ORPOStage(StageBase):
+    type: Literal["orpo"] = Field("orpo", description="Odds-Ratio Preference Optimization (TRL experimental); "
+                                  "no reference model.")
+    beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term (lambda in the paper).")
+
+
+class CPOStage(StageBase):
+    type: Literal["cpo"] = Field("cpo", description="Contrastive Preference Optimization (TRL experimental).")
+    beta: float = Field(0.1, gt=0, description="Temperature of the preference loss.")
+    loss_type: Literal["sigmoid", "hinge", "ipo", "simpo", "alphapo"] = Field("sigmoid", description="CPO loss variant.")
+    cpo_alpha: float = Field(1.0, ge=0, description="Weight of the NLL (behaviour-cloning) term.")
+    simpo_gamma: float = Field(0.5, description="Target reward margin for loss_type simpo.")
+
+
+class _ReferenceFreeImpl(StageImpl):
     def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_preference
 
         return prepare_preference(stage_cfg.data, tokenizer, stage=stage_cfg.type)
 
 
-@register("orpo")
-class ORPOStage(_ReferenceFreeStage):
-    def build_trainer(self, ctx: Any) -> Any:
+@register(ORPOStage)
+class ORPOImpl(_ReferenceFreeImpl):
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         with warnings.catch_warnings():  # "experimental" import warning: pinned TRL, checked here
             warnings.simplefilter("ignore")
             from trl.experimental.orpo import ORPOConfig, ORPOTrainer
@@ -35,9 +54,9 @@ class ORPOStage(_ReferenceFreeStage):
                            processing_class=ctx.tokenizer)
 
 
-@register("cpo")
-class CPOStage(_ReferenceFreeStage):
-    def build_trainer(self, ctx: Any) -> Any:
+@register(CPOStage)
+class CPOImpl(_ReferenceFreeImpl):
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from trl.experimental.cpo import CPOConfig, CPOTrainer

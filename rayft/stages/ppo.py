@@ -8,16 +8,58 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from rayft.data.build import PreparedData
+from pydantic import Field
+
 from rayft.errors import ConfigError
-from rayft.stages import StageImpl, register
+from rayft.schema.scaling import training_field
+from rayft.schema.stage import StageBase, check_reward_sources
+from rayft.stages import StageImpl, WorkerContext, register
+
+if TYPE_CHECKING:
+    from rayft.data.build import PreparedData
 
 
-@register("ppo")
-class PPOStage(StageImpl):
-    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+class PPOStage(StageBase):
+    type: Literal["ppo"] = Field("ppo", description="Proximal Policy Optimization (rayft's own, TRL has none): "
+                                 "rollouts, reward, KL to the reference, value-head critic, GAE, clipped losses.")
+    rewards: list[str] = Field(
+        min_length=1, description="Reward sources, summed: `module:function` (`f(prompts, completions, **row) "
+        "-> list[float]`) or `stage:<name>` (a reward model trained by an earlier stage).")
+    max_new_tokens: int = Field(32, ge=1, description="Tokens per rollout completion.")
+    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus sampling mass.")
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty against the reference (adapter off); "
+                           "the starting value when `kl_target` is set.")
+    kl_target: float | None = Field(
+        None, gt=0, description="Adaptive KL control (Ziegler et al. 2019): after each step the coefficient moves "
+        "towards keeping the sequence KL near this many nats. null: `kl_coef` stays fixed.")
+    kl_horizon: int = Field(10000, ge=1, description="Adaptive KL: sequences over which the coefficient may "
+                            "change by about e^0.2 (larger: slower).")
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount of GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE.")
+    clip_range: float = Field(0.2, gt=0, description="Policy ratio clipping.")
+    clip_range_value: float = Field(0.2, gt=0, description="Value clipping around the rollout's values.")
+    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    minibatch_size: int = Field(4, ge=1, description="Sequences per PPO minibatch (per worker).")
+    whiten_advantages: bool = Field(True, description="Normalise advantages to zero mean, unit variance.")
+    reference: Literal["shared", "copy"] = Field(
+        "shared", description="`shared`: the reference runs on the policy's own base weights (adapter "
+        "disabled, or the starting adapter kept frozen); `copy`: a separate frozen model (needed for "
+        "adapter.type full; twice the memory).")
+
+    def check(self, pipeline: Any, index: int) -> str | None:
+        if self.training.strategy != "ddp":
+            return (f"{training_field(pipeline, index)}.strategy: the PPO stage runs rayft's own training loop, "
+                    f"which supports ddp only (got {self.training.strategy})")
+        return check_reward_sources(pipeline, index)
+
+
+@register(PPOStage)
+class PPOImpl(StageImpl):
+    def prepare_data(self, stage_cfg: PPOStage, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_prompts
 
         if stage_cfg.training.max_steps < 1:
@@ -27,27 +69,29 @@ class PPOStage(StageImpl):
         prepared.eval = None  # PPO reports rollout rewards; held-out prompts are not scored yet
         return prepared
 
-    def run_loop(self, ctx: Any, started_at: float) -> tuple[dict[str, Any], Any]:
+    def run_loop(self, ctx: WorkerContext, started_at: float) -> tuple[dict[str, Any], Any]:
         import ray.train
 
         from rayft.rl.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
         from rayft.rl.ppo_trainer import PPOTrainer
         from rayft.train.attempts import PROGRESS_FILE
         from rayft.train.rundir import write_json_atomic
-        from rayft.rl.rewards import resolve_reward
+        from rayft.rl.reward_specs import resolve_reward
+        from rayft.stages.reward import reward_model_fn
         from rayft.train.tracking import StepLogger
 
         cfg, training = ctx.stage, ctx.stage.training
         rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
         rows = ctx.data.train.to_list()
         shard = rows[rank::world] or rows  # each worker rolls out its own shard of the prompts
-        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{cfg.name}.rewards") for spec in cfg.rewards]
+        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{cfg.name}.rewards", reward_model_fn)
+                   for spec in cfg.rewards]
         import torch
 
         torch.manual_seed(training.seed + rank)  # different samples per worker; weights are broadcast
         ref_model = None
         if cfg.reference == "copy" or ctx.pipeline.adapter.type == "full":
-            ref_model = _reference_copy(ctx)
+            ref_model = frozen_reference_copy(ctx.pipeline, ctx.init_adapter, ctx.on_gpu)
         trainer = PPOTrainer(ctx.model, ctx.tokenizer, cfg, training.lr, rewards, shard, training.batch_size,
                              training.seed + rank, training.max_grad_norm, log=print, ref_adapter=ctx.init_adapter,
                              ref_model=ref_model)
@@ -95,21 +139,22 @@ class PPOStage(StageImpl):
     def save_extra(self, folder: Path) -> None:
         import torch
 
-        from rayft.stages.dpo import drop_reference_copy
+        from rayft.stages.reference import drop_reference_copy
 
         drop_reference_copy(folder)  # the frozen reference adapter is not part of the result
         torch.save(self._trainer.value_head.state_dict(), folder / "value_head.pt")
 
 
-def _reference_copy(ctx: Any) -> Any:
-    """A separate frozen copy of the starting policy (base + starting adapter, merged)."""
+def frozen_reference_copy(pipeline: Any, init_adapter: str | None, on_gpu: bool) -> Any:
+    """A separate frozen copy of the starting policy (base + `init_adapter`, the adapter the stage
+    starts from, merged): PPO's `reference: copy`."""
     from rayft.models.adapters import load_for_inference
     from rayft.models.loader import resolve_model
 
-    base = resolve_model(ctx.pipeline.model.name, ctx.pipeline.model.revision)
-    start = Path(ctx.init_adapter) if ctx.init_adapter else None
+    base = resolve_model(pipeline.model.name, pipeline.model.revision)
+    start = Path(init_adapter) if init_adapter else None
     if start is not None and not (start / "adapter_config.json").is_file():  # a full model from a stage
-        return load_for_inference(str(start), ctx.pipeline.model, None, ctx.on_gpu)
-    model = load_for_inference(base, ctx.pipeline.model, start, ctx.on_gpu)
+        return load_for_inference(str(start), pipeline.model, None, on_gpu)
+    model = load_for_inference(base, pipeline.model, start, on_gpu)
     return model.merge_and_unload() if start is not None else model
 

@@ -14,22 +14,34 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from rayft.data.build import PreparedData
+from pydantic import Field
+
 from rayft.errors import ModelError
-from rayft.stages import StageImpl, register
+from rayft.schema.stage import StageBase
+from rayft.stages import StageImpl, WorkerContext, register
+
+if TYPE_CHECKING:
+    from rayft.data.build import PreparedData
 
 
-@register("reward")
-class RewardStage(StageImpl):
+class RewardStage(StageBase):
+    type: Literal["reward"] = Field("reward", description="Reward model: a scalar head on the base, trained "
+                                    "on preference pairs (TRL RewardTrainer).")
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Pull mean rewards towards 0 (TRL's auxiliary loss); null: off.")
+
+
+@register(RewardStage)
+class RewardImpl(StageImpl):
     produces_policy = False
 
     def starting_adapter(self, previous: Path | None) -> Path | None:
         """Only an earlier reward adapter (e.g. `adapter.init_from`) is continued; a policy is not."""
         return previous if previous is not None and is_reward_adapter(previous) else None
 
-    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+    def prepare_data(self, stage_cfg: RewardStage, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_preference
 
         # TRL's RewardTrainer drops pairs over max_length without a word; drop (and count) them here.
@@ -40,7 +52,7 @@ class RewardStage(StageImpl):
 
         return apply_adapter(load_reward_model(model_path, pipeline.model, on_gpu), adapter_cfg, task_type="SEQ_CLS")
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import RewardConfig, RewardTrainer
 
         args = RewardConfig(**ctx.training_args, center_rewards_coefficient=ctx.stage.center_rewards_coefficient,
@@ -96,7 +108,7 @@ class RewardScorer:
                  batch_size: int = 16):
         import torch
 
-        from rayft.config import ModelConfig
+        from rayft.schema.sections import ModelConfig
         from rayft.models.loader import load_tokenizer
 
         out = _output_folder(Path(stage_output_dir))
@@ -132,6 +144,17 @@ class RewardScorer:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         return self.score([p + c for p, c in zip(prompts, completions)])
+
+
+def reward_model_fn(stage_output_dir: Path) -> Callable[..., list[float]]:
+    """A reward function `f(prompts, completions, **row) -> scores` of a reward stage's model (the
+    RL stages' `stage:<name>` rewards)."""
+    scorer = RewardScorer(stage_output_dir)
+
+    def score(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        return scorer.score_pairs(prompts, completions)
+
+    return score
 
 
 def _output_folder(path: Path) -> Path:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from rayft.data.build import PreparedData, prepare
-from rayft.stages import StageImpl, register
+from pydantic import Field
+
+from rayft.schema.stage import StageBase
+from rayft.stages import StageImpl, WorkerContext, register
+
+if TYPE_CHECKING:
+    from rayft.data.build import PreparedData
 
 
-@register("sft")
-class SFTStage(StageImpl):
-    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+class SFTStage(StageBase):
+    type: Literal["sft"] = Field("sft", description="Supervised fine-tuning (TRL SFTTrainer).")
+
+
+@register(SFTStage)
+class SFTImpl(StageImpl):
+    def prepare_data(self, stage_cfg: SFTStage, tokenizer: Any) -> PreparedData:
+        from rayft.data.build import prepare
+
         return prepare(stage_cfg.data, tokenizer)
 
-    def build_trainer(self, ctx: Any) -> Any:
+    def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import SFTConfig, SFTTrainer
 
         packed = ctx.stage.data.packing

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayft.config import TrainingConfig
+from rayft.schema.sections import TrainingConfig
 
 
 def precision_flags(precision: str, on_gpu: bool) -> dict[str, bool]:

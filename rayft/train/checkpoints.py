@@ -121,7 +121,9 @@ def _candidates() -> list[Any]:
         reported = ray.train.get_all_reported_checkpoints(
             consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=60)
         found = [r.checkpoint for r in reported]
-    except Exception:  # noqa: BLE001 - an alpha API; the latest checkpoint is still usable
+    except Exception as exc:  # noqa: BLE001 - an alpha API; the latest checkpoint is still usable
+        print(f"rayft: WARNING: cannot list the reported checkpoints ({type(exc).__name__}: {exc}); "
+              "only the latest one is considered for resuming", flush=True)
         found = []
     latest = ray.train.get_checkpoint()
     if latest is not None:

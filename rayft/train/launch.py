@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rayft.config_io import LoadedConfig, dump_yaml
 from rayft.errors import UserError
@@ -40,14 +40,25 @@ class RunResult:
         return Path(self.stages[-1]["output"]) if self.stages and self.stages[-1].get("output") else None
 
 
+@dataclass(frozen=True)
+class StageCallbacks:
+    """Callbacks a caller adds to every stage of a run, each given as a zero-argument factory so that
+    every stage (and every worker) gets fresh ones: `ray_train` go into the stage's Ray Train
+    RunConfig on the driver; `trainer` are added to each worker's transformers Trainer, so they
+    must be importable where the workers run (they travel pickled, by reference)."""
+
+    ray_train: tuple[Callable[[], Any], ...] = ()
+    trainer: tuple[Callable[[], Any], ...] = ()
+
+
 def run_name_for(loaded: LoadedConfig) -> str:
     return loaded.pipeline.run_name or f"{loaded.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str | None = None,
-                 started_at: float | None = None, tune_trial: bool = False) -> RunResult:
-    """`tune_trial`: this is a Ray Tune trial (rayft.tune.trial); workers report every evaluation
-    and Ray's TuneReportCallback forwards the reports to Tune."""
+                 started_at: float | None = None, callbacks: StageCallbacks = StageCallbacks()) -> RunResult:
+    """`callbacks`: added to every stage (a Ray Tune trial, rayft.tune.trial, adds the ones that
+    report each evaluation to Tune)."""
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
 
@@ -80,7 +91,7 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None,
                       init_adapter=str(init_adapter) if init_adapter else None)
-        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at, tune_trial)
+        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at, callbacks)
         result.stages.append(summary)
         if impl.produces_policy:
             previous = Path(summary["output"])
@@ -104,13 +115,13 @@ def _record_data(name: str, stage_dir: Path, data: Any) -> None:
 
 
 def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None,
-               address: str | None, started_at: float, tune_trial: bool = False) -> dict[str, Any]:
+               address: str | None, started_at: float, callbacks: StageCallbacks) -> dict[str, Any]:
     from rayft.eval.plots import plot_training
 
     stage = pipeline.stages[index]
     t0 = time.time()
     ensure_ray(address, pipeline.scaling)
-    trainer = _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, tune_trial)
+    trainer = _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks)
     try:
         result = trainer.fit()
         error = result.error
@@ -131,10 +142,11 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
                          plots=[str(p) for p in plots], **metrics, **resume_summary(stage_dir))
 
 
-def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, tune_trial=False):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks: StageCallbacks):
+    import ray.train  # its ScalingConfig is Ray's; rayft's `scaling` section is pipeline.scaling
     from ray.train.torch import TorchTrainer
 
+    from rayft.train.stage_job import JOB_KEY, StageJob
     from rayft.train.strategy import load_user_deepspeed_config
     from rayft.train.worker import train_stage_worker
 
@@ -144,30 +156,33 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, tune_tr
     if scaling.use_gpu:
         resources.setdefault("GPU", 1)
     threads = scaling.threads_per_worker or max(1, int(resources.get("CPU", 1)))
-    callbacks = []
-    if tune_trial:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks.append(TuneReportCallback())
+    job = StageJob(
+        pipeline=pipeline, stage_index=index, stage_dir=stage_dir, data=data, adapter=stage_adapter(pipeline, init_adapter),
+        threads=threads, started_at=started_at, trainer_callbacks=callbacks.trainer,
+        user_deepspeed=load_user_deepspeed_config(stage.training.deepspeed.config_file,
+                                                  f"stages.{index}.training.deepspeed.config_file"),
+    )
     return TorchTrainer(
         train_stage_worker,
-        train_loop_config={
-            "pipeline": pipeline.model_dump(mode="json"), "stage_index": index, "stage_dir": str(stage_dir),
-            "data": data, "init_adapter": str(init_adapter) if init_adapter else None,
-            "threads": threads, "started_at": started_at, "report_evals": tune_trial,
-            "user_deepspeed": load_user_deepspeed_config(stage.training.deepspeed.config_file,
-                                                         f"stages.{index}.training.deepspeed.config_file"),
-        },
-        scaling_config=ScalingConfig(
+        train_loop_config={JOB_KEY: job},
+        scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources,
             placement_strategy=scaling.placement_strategy,
         ),
-        run_config=RunConfig(
+        run_config=ray.train.RunConfig(
             name="ray", storage_path=str(stage_dir),
-            checkpoint_config=CheckpointConfig(num_to_keep=stage.training.save_total_limit),
-            failure_config=FailureConfig(max_failures=scaling.max_failures), callbacks=callbacks,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=stage.training.save_total_limit),
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            callbacks=[make() for make in callbacks.ray_train],
         ),
     )
+
+
+def stage_adapter(pipeline, init_adapter: Path | None):
+    """The adapter settings a stage trains with: the run's, starting from `init_adapter` (the previous
+    policy's output, `adapter.init_from` for the first stage, or None: a fresh adapter). Decided here,
+    on the driver, once; the config itself is left as validated."""
+    return pipeline.adapter.model_copy(update={"init_from": str(init_adapter) if init_adapter else None})
 
 
 def ensure_ray(address: str | None, scaling) -> None:

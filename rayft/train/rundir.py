@@ -46,6 +46,12 @@ def write_summary(stage_dir: Path, **fields: Any) -> dict[str, Any]:
     return summary
 
 
+def summary_scalars(summary: dict[str, Any]) -> dict[str, Any]:
+    """The scalar figures of a stage summary (what a Tune trial reports; global_step is the
+    scheduler's clock)."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def stage_output(stage_dir: Path) -> Path | None:
     """The finished adapter (or full model) of a stage, if any."""
     for name in ("adapter", "model"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rayft.errors import ConfigError
 
@@ -89,15 +89,38 @@ def fsdp_config(options: Any) -> dict[str, Any]:
     return config
 
 
+# `training.strategy` -> its TrainingArguments keywords: f(training, on_gpu, user_deepspeed) -> dict.
+STRATEGIES: dict[str, Callable[[Any, bool, dict | None], dict[str, Any]]] = {}
+
+
+def strategy(name: str):
+    def wrap(fn: Callable[[Any, bool, dict | None], dict[str, Any]]):
+        STRATEGIES[name] = fn
+        return fn
+
+    return wrap
+
+
 def strategy_kwargs(training: Any, on_gpu: bool, user_deepspeed: dict | None = None) -> dict[str, Any]:
     """TrainingArguments keywords for the run's strategy (merged over rayft.train.args' others)."""
-    if training.strategy == "deepspeed":
-        # use_cpu=True would make transformers skip DeepSpeed; on CPU workers DeepSpeed's own CPU
-        # accelerator (DS_ACCELERATOR=cpu, set by the worker) places everything on the CPU.
-        return {"deepspeed": user_deepspeed or deepspeed_config(training.deepspeed, on_gpu), "use_cpu": False}
-    if training.strategy == "fsdp":
-        return {"fsdp": True, "fsdp_config": fsdp_config(training.fsdp)}
-    return {}
+    return STRATEGIES[training.strategy](training, on_gpu, user_deepspeed)
+
+
+@strategy("ddp")
+def _ddp(training: Any, on_gpu: bool, user_deepspeed: dict | None) -> dict[str, Any]:
+    return {}  # Ray Train's process group plus the Trainer's own DDP wrapping
+
+
+@strategy("deepspeed")
+def _deepspeed(training: Any, on_gpu: bool, user_deepspeed: dict | None) -> dict[str, Any]:
+    # use_cpu=True would make transformers skip DeepSpeed; on CPU workers DeepSpeed's own CPU
+    # accelerator (DS_ACCELERATOR=cpu, set by the worker) places everything on the CPU.
+    return {"deepspeed": user_deepspeed or deepspeed_config(training.deepspeed, on_gpu), "use_cpu": False}
+
+
+@strategy("fsdp")
+def _fsdp(training: Any, on_gpu: bool, user_deepspeed: dict | None) -> dict[str, Any]:
+    return {"fsdp": True, "fsdp_config": fsdp_config(training.fsdp)}
 
 
 def use_gloo_for_cpu_deepspeed(args: dict[str, Any], on_gpu: bool) -> dict[str, Any]:

@@ -5,35 +5,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rayft.stages import StageImpl, WorkerContext
 from rayft.staging import staged_folder
+from rayft.train.stage_job import JOB_KEY, StageJob
 
 
-@dataclass
-class WorkerContext:
-    """What a stage's `build_trainer` gets."""
-
-    pipeline: Any  # rayft.config.Pipeline
-    stage: Any  # the stage's config
-    model: Any
-    tokenizer: Any
-    data: Any  # rayft.data.build.PreparedData
-    training_args: dict[str, Any]
-    on_gpu: bool
-    run_dir: Path  # earlier stages' outputs are at run_dir / <stage name> (e.g. a reward model)
-    init_adapter: str | None = None  # the adapter this stage started from (the previous stage's)
-    resume: Any = None  # rayft.train.checkpoints.ResumePoint: the checkpoint to resume from, if any
-
-
-def train_stage_worker(config: dict[str, Any]) -> None:
-    """Ray Train's `train_loop_per_worker`. `config` holds plain data only (see launch.py)."""
+def train_stage_worker(config: dict[str, StageJob]) -> None:
+    """Ray Train's `train_loop_per_worker`; `config` holds the driver's StageJob only."""
     import ray.train
     import torch
 
-    from rayft.config import Pipeline
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
     from rayft.train.args import training_kwargs
@@ -44,8 +28,8 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     from rayft.train.tracking import end_mlflow_run, mlflow_run_name, report_targets, start_mlflow_run
     from rayft.train.strategy import use_gloo_for_cpu_deepspeed
 
-    pipeline = Pipeline.model_validate(config["pipeline"])
-    stage = pipeline.stages[config["stage_index"]]
+    job = config[JOB_KEY]
+    pipeline, stage = job.pipeline, job.stage
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     on_gpu = pipeline.scaling.use_gpu and torch.cuda.is_available()
@@ -53,46 +37,45 @@ def train_stage_worker(config: dict[str, Any]) -> None:
     # so workers on any node, started by any driver, agree with their device.
     os.environ["DS_ACCELERATOR"] = "cuda" if on_gpu else "cpu"
     if not on_gpu:
-        torch.set_num_threads(config["threads"])
-    stage_dir = Path(config["stage_dir"])
+        torch.set_num_threads(job.threads)
+    stage_dir = job.stage_dir
 
     # Resolved again here: on another node the driver's path may not exist; on the driver's node
     # this is a cache hit. A builtin converts once per node, under the cache's file lock.
     model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
     tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
-    adapter_cfg = pipeline.adapter.model_copy(update={"init_from": config["init_adapter"]})
     stage_impl = get_stage(stage.type)
     local_out = tempfile.mkdtemp(prefix=f"rayft-{stage.name}-r{rank}-")
-    has_eval = config["data"].eval is not None
+    has_eval = job.data.eval is not None
     args = training_kwargs(stage.training, output_dir=local_out, on_gpu=on_gpu, has_eval=has_eval,
                            report_to=report_targets(pipeline, stage.name, stage_dir, rank),
-                           run_name=mlflow_run_name(stage_dir), user_deepspeed=config.get("user_deepspeed"))
+                           run_name=mlflow_run_name(stage_dir), user_deepspeed=job.user_deepspeed)
     args = use_gloo_for_cpu_deepspeed(args, on_gpu)
     # ZeRO-3: TrainingArguments made before the model registers the DeepSpeed config, so
     # from_pretrained loads each layer straight into its shards (zero.Init) instead of whole.
     zero3_anchor = _zero3_init_anchor(args)
-    model = stage_impl.load_model(model_path, pipeline, adapter_cfg, on_gpu)
+    model = stage_impl.load_model(model_path, pipeline, job.adapter, on_gpu)
     resume = choose_resume_checkpoint(rank)
-    attempt = record_attempt(stage_dir, rank, resume, config["started_at"])
-    wctx = WorkerContext(pipeline, stage, model, tokenizer, config["data"], args, on_gpu, stage_dir.parent,
-                         config["init_adapter"], resume)
+    attempt = record_attempt(stage_dir, rank, resume, job.started_at)
+    wctx = WorkerContext(pipeline, stage, model, tokenizer, job.data, args, on_gpu, stage_dir.parent,
+                         job.adapter.init_from, resume)
     tracked = start_mlflow_run(args["report_to"], args["run_name"])
-    if hasattr(stage_impl, "run_loop"):  # a stage with its own explicit loop (PPO)
-        metrics, trained = stage_impl.run_loop(wctx, config["started_at"])
-    else:
-        metrics, trained = _run_hf_trainer(wctx, stage_impl, config, ctx.get_world_size(), resume, attempt)
+    outcome = stage_impl.run_loop(wctx, job.started_at)  # a stage with its own explicit loop (PPO)
+    if outcome is None:
+        outcome = _run_hf_trainer(wctx, stage_impl, job, ctx.get_world_size(), resume, attempt)
+    metrics, trained = outcome
     del zero3_anchor
     metrics.update(gather_peak_memory(on_gpu))  # every rank takes part; rank 0 keeps the list
     if rank == 0 or isinstance(trained, GatheredSave):  # sharded weights: every rank joins the gather
         _save_output(trained, tokenizer, stage_dir, full=pipeline.adapter.type == "full",
-                     extra=getattr(stage_impl, "save_extra", None), writer=rank == 0)
+                     extra=stage_impl.save_extra, writer=rank == 0)
     if rank == 0:  # Ray Train keeps only checkpoint-attached metrics in Result; the driver reads this file.
         write_json_atomic(stage_dir / METRICS_FILE, metrics)
     end_mlflow_run(tracked)
     ray.train.report(metrics)
 
 
-def _run_hf_trainer(wctx: WorkerContext, stage_impl: Any, config: dict[str, Any], world_size: int,
+def _run_hf_trainer(wctx: WorkerContext, stage_impl: StageImpl, job: StageJob, world_size: int,
                     resume: Any, attempt: int | None) -> tuple[dict[str, Any], Any]:
     """Train with the stage's transformers/TRL Trainer; checkpoints go through Ray Train, and a
     restarted or re-run stage resumes from the newest intact one (rayft.train.checkpoints)."""
@@ -109,16 +92,14 @@ def _run_hf_trainer(wctx: WorkerContext, stage_impl: Any, config: dict[str, Any]
     stage = wctx.stage
     rank = ray.train.get_context().get_world_rank()
     trainer = stage_impl.build_trainer(wctx)
-    progress = ProgressCallback(stage.name, config["started_at"])
+    progress = ProgressCallback(stage.name, job.started_at)
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate our progress lines
     trainer.add_callback(progress)
     trainer.add_callback(CheckpointReporter(rank, world_size))
     if rank == 0:
-        trainer.add_callback(ProgressRecorder(Path(config["stage_dir"]), attempt))
-    if config.get("report_evals"):  # a Ray Tune trial: every evaluation goes to the scheduler
-        from rayft.tune.trial import EvalReportCallback
-
-        trainer.add_callback(EvalReportCallback())
+        trainer.add_callback(ProgressRecorder(job.stage_dir, attempt))
+    for make_callback in job.trainer_callbacks:  # the caller's (a Ray Tune trial reports each evaluation)
+        trainer.add_callback(make_callback())
     trainer = prepare_trainer(trainer)
 
     # The HF checkpoint (weights, optimizer, scheduler, RNG per rank, trainer state with the global
@@ -164,7 +145,7 @@ def _zero3_init_anchor(args: dict[str, Any]) -> Any:
     return TrainingArguments(**args)
 
 
-def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra: Any = None,
+def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra: Any,
                  writer: bool = True) -> None:
     """Save into a temporary sibling, then rename: a half-written adapter is never picked up.
     Only the `writer` (rank 0) writes; other ranks only join a gathered save."""
@@ -175,8 +156,7 @@ def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra:
     with staged_folder(final) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if extra is not None:  # stage-specific files beside the weights (e.g. PPO's value head)
-            extra(staging)
+        extra(staging)  # stage-specific files beside the weights (e.g. PPO's value head)
 
 
 def _packed_token_figures(train: Any, trainer: Any, world_size: int, metrics: dict[str, Any]) -> dict[str, Any]:

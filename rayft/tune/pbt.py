@@ -25,9 +25,9 @@ from typing import Any
 
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
-from rayft.config_io import LoadedConfig
+from rayft.config_io import LoadedConfig, with_values
 from rayft.errors import ConfigError
-from rayft.train.rundir import read_summary, stage_output, write_json_atomic, write_summary
+from rayft.train.rundir import read_summary, stage_output, summary_scalars, write_json_atomic, write_summary
 
 STATE_FILE = "pbt_state.json"  # in a Tune checkpoint: {"global_step", "trial_id", "params", "metrics"}
 # Searchable under PBT: training values a running trial can change between segments. Not the
@@ -104,7 +104,7 @@ def run_pbt_trial(loaded, trial_dir: Path, trial_id: str, params: dict[str, Any]
 
     pipeline = loaded.pipeline
     stage = pipeline.stages[0]
-    max_steps, seed = stage.training.max_steps, stage.training.seed
+    max_steps = stage.training.max_steps
     step, adapter, origin, restored_metrics = _restore(trial_dir)
     schedule_path = trial_dir / "pbt_schedule.json"
     schedule = json.loads(schedule_path.read_text()) if schedule_path.is_file() else []
@@ -113,13 +113,7 @@ def run_pbt_trial(loaded, trial_dir: Path, trial_id: str, params: dict[str, Any]
     generation = sum(e["event"] == "restored" for e in schedule)  # keeps segment folders apart after a restore
     while step < max_steps:
         start, end = step, min(step + interval, max_steps)
-        seg = LoadedConfig(pipeline=pipeline.model_copy(deep=True), source=loaded.source)
-        seg.pipeline.storage.path = str(trial_dir / "segments")
-        seg.pipeline.adapter.init_from = str(adapter) if adapter else None
-        training = seg.pipeline.stages[0].training
-        training.max_steps, training.eval_steps, training.save_steps = end - start, end - start, None
-        training.logging_steps = min(training.logging_steps, end - start)
-        training.seed = seed + start
+        seg = LoadedConfig(pipeline=_segment_config(pipeline, trial_dir, adapter, start, end), source=loaded.source)
         run = run_pipeline(seg, run_name=f"g{generation}-step{start:06d}-{end:06d}")
         summary = run.stages[-1]
         step, adapter = end, Path(summary["output"])
@@ -142,6 +136,18 @@ def run_pbt_trial(loaded, trial_dir: Path, trial_id: str, params: dict[str, Any]
         write_summary(final, status="completed", stage=stage.name, global_step=step, output=str(final / "adapter"),
                       pbt_segments=0, pbt_final_from=origin, **restored_metrics)
         ray.tune.report({**restored_metrics, "global_step": step})
+
+
+def _segment_config(pipeline, trial_dir: Path, adapter: Path | None, start: int, end: int):
+    """The trial's config for the segment of steps [start, end): it continues `adapter`, evaluates
+    once at its end and reshuffles with its own seed (`training.seed + start`)."""
+    training, steps = pipeline.stages[0].training, end - start
+    return with_values(pipeline, {
+        "storage.path": str(trial_dir / "segments"), "adapter.init_from": str(adapter) if adapter else None,
+        "stages.0.training.max_steps": steps, "stages.0.training.eval_steps": steps,
+        "stages.0.training.save_steps": None, "stages.0.training.logging_steps": min(training.logging_steps, steps),
+        "stages.0.training.seed": training.seed + start,
+    }, label=f"pbt segment {start}-{end}")
 
 
 def _restore(trial_dir: Path) -> tuple[int, Path | None, str | None, dict[str, Any]]:
@@ -178,6 +184,4 @@ def _finish(final_stage_dir: Path, last_segment_dir: Path, step: int, schedule: 
 
 def _scalars(summary: dict[str, Any]) -> dict[str, Any]:
     """A segment's scalar figures without its own global_step (a trial reports the global one)."""
-    from rayft.tune.trial import final_metrics
-
-    return {k: v for k, v in final_metrics(summary).items() if k != "global_step"}
+    return {k: v for k, v in summary_scalars(summary).items() if k != "global_step"}

@@ -19,7 +19,7 @@ from typing import Any
 from rayft.config_io import (LoadedConfig, apply_override, dump_yaml, parse_override, read_yaml, resolve_paths,
                              validate)
 from rayft.errors import ConfigError, UserError
-from rayft.tune.space import Domain, parse_domain
+from rayft.schema.search_space import Domain, parse_domain
 from rayft.tune.trial import SweepSpec, run_trial, trial_config, trial_dir_name
 
 STATE_CONFIG = "sweep_config.yaml"  # the config the sweep was started with (resume must match)

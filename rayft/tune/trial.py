@@ -1,7 +1,7 @@
 """What one trial runs: the sampled config, trained by the same launcher as `rayft train`.
 
 A trial is a Ray Tune function trainable that acts as the driver of one Ray Train run
-(`rayft.train.launch.run_pipeline` with `tune_trial=True`): the Train workers report the eval
+(`rayft.train.launch.run_pipeline` with `tune_callbacks()`): the Train workers report the eval
 metrics at every `training.eval_steps` (EvalReportCallback) and Ray's `TuneReportCallback`
 forwards rank 0's report to Tune, where the scheduler may stop the trial. The trial's run
 directory is `<sweep dir>/trial_<id>/` (config.yaml, <stage>/summary.json, adapter/ ...).
@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from rayft.config_io import LoadedConfig, apply_override, validate
+from rayft.config_io import LoadedConfig, apply_override, validate, with_values
+from rayft.train.launch import StageCallbacks
 
 
 @dataclass
@@ -56,23 +57,23 @@ def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
     import ray.tune
 
     from rayft.train.launch import run_pipeline
-    from rayft.train.rundir import read_summary
+    from rayft.train.rundir import read_summary, summary_scalars
 
     trial_id = ray.tune.get_context().get_trial_id()
     sampled = {path: params[path] for path in spec.space}
-    loaded = trial_config(spec, sampled, label=f"trial {trial_id} ({_short(sampled)})")
-    pipeline = loaded.pipeline
-    pipeline.storage.path = str(spec.sweep_dir)
-    for each in pipeline.stages:
-        # Tune needs the metric in every report; a checkpoint report between evaluations lacks it.
-        each.training.save_steps = None
+    label = f"trial {trial_id} ({_short(sampled)})"
+    sampled_config = trial_config(spec, sampled, label=label)
+    # Tune needs the metric in every report; a checkpoint report between evaluations lacks it.
+    no_checkpoints = {f"stages.{i}.training.save_steps": None for i in range(len(sampled_config.pipeline.stages))}
+    pipeline = with_values(sampled_config.pipeline, {"storage.path": str(spec.sweep_dir), **no_checkpoints}, label)
+    loaded = LoadedConfig(pipeline=pipeline, source=spec.source)
     stage = pipeline.stages[0]
     stage_dir = spec.sweep_dir / trial_dir_name(trial_id) / stage.name
     done = read_summary(stage_dir)
     if done and done.get("status") == "completed":
         # Finished before the sweep was interrupted, but Tune's last saved state still had it
         # running: report the recorded result instead of training again.
-        ray.tune.report({**final_metrics(done), "resumed_from_summary": True})
+        ray.tune.report({**summary_scalars(done), "resumed_from_summary": True})
         return
     if spec.scheduler == "pbt":
         from rayft.tune.pbt import run_pbt_trial
@@ -80,13 +81,15 @@ def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
         run_pbt_trial(loaded, spec.sweep_dir / trial_dir_name(trial_id), trial_id, sampled,
                       spec.perturbation_interval)
         return
-    run_pipeline(loaded, run_name=trial_dir_name(trial_id), tune_trial=True)
+    run_pipeline(loaded, run_name=trial_dir_name(trial_id), callbacks=tune_callbacks())
 
 
-def final_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """The scalar figures of a stage summary, (global_step is the scheduler's clock)."""
-    keep = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return keep
+def tune_callbacks() -> StageCallbacks:
+    """What makes a Ray Train run report to Tune: every worker reports each evaluation to Ray Train,
+    and Ray's TuneReportCallback forwards rank 0's report to the trial."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    return StageCallbacks(ray_train=(TuneReportCallback,), trainer=(EvalReportCallback,))
 
 
 class EvalReportCallback(TrainerCallback):

@@ -2,7 +2,6 @@
 `training.deepspeed`, `training.fsdp`) and a quantized base for QLoRA (`model.quantization`),
 plus `check_scaling`, which rejects combinations that cannot work before any worker starts.
 
-Kept apart from rayft.config (which imports it) so the schema file stays one section per concern.
 Mapping these onto TrainingArguments lives in rayft.train.strategy, loading a quantized model in
 rayft.models.quantization.
 """
@@ -11,15 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from rayft.schema.base import Strict
 
 
-class _Section(BaseModel):
-    # Same policy as rayft.config.Strict (which cannot be imported here: config.py imports this module).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DeepSpeedOptions(_Section):
+class DeepSpeedOptions(Strict):
     stage: Literal[1, 2, 3] = Field(2, description="ZeRO stage: 1 shards optimizer states, 2 also gradients, "
                                     "3 also the parameters.")
     offload_optimizer: bool = Field(False, description="Keep optimizer states (and the step) in CPU memory "
@@ -30,7 +26,7 @@ class DeepSpeedOptions(_Section):
         "against the config file). `\"auto\"` values in it are filled from `training` by transformers.")
 
 
-class FSDPOptions(_Section):
+class FSDPOptions(Strict):
     sharding: Literal["full_shard", "shard_grad_op"] = Field(
         "full_shard", description="`full_shard`: parameters re-sharded after forward (least memory); "
         "`shard_grad_op`: kept gathered until backward (less communication).")
@@ -44,7 +40,7 @@ class FSDPOptions(_Section):
         "`_no_split_modules`).")
 
 
-class QuantizationConfig(_Section):
+class QuantizationConfig(Strict):
     """A quantized, frozen base (bitsandbytes) under a trained LoRA adapter: QLoRA."""
 
     mode: Literal["4bit", "8bit"] = Field(description="`4bit` (QLoRA: NF4/FP4 weights) or `8bit` (LLM.int8).")
@@ -63,7 +59,8 @@ class QuantizationConfig(_Section):
 
 def check_scaling(pipeline: Any) -> str | None:
     """The first impossible combination of strategy / precision / quantization / adapter / stage,
-    as a message naming the dotted field; None when the config can run."""
+    as a message naming the dotted field; None when the config can run. (What one stage type
+    alone needs is checked by its own config class: `StageBase.check`.)"""
     quant = pipeline.model.quantization
     on_gpu = pipeline.scaling.use_gpu
     if quant is not None and pipeline.adapter.type == "full":
@@ -71,14 +68,19 @@ def check_scaling(pipeline: Any) -> str | None:
                 "or drop model.quantization for a full fine-tune")
     for i, stage in enumerate(pipeline.stages):
         # Name the field where the user set it: the top-level section unless the stage overrides it.
-        where = "training" if stage.training == pipeline.training else f"stages.{i}.training"
-        problem = _check_stage(where, stage, stage.training, quant, on_gpu)
+        problem = _check_stage(training_field(pipeline, i), stage.training, quant, on_gpu)
         if problem:
             return problem
     return None
 
 
-def _check_stage(where: str, stage: Any, t: Any, quant: Any, on_gpu: bool) -> str | None:
+def training_field(pipeline: Any, index: int) -> str:
+    """Where the user set stage `index`'s training values: the top-level section unless the stage
+    overrides it (errors name that field)."""
+    return "training" if pipeline.stages[index].training == pipeline.training else f"stages.{index}.training"
+
+
+def _check_stage(where: str, t: Any, quant: Any, on_gpu: bool) -> str | None:
     if t.precision in ("bf16", "fp16") and not on_gpu:
         return (f"{where}.precision: {t.precision} needs GPU workers (scaling.use_gpu: true); CPU workers train "
                 "in fp32 (precision: auto or fp32)")
@@ -94,9 +96,6 @@ def _check_stage(where: str, stage: Any, t: Any, quant: Any, on_gpu: bool) -> st
     if t.strategy == "deepspeed" and ds.offload_params and ds.stage != 3 and not ds.config_file:
         return (f"{where}.deepspeed.offload_params: DeepSpeed offloads parameters with ZeRO stage 3 only "
                 f"(stage is {ds.stage}); set {where}.deepspeed.stage: 3 or use offload_optimizer")
-    if t.strategy != "ddp" and stage.type == "ppo":
-        return (f"{where}.strategy: the PPO stage runs rayft's own training loop, which supports ddp only "
-                f"(got {t.strategy})")
     if quant is not None and t.strategy == "fsdp":
         return (f"{where}.strategy: fsdp cannot shard a bitsandbytes-quantized base (model.quantization: "
                 f"{quant.mode}); use strategy ddp or deepspeed (stage 1/2) for QLoRA")

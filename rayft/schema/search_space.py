@@ -92,15 +92,14 @@ def parse_domain(spec: Any) -> Domain:
     return Domain(kind, (low, high))
 
 
-def check_path(path: str) -> str | None:
-    """None if `path` names a field of the config that trials may change, else the problem."""
-    from rayft.config import Pipeline
-
+def check_path(path: str, root: type[BaseModel]) -> str | None:
+    """None if `path` names a field of the config (whose top model is `root`) that trials may
+    change, else the problem."""
     parts = path.split(".")
     if parts[0] in NOT_SEARCHABLE:
         return (f"'{path}': {parts[0]} cannot be searched (trial resources are planned from `scaling`; "
                 "storage and names belong to the sweep)")
-    annotation: Any = Pipeline
+    annotation: Any = root
     for i, part in enumerate(parts):
         nxt = _step(annotation, part)
         if nxt is None:

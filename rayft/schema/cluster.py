@@ -1,7 +1,7 @@
 """The `cluster:` section: where and how the same config runs on Kubernetes (KubeRay).
 
 Local runs ignore it; `rayft k8s render` turns it (with the rest of the config) into RayCluster,
-RayJob and RayService manifests. Kept apart from `rayft.config` so that file stays about training.
+RayJob and RayService manifests.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+
+from rayft.schema.base import Strict
 
 # Kubernetes object names (RFC 1035 label: KubeRay names Services after the cluster).
 K8S_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -31,20 +33,14 @@ def _number_to_text(value):
 Quantity = Annotated[str, BeforeValidator(_number_to_text), AfterValidator(_quantity)]
 
 
-class _Strict(BaseModel):
-    # Same rules as rayft.config.Strict (unknown keys are errors); not imported from there to
-    # avoid an import cycle (rayft.config imports this module).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class HeadConfig(_Strict):
+class HeadConfig(Strict):
     cpu: Quantity = Field("4", description="Head pod CPU request and limit (a Kubernetes quantity). "
                      "The head runs no training (`num-cpus: 0`): the job driver, data preparation, dashboard.")
     memory: Quantity = Field("16Gi", description="Head pod memory request and limit; the driver "
                         "tokenises the dataset, so size it for the data.")
 
 
-class WorkerGroupConfig(_Strict):
+class WorkerGroupConfig(Strict):
     name: str = Field("gpu", pattern=K8S_NAME, description="Worker group name (`groupName`).")
     gpus: int = Field(1, ge=0, description="`nvidia.com/gpu` per worker pod (0: a CPU group).")
     gpu_type: str | None = Field(
@@ -66,7 +62,7 @@ class WorkerGroupConfig(_Strict):
         return self
 
 
-class ClusterStorageConfig(_Strict):
+class ClusterStorageConfig(Strict):
     pvc: str | None = Field(
         "rayft-checkpoints", description="A ReadWriteMany PersistentVolumeClaim (NFS, CephFS, EFS, Filestore, or "
         "an S3 bucket behind a POSIX layer with renames, e.g. JuiceFS) mounted on every pod; null: no volume.")
@@ -74,7 +70,7 @@ class ClusterStorageConfig(_Strict):
                             "run directories go to `<mount_path>/runs` (the job's `storage.path`).")
 
 
-class JobConfig(_Strict):
+class JobConfig(Strict):
     config: str | None = Field(
         None, description="The config the RayJob trains, relative to `project_dir` (or to `working_dir`); "
         "default: the rendered config's path relative to the current directory.")
@@ -86,7 +82,7 @@ class JobConfig(_Strict):
                                "cluster; named runs skip completed stages).")
 
 
-class ServeAppConfig(_Strict):
+class ServeAppConfig(Strict):
     config: str | None = Field(
         None, description="A rayft serve config (YAML) used as the RayService application's `args`; a file that "
         "already has `applications:` is used as the whole serveConfigV2. Null: args name the base model and "
@@ -94,7 +90,7 @@ class ServeAppConfig(_Strict):
     route_prefix: str = Field("/", pattern=r"^/", description="HTTP route of the application.")
 
 
-class ClusterConfig(_Strict):
+class ClusterConfig(Strict):
     name: str = Field("rayft", pattern=K8S_NAME, description="Base name of the RayCluster / RayJob / RayService "
                       "objects (lowercase letters, digits, '-').")
     namespace: str = Field("default", pattern=K8S_NAME, description="Kubernetes namespace.")

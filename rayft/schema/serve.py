@@ -1,36 +1,30 @@
-"""The `serve:` section of the config: what `rayft serve` and the Serve app builder deploy.
-
-Kept apart from `rayft.config` (which imports it) so the serving schema lives with the serving code.
-"""
+"""The `serve:` section of the config: what `rayft serve` and the Serve app builder deploy."""
 
 from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from rayft.schema.base import Strict
 
 # Served model names and adapter ids: no slashes, no leading dot, so an id never names a path.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
-class _Section(BaseModel):
-    # Same rules as rayft.config.Strict (not imported from there: rayft.config imports this module).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class MergedModelConfig(_Section):
+class MergedModelConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="The `model` name clients use for it.")
     path: str = Field(description="A Hugging Face model folder, e.g. written by `rayft merge` (relative paths: "
                       "against the current directory).")
 
 
-class HttpConfig(_Section):
+class HttpConfig(Strict):
     host: str = Field("127.0.0.1", description="Address the HTTP proxy binds (`0.0.0.0` to accept remote clients).")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of the proxy.")
     route_prefix: str = Field("/", pattern=r"^/", description="Path prefix of the app.")
 
 
-class AuthConfig(_Section):
+class AuthConfig(Strict):
     api_keys: list[str] = Field(default_factory=list, description="Accepted API keys (`Authorization: Bearer "
                                 "<key>`); prefer `api_keys_env` so keys stay out of the file.")
     api_keys_env: str | None = Field("RAYFT_API_KEYS", description="Environment variable holding more keys, "
@@ -44,7 +38,7 @@ class AuthConfig(_Section):
         return v
 
 
-class LimitsConfig(_Section):
+class LimitsConfig(Strict):
     max_tokens: int = Field(512, ge=1, description="Largest `max_tokens` a request may ask for (400 above it).")
     default_max_tokens: int = Field(64, ge=1, description="`max_tokens` when a request gives none.")
     max_prompt_tokens: int = Field(2048, ge=1, description="Longest prompt, in tokens after the chat template (400 above it).")
@@ -54,7 +48,7 @@ class LimitsConfig(_Section):
     max_stop: int = Field(4, ge=0, description="Most `stop` strings.")
 
 
-class BatchingConfig(_Section):
+class BatchingConfig(Strict):
     enabled: bool = Field(True, description="Batch concurrent requests for the same model/adapter into one "
                           "`generate` call (`@serve.batch`); streaming requests are never batched.")
     max_batch_size: int = Field(16, ge=1, description="Most requests per batch.")
@@ -62,7 +56,7 @@ class BatchingConfig(_Section):
                                         "replica is free: about the clients' round trip (see docs/serving.md).")
 
 
-class ReplicasConfig(_Section):
+class ReplicasConfig(Strict):
     num_replicas: int = Field(1, ge=1, description="Replicas of each model deployment (without autoscaling).")
     min_replicas: int | None = Field(None, ge=0, description="Autoscaling lower bound (autoscaling is on when "
                                      "`max_replicas` is set).")
@@ -98,7 +92,7 @@ class ReplicasConfig(_Section):
         return options
 
 
-class ServeConfig(_Section):
+class ServeConfig(Strict):
     model_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name clients use for the base model "
                                    "(default: derived from model.name, e.g. `smollm2-135m-instruct`).")
     adapter_store: str = Field("adapters", description="Adapter store that `rayft serve register` writes to; "

@@ -1,10 +1,9 @@
 """The `tune:` section of the YAML: what to search, how to pick and stop trials.
 
-Kept apart from `rayft.config` (which imports it) so that the sweep code can grow without
-touching the shared schema. The search space maps a dotted config path to a compact domain,
+The search space maps a dotted config path to a compact domain,
 e.g. `adapter.r: choice[4, 8, 16]` or `training.lr: loguniform[1e-5, 1e-3]` (see
-`rayft.tune.space`); whether each path names a real field is checked when the whole config is
-validated (`Pipeline`), and every value a domain can produce is checked by `rayft tune` before
+`rayft.schema.search_space`). Each domain is parsed here; whether each path names a real field is checked
+by `Pipeline`, which knows the whole schema, and every value a domain can produce is checked by `rayft tune` before
 any trial starts.
 """
 
@@ -12,12 +11,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from rayft.schema.base import Strict
+from rayft.schema.search_space import parse_domain
 
 
-class TuneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class TuneConfig(Strict):
     name: str | None = Field(
         None, description="Sweep directory name under storage.path (default: the config file's name). "
         "Re-running with the same name resumes the sweep; finished trials are not run again.",
@@ -64,14 +64,8 @@ class TuneConfig(BaseModel):
     @field_validator("search_space")
     @classmethod
     def _domains_parse(cls, space: dict[str, str]) -> dict[str, str]:
-        from rayft.tune.space import check_path, parse_domain
-
         problems = []
         for path, spec in space.items():
-            problem = check_path(path)
-            if problem:
-                problems.append(problem)
-                continue
             try:
                 parse_domain(spec)
             except ValueError as exc:

@@ -1,0 +1,221 @@
+"""The sections of the config that every run has: `model`, `adapter`, `data`, `training`,
+`scaling`, `storage`, `eval`, `tracking`. Top-level `data` and `training` are defaults that a
+stage may override field by field (rayft.schema.pipeline merges them before validation).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from rayft.schema.base import Strict
+from rayft.schema.scaling import DeepSpeedOptions, FSDPOptions, QuantizationConfig
+
+DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
+
+
+class ModelConfig(Strict):
+    name: str = Field(
+        DEFAULT_MODEL,
+        description="`builtin:<name>` (see `rayft models`), a local Hugging Face model directory, "
+        "or a hub id (needs a reachable hub).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; `auto` is bfloat16 on GPU workers and float32 on CPU."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel; flash_attention_2 needs a GPU and the flash-attn package.")
+    trust_remote_code: bool = Field(False, description="Allow model code shipped with a hub model.")
+    revision: str | None = Field(None, description="Hub revision (hub ids only).")
+    quantization: QuantizationConfig | None = Field(
+        None, description="Load the base quantized with bitsandbytes and train LoRA on top (QLoRA): `4bit` "
+        "(NF4, double quant), `8bit`, or a section (see model.quantization.*). null: unquantized.")
+
+
+class AdapterConfig(Strict):
+    type: Literal["lora", "full"] = Field(
+        "lora", description="`lora`: train a PEFT LoRA adapter; `full`: train every weight."
+    )
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        "all-linear", description="`all-linear` or a list of module names, e.g. [q_proj, v_proj]."
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train (PEFT `bias`).")
+    init_from: str | None = Field(
+        None, description="Start from an existing PEFT adapter directory instead of a fresh one."
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("must name at least one module, or be 'all-linear'")
+        return v
+
+
+class DedupConfig(Strict):
+    exact: bool = Field(True, description="Drop rows whose normalised text repeats an earlier row.")
+    near: bool = Field(False, description="Also drop near-duplicates (MinHash LSH, datasketch).")
+    threshold: float = Field(0.85, gt=0, le=1, description="Estimated Jaccard similarity of word "
+                             "5-grams at or above which a row is a near-duplicate.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed).")
+
+
+class SourceConfig(Strict):
+    path: str = Field(description="A file, a folder of files, or `hf:<dataset>[:<split>]` (a `datasets` "
+                      "load spec; needs the dataset in the local cache or a reachable hub).")
+    weight: float = Field(1.0, gt=0, description="Mixing weight: 2 repeats the source twice, 0.5 takes a "
+                          "seeded half of it.")
+    format: Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion", "preference"] | None = Field(
+        None, description="This source's format (default: data.format).")
+    columns: dict[str, str] = Field(default_factory=dict, description="Column mapping for this source "
+                                    "(merged over data.columns).")
+
+
+class DataConfig(Strict):
+    path: str | list[str] | None = Field(
+        None, description="A jsonl/json/csv/parquet file, a folder of them, `hf:<dataset>[:<split>]`, or a "
+        "list of these. Relative paths are resolved against the config file's directory.",
+    )
+    sources: list[SourceConfig] = Field(
+        default_factory=list, description="Several sources mixed with weights (instead of `path`).")
+    format: Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion", "preference"] = Field(
+        "auto",
+        description="Row format: `instruction` (instruction/input/output), `qa` (question/answer), "
+        "`chat` (messages), `text` (raw text), `prompt_completion`, `preference` (prompt/chosen/rejected); "
+        "`auto` detects from the columns.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map rayft's column names to yours, e.g. {question: prompt_text, answer: reply}.",
+    )
+    template: str = Field(
+        "auto",
+        description="`auto`, `alpaca`, `qa`, `chat` (the tokenizer's chat template), `none`, or a "
+        "template string with {placeholders} for the row's fields.",
+    )
+    max_length: int = Field(512, ge=8, description="Maximum tokens per example.")
+    truncation_side: Literal["right", "left"] = Field(
+        "right", description="Cut long examples at the end (`right`) or the start (`left`); counted in the stats.")
+    train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
+    add_eos: bool = Field(True, description="Append EOS so the tuned model learns to stop.")
+    packing: bool = Field(False, description="Pack several training examples per row (up to max_length), "
+                          "isolated by a block-diagonal causal mask; eval rows stay unpacked.")
+    eval_path: str | None = Field(None, description="A separate held-out file (else split).")
+    eval_split: float = Field(
+        0.1, ge=0, description="Held-out share (< 1) or count (>= 1) taken from `path`."
+    )
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="Bad rows (invalid JSON, missing field, wrong type, empty answer, not UTF-8): `fail` "
+        "lists every one (file:line and reason); `skip` drops them and counts them by reason.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal, before the split.")
+    max_rows: int | None = Field(None, ge=1, description="Use only the first N training rows (after the split).")
+    seed: int = Field(42, description="Seed of the held-out split.")
+
+    @field_validator("eval_split")
+    @classmethod
+    def _whole_count(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError("a count (>= 1) must be a whole number; a share must be < 1")
+        return v
+
+    @model_validator(mode="after")
+    def _path_or_sources(self) -> "DataConfig":
+        if self.path is not None and self.sources:
+            raise ValueError("give either `path` or `sources`, not both")
+        return self
+
+    def source_list(self) -> list[SourceConfig]:
+        """`sources`, or `path` (one or more) as sources of weight 1."""
+        if self.sources:
+            return self.sources
+        paths = [self.path] if isinstance(self.path, str) else list(self.path or [])
+        return [SourceConfig(path=p) for p in paths]
+
+
+class TrainingConfig(Strict):
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (when max_steps is -1).")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 uses `epochs`.")
+    batch_size: int = Field(8, ge=1, description="Per-worker micro-batch size.")
+    eval_batch_size: int | None = Field(None, ge=1, description="Per-worker eval batch size (default: batch_size).")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of the steps spent warming up the lr.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optim: str = Field("adamw_torch", description="A transformers optimizer name (e.g. adamw_torch, adafactor).")
+    seed: int = Field(42, description="Seed of model init, dropout and data order.")
+    logging_steps: int = Field(10, ge=1, description="Log (and print progress) every N steps.")
+    eval_steps: int | None = Field(None, ge=1, description="Eval loss every N steps (null: once, at the end).")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (null: no intermediate checkpoints).")
+    save_total_limit: int = Field(2, ge=1, description="Keep the last K checkpoints.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="`auto`: bf16 on GPU when supported, fp32 on CPU."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations to save memory (GPU workers only; ignored on CPU).")
+    strategy: Literal["ddp", "deepspeed", "fsdp"] = Field(
+        "ddp", description="`ddp`: every worker holds the whole model; `deepspeed`: ZeRO sharding (see "
+        "training.deepspeed); `fsdp`: PyTorch FSDP2 through transformers (see training.fsdp). See docs/scaling.md.")
+    deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions, description="With strategy: deepspeed.")
+    fsdp: FSDPOptions = Field(default_factory=FSDPOptions, description="With strategy: fsdp.")
+
+
+class ScalingConfig(Strict):
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (one process each).")
+    use_gpu: bool = Field(False, description="One GPU per worker (unless resources_per_worker says otherwise).")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=lambda: {"CPU": 1},
+        description="Ray resources per worker, e.g. {CPU: 4, GPU: 1}.",
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement group strategy for the workers.")
+    max_failures: int = Field(0, ge=-1, description="Restarts after a worker failure (-1: no limit).")
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch threads per CPU worker (default: its CPU resources)."
+    )
+
+
+class StorageConfig(Strict):
+    path: str = Field("runs", description="Where run directories go (shared storage on a cluster).")
+
+
+class EvalConfig(Strict):
+    enabled: bool = Field(True, description="After training, answer held-out rows with the base and the "
+                          "tuned model and write report.md (`rayft eval` does it on demand).")
+    num_examples: int = Field(50, ge=1, description="Held-out rows to generate answers for.")
+    max_new_tokens: int = Field(64, ge=1, description="Generation length limit per answer.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together.")
+    compare_base: bool = Field(True, description="Also answer with the base model, side by side.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="More models to evaluate, label -> path: a PEFT adapter folder, a "
+        "merged / full HF model folder, or a run's stage folder (e.g. runs/x/sft). With `rayft eval CONFIG` "
+        "these are the models compared with the base.")
+    perplexity: bool = Field(True, description="Teacher-forced loss and perplexity of each model on the "
+                             "held-out answers (answer tokens only).")
+    reward_model: str | None = Field(
+        None, description="A reward stage's folder (or its adapter/model): on preference data, its pairwise "
+        "accuracy (chosen scored above rejected) is reported.")
+    dpo_beta: float = Field(0.1, gt=0, description="beta of the implicit DPO reward beta * (log p_model - "
+                            "log p_base) reported per model on preference data.")
+    num_workers: int = Field(1, ge=1, description="Ray workers to spread generation over (1: in this process).")
+
+
+class MLflowConfig(Strict):
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. `file:///shared/mlruns` or "
+                              "`http://mlflow:5000`.")
+    experiment: str = Field("rayft", description="MLflow experiment name.")
+
+
+class TrackingConfig(Strict):
+    tensorboard: bool = Field(True, description="TensorBoard event files in each stage's tensorboard/ folder.")
+    mlflow: MLflowConfig | None = Field(None, description="Also log params and per-step metrics to MLflow "
+                                        "(rank 0 of each stage; one MLflow run per stage).")

@@ -1,0 +1,34 @@
+"""What every stage config shares. Each stage type declares its own config class, a subclass of
+`StageBase` with a `type` literal, in its module under rayft.stages, next to the code that trains
+it; `Pipeline` accepts every registered one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from rayft.schema.base import Strict
+from rayft.schema.sections import DataConfig, TrainingConfig
+
+
+class StageBase(Strict):
+    name: str | None = Field(None, description="Directory name of the stage (default: its type).")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+
+    def check(self, pipeline: Any, index: int) -> str | None:
+        """What this stage type needs of the whole config (e.g. batch shapes), checked when the
+        config loads, before any worker starts: None when fine, else a message naming the field."""
+        return None
+
+
+def check_reward_sources(pipeline: Any, index: int) -> str | None:
+    """A `stage:<name>` reward must name an earlier `reward` stage of the pipeline."""
+    earlier = {s.name: s.type for s in pipeline.stages[:index]}
+    for spec in pipeline.stages[index].rewards:
+        name = spec[len("stage:"):] if spec.startswith("stage:") else None
+        if name is not None and earlier.get(name) != "reward":
+            return (f"stages.{index}.rewards: '{spec}' names no earlier `reward` stage of this "
+                    f"pipeline (earlier stages: {', '.join(earlier) or 'none'})")
+    return None

@@ -1,0 +1,159 @@
+"""The layers of docs/architecture.md, held against the code: every `rayft` import (at module level
+or inside a function) points to the importer's own layer or a lower one, and no modules import
+each other in a loop. Imports under `if TYPE_CHECKING:` never run and are not counted: the stage
+API's annotations name the `Pipeline` that the registered stages make up. A new module must be
+placed in a layer here (and in the docs' picture)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "rayft"
+
+# Bottom first. A module belongs to the layer of the longest prefix that names it.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("core", ("rayft", "rayft.errors", "rayft.paths", "rayft.staging", "rayft.rewards")),
+    ("schema sections", ("rayft.schema",)),
+    ("models", ("rayft.models",)),
+    ("run records", ("rayft.train.rundir", "rayft.train.checkpoints", "rayft.train.attempts",
+                     "rayft.train.tracking", "rayft.train.progress", "rayft.train.memory", "rayft.train.flops",
+                     "rayft.train.args", "rayft.train.strategy", "rayft.eval.generate", "rayft.eval.plots",
+                     "rayft.eval.metrics", "rayft.eval.scoring")),
+    ("data", ("rayft.data",)),
+    ("rl", ("rayft.rl",)),
+    ("stages", ("rayft.stages",)),
+    ("pipeline schema", ("rayft.schema.pipeline", "rayft.config_io", "rayft.config_docs")),
+    ("drivers", ("rayft.train", "rayft.eval", "rayft.data.inspect", "rayft.data.pair_builder", "rayft.serve",
+                 "rayft.cluster")),
+    ("sweeps", ("rayft.tune",)),
+    ("entry points", ("rayft.workflow", "rayft.demo", "rayft.cli", "rayft.__main__")),
+]
+
+
+def module_files() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The rayft modules that `name` imports anywhere in its file (a `from package import x`
+    counts as importing `package.x` when that is a module, else `package`)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in run_time_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def run_time_nodes(tree: ast.AST):
+    """Every node of `tree` except those under `if TYPE_CHECKING:`."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            yield from (n for orelse in child.orelse for n in [orelse, *run_time_nodes(orelse)])
+            continue
+        yield child
+        yield from run_time_nodes(child)
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_files()
+    return {name: imported_modules(name, path, modules) for name, path in modules.items()}
+
+
+def layer_of(module: str) -> int:
+    best, best_len = -1, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            matches = module == prefix or (prefix != "rayft" and module.startswith(prefix + "."))
+            if matches and len(prefix) > best_len:
+                best, best_len = index, len(prefix)
+    return best
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in import_graph() if layer_of(m) < 0] == []
+
+
+def test_no_import_points_up():
+    upward = [f"{src} ({LAYERS[layer_of(src)][0]}) -> {dst} ({LAYERS[layer_of(dst)][0]})"
+              for src, targets in import_graph().items() for dst in sorted(targets)
+              if layer_of(dst) > layer_of(src)]
+    assert upward == []
+
+
+def test_the_docs_picture_shows_these_layers():
+    """docs/architecture.md draws the layers top down, one name at the start of a line each."""
+    text = (ROOT.parent / "docs" / "architecture.md").read_text()
+    picture = text[text.index("## Layers"):].split("```")[1]
+    drawn = [line[2:20].strip() for line in picture.splitlines() if line[2:3].isalpha()]
+    assert drawn == [name for name, _ in reversed(LAYERS)]
+
+
+def test_no_import_cycles():
+    assert strongly_connected(import_graph()) == []
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The loops of the graph (Tarjan's components of more than one module), iteratively."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    loops: list[list[str]] = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    loops.append(sorted(component))
+    return loops
+
+
+def test_the_checks_catch_a_loop():
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
