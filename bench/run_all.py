@@ -61,6 +61,7 @@ BENCHES: tuple[Bench, ...] = (
           ("--model", "builtin:smollm2-135m-instruct", "--skip-adapters", "--section", "serve_throughput_embedded"),
           ("--model", "builtin:smollm2-135m-instruct", "--skip-adapters", "--section", "serve_throughput_embedded",
            "--max-tokens", "8"), script="serve_throughput"),
+    Bench("ray_train_overhead", "fixed cost of a short Ray Train stage: wall, first step, CPU share", ("--runs", "3")),
     Bench("gpu_training", "GPU: ZeRO-3 + bf16 full fine-tune vs QLoRA of a ~1B Llama: tokens/s, peak GPU memory, MFU",
           (), ("--steps", "10"), ("gpu",)),
 )

@@ -122,7 +122,7 @@ def test_a_model_replica_serves_an_adapter_from_an_object_store(tmp_path, tiny_m
                                            add_generation_prompt=True)
 
     async def ask() -> str:
-        path = await server._adapter_path(ref.key)
+        path = await server.adapter_path(ref.key)
         await asyncio.to_thread(server.engine.load_adapter, ref.key, path)
         result = await asyncio.to_thread(server.engine.generate, [GenRequest(prompt, 8, temperature=0)], ref.key, path)
         return result[0].texts[0]

@@ -161,24 +161,24 @@ def test_replica_options_fixed_and_autoscaling():
 
 
 def test_demo_serve_file_is_a_valid_app(monkeypatch):
-    from rayft.serve.app import _apps_from_file
+    from rayft.serve.app import apps_from_file
 
-    apps, http = _apps_from_file(str(REPO / "serve" / "demo.yaml"), ["serve.max_adapters_per_replica=2"])
+    apps, http = apps_from_file(str(REPO / "serve" / "demo.yaml"), ["serve.max_adapters_per_replica=2"])
     assert http == {"host": "127.0.0.1", "port": 8000}
     assert apps[0]["import_path"] == "rayft.serve.app:build_app"
     pipeline = validate(apps[0]["args"])
     assert pipeline.model.name == "builtin:smollm2-135m-instruct" and pipeline.serve.max_adapters_per_replica == 2
     with pytest.raises(ConfigError, match=r"(?s)applications\.0\.args.*serve\.limits\.max_n"):
-        _apps_from_file(str(REPO / "serve" / "demo.yaml"), ["serve.limits.max_n=0"])
+        apps_from_file(str(REPO / "serve" / "demo.yaml"), ["serve.limits.max_n=0"])
 
 
 def test_a_rayft_config_with_a_serve_section_is_an_app(tmp_path):
-    from rayft.serve.app import _apps_from_file
+    from rayft.serve.app import apps_from_file
 
     config = tmp_path / "my.yaml"
     config.write_text(yaml.safe_dump({"model": {"name": "builtin:tiny-random"},
                                       "serve": {"http": {"port": 9001}, "app_name": "mine"}}))
-    apps, http = _apps_from_file(str(config), [])
+    apps, http = apps_from_file(str(config), [])
     assert http == {"host": "127.0.0.1", "port": 9001} and apps[0]["name"] == "mine"
     assert load_config(config).pipeline.serve.http.port == 9001
 

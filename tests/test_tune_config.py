@@ -134,14 +134,14 @@ def test_plan_checks(tmp_path, tune, sections, message):
 def test_pbt_plan_and_scheduler(tmp_path):
     """A valid PBT sweep: trials perturb training values every perturbation_interval steps (default
     eval_steps); grid values become PBT's resampling lists."""
-    from rayft.tune.sweep import _scheduler
+    from rayft.tune.sweep import make_scheduler
 
     config = write(tmp_path, {"search_space": {"training.lr": "grid[1e-4, 1e-3]", "training.weight_decay":
                                                "uniform[0, 0.1]"}, "scheduler": "pbt", "search_alg": "random"},
                    training={**BASE["training"], "lr_scheduler": "constant"})
     loaded, spec = load_sweep(config)
     assert spec.scheduler == "pbt"
-    scheduler = _scheduler(loaded.pipeline, param_space(spec, "random"))
+    scheduler = make_scheduler(loaded.pipeline, param_space(spec, "random"))
     assert type(scheduler).__name__ == "StepBoundedPBT" and scheduler._max_steps == 8
     assert scheduler._perturbation_interval == 2 and scheduler._time_attr == "global_step"
     assert scheduler._hyperparam_mutations["training.lr"] == [1e-4, 1e-3]
@@ -190,31 +190,31 @@ def test_data_problems_fail_before_any_trial(tmp_path):
     """The base config's data is prepared once on the driver, so rows that cannot train fail the
     sweep with exit 2 before Ray or any trial starts."""
     from rayft.errors import DataError
-    from rayft.tune.sweep import _check_data
+    from rayft.tune.sweep import check_sweep_data
 
     config = write(tmp_path, {"search_space": {"training.lr": "choice[1e-4]"}},
                    data={**BASE["data"], "max_length": 16})
     _, spec = load_sweep(config)
     with pytest.raises(DataError, match="no usable training rows"):
-        _check_data(spec)
+        check_sweep_data(spec)
 
 
 def test_schedulers_count_optimizer_steps():
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
-    from rayft.tune.sweep import _scheduler
+    from rayft.tune.sweep import make_scheduler
 
     loaded = load_config(None, ['tune.search_space={training.lr: "choice[1e-4]"}', "training.max_steps=24",
                                 "training.eval_steps=4"])
     tune = loaded.pipeline.tune
-    asha = _scheduler(loaded.pipeline, {})
+    asha = make_scheduler(loaded.pipeline, {})
     assert isinstance(asha, AsyncHyperBandScheduler) and asha._time_attr == "global_step"
     assert asha._max_t == 24 and len(asha._brackets) == 1 and not asha._stop_last_trials
     assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [16, 8, 4]  # grace = eval_steps, factor 2
     tune.scheduler = "hyperband"
-    assert len(_scheduler(loaded.pipeline, {})._brackets) == 3
+    assert len(make_scheduler(loaded.pipeline, {})._brackets) == 3
     tune.scheduler = "none"
-    assert isinstance(_scheduler(loaded.pipeline, {}), FIFOScheduler)
+    assert isinstance(make_scheduler(loaded.pipeline, {}), FIFOScheduler)
 
 
 @pytest.mark.parametrize("tune, expected", [

@@ -63,7 +63,7 @@ def build_application(pipeline: Pipeline):
 
 
 # ---- `rayft serve CONFIG` -------------------------------------------------------------------------
-def _apps_from_file(path: str, overrides: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def apps_from_file(path: str, overrides: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """[{name, route_prefix, import_path, args}] and http options, from a Serve config file
     (`applications:`) or a rayft config (its `serve:` section)."""
     from rayft.config_io import apply_override, load_config, parse_override, read_yaml, validate
@@ -108,7 +108,7 @@ def run_from_config(path: str, overrides: list[str] | None = None, address: str 
     import ray
     from ray import serve
 
-    apps, http = _apps_from_file(path, list(overrides or []))
+    apps, http = apps_from_file(path, list(overrides or []))
     http = {"host": host or http["host"], "port": port or http["port"]}
     if not ray.is_initialized():
         ray.init(address=address, logging_level="WARNING")

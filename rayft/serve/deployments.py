@@ -65,7 +65,7 @@ class ModelServer:
         # Wired at init because the LRU size comes from the config (Serve supports this form).
         self.lease = serve.multiplexed(max_num_models_per_replica=cfg.max_adapters_per_replica)(load_adapter)
 
-    async def _adapter_path(self, key: str) -> Path:
+    async def adapter_path(self, key: str) -> Path:
         """The local folder of adapter `key` (an object store fetches it to this node once)."""
         ref = await asyncio.to_thread(self.store.resolve_key, key) if self.store else None
         if ref is None:
@@ -79,7 +79,7 @@ class ModelServer:
                            param="model") from None
 
     async def _load_adapter(self, key: str) -> AdapterLease:
-        path = await self._adapter_path(key)
+        path = await self.adapter_path(key)
         async with self.lock:
             try:
                 seconds = await asyncio.to_thread(self.engine.load_adapter, key, path)
@@ -92,7 +92,7 @@ class ModelServer:
 
     async def _run(self, key: str | None, requests: list[GenRequest]) -> list[GenResult]:
         lease = await self.lease(key) if key else None
-        path = await self._adapter_path(key) if key else None
+        path = await self.adapter_path(key) if key else None
         async with self.lock:
             results = await asyncio.to_thread(self.engine.generate, requests, key, path)
             if lease is not None and lease.released:  # evicted while we waited: do not keep it
@@ -129,7 +129,7 @@ class ModelServer:
         """Yield (text delta, finish_reason) pairs; streaming requests are not batched."""
         key = serve.get_multiplexed_model_id() or None
         lease = await self.lease(key) if key else None
-        path = await self._adapter_path(key) if key else None
+        path = await self.adapter_path(key) if key else None
         async with self.lock:
             pieces = self.engine.stream(request, key, path)
             try:

@@ -34,7 +34,7 @@ class SweepFailed(UserError):
     exit_code = 1
 
 
-def _check_data(spec: SweepSpec) -> None:
+def check_sweep_data(spec: SweepSpec) -> None:
     """Prepare the base config's data once on the driver: a bad file or row fails here with its
     file:line (exit 2) instead of in every trial. Also resolves (and converts) the model once."""
     from rayft.models.loader import load_tokenizer, resolve_model
@@ -138,7 +138,7 @@ def run_sweep(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
     started_at = started_at or time.time()
     loaded, spec = load_sweep(config_path, overrides, name)
     pipeline, tune = loaded.pipeline, loaded.pipeline.tune
-    _check_data(spec)
+    check_sweep_data(spec)
     ensure_ray(address, pipeline.scaling)  # starts a local Ray; fails fast if one trial cannot fit
     concurrency, need = plan_concurrency(pipeline, ray.cluster_resources())
     wanted = tune.max_concurrent_trials
@@ -189,7 +189,7 @@ def _tuner(loaded: LoadedConfig, spec: SweepSpec, concurrency: int):
             # BasicVariantGenerator (random, grid) takes the limit itself; Tune ignores this one for it.
             max_concurrent_trials=concurrency if tune.search_alg == "optuna" else None,
             search_alg=_search_alg(tune, concurrency),
-            scheduler=_scheduler(pipeline, space), reuse_actors=False,
+            scheduler=make_scheduler(pipeline, space), reuse_actors=False,
             trial_dirname_creator=lambda trial: trial_dir_name(trial.trial_id),
         ),
         run_config=rt.RunConfig(
@@ -216,7 +216,7 @@ def _search_alg(tune, concurrency: int):
     return BasicVariantGenerator(max_concurrent=concurrency, random_state=tune.seed)
 
 
-def _scheduler(pipeline, space: dict[str, Any]):
+def make_scheduler(pipeline, space: dict[str, Any]):
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
     tune, training = pipeline.tune, pipeline.stages[0].training
