@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect
 import rayft
 from rayft.schema.serve import ServeConfig
 from rayft.serve.engine import adds_bos
-from rayft.serve.openapi import errors, openapi_document, request_body
+from rayft.serve.openapi import SSE_EVENT, errors, openapi_document, request_body
 from rayft.serve.protocol import (ApiError, ChatRequest, CompletionRequest, GenRequest, StreamFormatter,
                                   chat_body, completion_body, parse_body)
 from rayft.serve.store import open_store, valid_id
@@ -38,7 +38,7 @@ log = logging.getLogger("ray.serve")
 app = FastAPI(title="rayft", docs_url=None, redoc_url=None, openapi_url=None)
 RETRIES = 3  # a request whose replica died is re-sent (generation has no side effects)
 POST_ANSWERS = {200: {"description": "The completion; server-sent events with `stream: true`",
-                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      "content": {"text/event-stream": {"schema": SSE_EVENT}}},
                 **errors(400, 401, 404, 413, 422, 500, 503)}
 
 

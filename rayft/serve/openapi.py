@@ -29,6 +29,16 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+# One server-sent event of a streamed answer, as schemathesis and OpenAPI 3.2's `itemSchema` read the
+# stream: {data, event, id, retry}. `data` is a JSON chunk (`chat.completion.chunk` / `text_completion`),
+# or an error in OpenAI's shape when the stream fails midway, and finally the literal `[DONE]` (not JSON,
+# so `data` carries no contentMediaType: a checker would try to parse `[DONE]`).
+SSE_EVENT: dict[str, Any] = {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "a JSON chunk, an OpenAI-shaped error, or the final `[DONE]`"},
+                   "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"}}}
+
+
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """A route's `openapi_extra`: its JSON body is `model` (the route reads and validates it itself)."""
     return {"requestBody": {"required": True, "content": {"application/json": {
