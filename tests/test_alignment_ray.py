@@ -108,6 +108,22 @@ def test_reward_scorer(sft_reward_dpo, tiny_tokenizer):
         scorer.score_pairs([prompt], [])
 
 
+def test_reward_stage_scored_after_training_as_training_scored_it(sft_reward_dpo, capsys):
+    """`rayft eval RUN --config` with only the reward stage (a reward-only run) succeeds and scores
+    the trained reward model on its own held-out pairs exactly as TRL's evaluation during training
+    did: the same pairs, the score read at the same token, so the same accuracy and margin."""
+    from rayft.cli import main
+
+    tmp, storage, result = sft_reward_dpo
+    config = _config(tmp, [SFT_REWARD_DPO[1]], "reward-only", storage)
+    assert main(["eval", str(result.run_dir), "--config", str(config)]) == 0
+    summary = _summary(result.run_dir, "reward")
+    assert summary["heldout_pairs"] == 4
+    assert summary["heldout_accuracy"] == summary["eval_accuracy"]
+    assert summary["heldout_margin"] == pytest.approx(summary["eval_margin"], rel=1e-3, abs=1e-5)
+    assert "reward models on held-out pairs" in capsys.readouterr().out
+
+
 def test_grpo_scored_by_the_runs_reward_model(sft_reward_dpo):
     """Re-running the named run with a grpo stage appended skips the three completed stages and
     trains GRPO from the DPO policy, rewarded by the reward stage plus a programmatic reward."""

@@ -169,6 +169,66 @@ def test_preference_eval_implicit_reward_and_reward_model(tmp_path, tiny_model_p
     _check_html(out / "report.html")
 
 
+def _reward_only_run(tmp_path: Path, tiny_model_path: str, eval_split: int) -> Path:
+    """A run folder as `rayft train` leaves it after a config with one reward stage: config.yaml,
+    reward/summary.json (completed) and reward/adapter (a random SEQ_CLS LoRA with its score head)."""
+    from rayft.train.rundir import write_summary
+
+    pairs = [{"prompt": f"Is {i} a small number?", "chosen": f"Yes, {i} is small.",
+              "rejected": "Numbers are a social construct and I will not answer."} for i in range(20)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    run = tmp_path / "runs" / "rm"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(
+        f"model: {{name: builtin:tiny-random}}\nrun_name: rm\nstorage: {{path: {tmp_path / 'runs'}}}\n"
+        f"stages: [{{type: reward, data: {{path: {data}, eval_split: {eval_split}, max_length: 64}}}}]\n"
+        f"eval: {{num_examples: 6}}\n")
+    _random_lora(tiny_model_path, run / "reward" / "adapter", seed=5, task_type="SEQ_CLS")
+    write_summary(run / "reward", status="completed", global_step=4, eval_accuracy=0.5)
+    return run
+
+
+def test_reward_only_run_is_evaluated_not_refused(tmp_path, tiny_model_path):
+    """`rayft eval RUN` on a run whose only stage is a reward model (what `rayft train` calls after
+    training): exit 0, no text generated, the reward model's held-out accuracy and margin in
+    eval.json, report.md, report.html (with the chosen-vs-rejected histogram) and the stage's
+    summary.json. It used to stop with "has no completed stage to evaluate"."""
+    from rayft.cli import main
+
+    run = _reward_only_run(tmp_path, tiny_model_path, eval_split=8)
+    assert main(["eval", str(run)]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["metrics"] == [] and result["examples"] == []  # nothing generated
+    rm = result["reward_models"]["reward"]
+    chosen, rejected = rm["scores"]["chosen"], rm["scores"]["rejected"]
+    assert rm["n"] == len(chosen) == len(rejected) == 6  # eval.num_examples of the 8 held-out pairs
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    assert rm["accuracy"] == sum(m > 0 for m in margins) / 6
+    assert math.isclose(rm["margin"], sum(margins) / 6, rel_tol=1e-9) and rm["margin"] != 0.0
+    summary = json.loads((run / "reward" / "summary.json").read_text())
+    assert summary["heldout_accuracy"] == rm["accuracy"] and summary["heldout_pairs"] == 6
+    assert summary["status"] == "completed" and summary["eval_accuracy"] == 0.5  # training's figures kept
+    report = (run / "report.md").read_text()
+    assert "## Reward models on held-out pairs" in report and "Held-out evaluation" not in report
+    assert f"| reward | 6 | {100 * rm['accuracy']:.1f} |" in report
+    assert Path(rm["histogram"]).is_file() and "eval_plots/reward_reward.png" in report
+    checker = _check_html(run / "report.html")
+    assert len(checker.images) == 1  # the histogram, embedded
+    assert "heldout_accuracy" in (run / "report.html").read_text()
+
+
+def test_reward_stage_without_held_out_pairs_is_a_note(tmp_path, tiny_model_path, capsys):
+    """With `eval_split: 0` there is nothing to score: the run still evaluates (exit 0) and the
+    report says why the reward model has no held-out figures."""
+    from rayft.cli import main
+
+    run = _reward_only_run(tmp_path, tiny_model_path, eval_split=0)
+    assert main(["eval", str(run)]) == 0
+    assert json.loads((run / "eval.json").read_text())["reward_models"] == {}
+    assert "reward stage 'reward' not scored" in (run / "report.md").read_text()
+    assert "data.eval_split" in capsys.readouterr().out
+
+
 def test_eval_config_errors_name_the_field(tmp_path, capsys):
     from rayft.cli import main
 

@@ -37,7 +37,8 @@ class Comparison:
     tags: dict[str, list[list[str]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     teacher_forced: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> loss, perplexity, dpo
-    reward_models: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> pairwise accuracy
+    reward_models: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> accuracy, margin, scores
+    notes: list[str] = field(default_factory=list)  # what could not be evaluated, and why
 
     def metrics_table(self) -> list[dict[str, Any]]:
         rows = []
@@ -56,7 +57,7 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {"metrics": self.metrics_table(), "teacher_forced": self.teacher_forced,
-                "reward_models": self.reward_models, "examples": [
+                "reward_models": self.reward_models, "notes": self.notes, "examples": [
                     {"prompt": p, "reference": r, **{label: {"answer": self.answers[label][i],
                                                               "tags": self.tags[label][i],
                                                               **self.scores[label]["per_example"][i]}
@@ -141,7 +142,8 @@ def held_out(loaded: LoadedConfig, tokenizer: Any, stage_index: int = 0) -> Held
 
 
 def score_reward_models(loaded: LoadedConfig, reward_dirs: dict[str, Path], held: HeldOut) -> dict[str, dict]:
-    """Pairwise accuracy of each reward model on held-out preference pairs."""
+    """Pairwise accuracy and mean margin of each reward model on held-out preference pairs, with
+    each pair's two scores (`scores.chosen`, `scores.rejected`: the report's histogram)."""
     from rayft.eval.scoring import pairwise_accuracy
     from rayft.stages.reward import RewardScorer
 
@@ -151,14 +153,39 @@ def score_reward_models(loaded: LoadedConfig, reward_dirs: dict[str, Path], held
     for name, folder in reward_dirs.items():
         print(f"rayft: scoring {len(held.prompts)} held-out pairs with reward model {name} ...", flush=True)
         scorer = RewardScorer(folder, batch_size=loaded.pipeline.eval.batch_size)
-        chosen = scorer.score([p + c for p, c in zip(held.prompts, held.references)])
-        rejected = scorer.score([p + r for p, r in zip(held.prompts, held.rejected)])
-        results[name] = {**pairwise_accuracy(chosen, rejected), "n": len(chosen)}
+        chosen = scorer.score_pairs(held.prompts, held.references)
+        rejected = scorer.score_pairs(held.prompts, held.rejected)
+        results[name] = {**pairwise_accuracy(chosen, rejected), "n": len(chosen),
+                         "scores": {"chosen": chosen, "rejected": rejected}}
     return results
 
 
+def _score_reward_stages(loaded: LoadedConfig, run_dir: Path, names: list[str], tokenizer: Any,
+                         comparison: Comparison) -> None:
+    """Each completed reward stage on its own held-out pairs; the figures also go into the stage's
+    summary.json (`heldout_accuracy`, `heldout_margin`, `heldout_pairs`)."""
+    from rayft.train.rundir import write_summary
+
+    for index, stage in enumerate(loaded.pipeline.stages):
+        if stage.name not in names:
+            continue
+        try:
+            held = held_out(loaded, tokenizer, index)
+        except UserError as exc:
+            comparison.notes.append(f"reward stage {stage.name!r} not scored: {exc}")
+            continue
+        found = score_reward_models(loaded, {stage.name: run_dir / stage.name}, held)
+        comparison.reward_models.update(found)
+        if stage.name in found:
+            r = found[stage.name]
+            write_summary(run_dir / stage.name, heldout_accuracy=r["accuracy"], heldout_margin=r["margin"],
+                          heldout_pairs=r["n"])
+
+
 def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
-    """`rayft eval RUN_DIR`: compare base and every completed stage of `run_dir`; write the report."""
+    """`rayft eval RUN_DIR`: compare base and every completed policy stage of `run_dir`, score every
+    completed reward stage on its own held-out pairs; write the report. A run with only reward
+    stages is a reward-model evaluation: no answers are generated."""
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
     from rayft.train.rundir import read_summary, stage_output
@@ -170,19 +197,19 @@ def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
     outputs = {s.name: stage_output(run_dir / s.name) for s in completed if get_stage(s.type).produces_policy}
     outputs = {k: v for k, v in outputs.items() if v is not None}
     outputs.update(_named_models(loaded))
-    if not outputs:
+    rewards = [s.name for s in completed if s.type == "reward" and stage_output(run_dir / s.name) is not None]
+    if not outputs and not rewards:
         raise UserError(f"{run_dir} has no completed stage to evaluate")
     model_path = resolve_model(loaded.pipeline.model.name, loaded.pipeline.model.revision)
     tokenizer = load_tokenizer(model_path, loaded.pipeline.model.trust_remote_code)
-    held = held_out(loaded, tokenizer)
-    comparison = compare_models(loaded, model_path, outputs, held, loaded.pipeline.eval.compare_base)
-    rewards = {s.name: run_dir / s.name for s in completed if s.type == "reward"}
-    for stage in loaded.pipeline.stages:
-        if stage.name in rewards:  # scored on its own held-out pairs
-            index = loaded.pipeline.stages.index(stage)
-            comparison.reward_models.update(score_reward_models(loaded, {stage.name: rewards[stage.name]},
-                                                                held_out(loaded, tokenizer, index)))
+    if outputs:
+        held = held_out(loaded, tokenizer)
+        comparison = compare_models(loaded, model_path, outputs, held, loaded.pipeline.eval.compare_base)
+    else:  # reward models only: nothing generates text
+        held, comparison = None, Comparison([], [])
+    _score_reward_stages(loaded, run_dir, rewards, tokenizer, comparison)
     if loaded.pipeline.eval.reward_model:
+        held = held or held_out(loaded, tokenizer)
         comparison.reward_models.update(score_reward_models(
             loaded, {"eval.reward_model": Path(loaded.pipeline.eval.reward_model)}, held))
     return _write_outputs(run_dir, loaded, comparison)
@@ -236,10 +263,20 @@ def _named_models(loaded: LoadedConfig) -> dict[str, Path]:
 
 def _write_outputs(out_dir: Path, loaded: LoadedConfig, comparison: Comparison) -> Path:
     from rayft.eval.html_report import write_html_report
+    from rayft.eval.plots import plot_reward_histogram
     from rayft.eval.report import print_comparison, write_report
 
+    for name, result in comparison.reward_models.items():
+        scores = result.get("scores") or {}
+        if scores.get("chosen"):
+            path = out_dir / "eval_plots" / f"reward_{_file_safe(name)}.png"
+            result["histogram"] = str(plot_reward_histogram(scores["chosen"], scores["rejected"], path, name))
     (out_dir / "eval.json").write_text(json.dumps(comparison.to_json(), indent=2) + "\n")
     print_comparison(comparison)
     report = write_report(out_dir, loaded, comparison)
     write_html_report(out_dir, loaded, comparison)
     return report
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

@@ -15,7 +15,7 @@ from rayft.train.rundir import read_summary
 
 EXAMPLES_SHOWN = 20
 STAGE_FIGURES = ("status", "global_step", "train_loss", "eval_loss", "tokens_per_s", "time_to_first_step_s",
-                 "wall_s", "eval_accuracy", "eval_rewards/accuracies", "eval_rewards/margins", "reward_first",
+                 "wall_s", "eval_accuracy", "eval_margin", "heldout_accuracy", "heldout_margin", "eval_rewards/accuracies", "eval_rewards/margins", "reward_first",
                  "reward_last", "resumed_from_step")
 
 STYLE = """
@@ -75,6 +75,22 @@ def _training_section(out_dir: Path, loaded: LoadedConfig) -> list[str]:
 
 
 def _comparison_section(comparison: Any) -> list[str]:
+    out = _answers_section(comparison) if comparison.answers else []
+    if comparison.reward_models:
+        out += ["<h2>Reward models on held-out pairs</h2>", "<table>",
+                "<tr><th>reward model</th><th>pairs</th><th>accuracy %</th><th>mean margin</th></tr>"]
+        out += [f"<tr><td>{escape(n)}</td>{_cell(r.get('n'))}{_cell(_pct(r['accuracy']), 1)}{_cell(r['margin'])}</tr>"
+                for n, r in comparison.reward_models.items()]
+        out.append("</table>")
+        plots = [(n, Path(r["histogram"])) for n, r in comparison.reward_models.items()
+                 if r.get("histogram") and Path(r["histogram"]).is_file()]
+        if plots:
+            out += ["<div>", *(_img(p, f"{n}: rewards of chosen and rejected answers") for n, p in plots), "</div>"]
+    out += [f"<p class=\"miss\">{escape(note)}</p>" for note in comparison.notes]
+    return out
+
+
+def _answers_section(comparison: Any) -> list[str]:
     out = [f"<h2>Held-out evaluation ({len(comparison.prompts)} examples)</h2>", "<table>",
            "<tr><th>model</th><th>n</th><th>exact match %</th><th>ROUGE-L %</th><th>BLEU</th><th>answer loss</th>"
            "<th>perplexity</th><th>DPO acc %</th><th>DPO margin</th><th>generation s</th><th>tags</th></tr>"]
@@ -85,12 +101,6 @@ def _comparison_section(comparison: Any) -> list[str]:
                    f"{_cell(_pct(r['dpo_accuracy']), 1)}{_cell(r['dpo_margin'])}{_cell(r['gen_s'], 1)}"
                    f"<td>{escape(tags)}</td></tr>")
     out.append("</table>")
-    if comparison.reward_models:
-        out += ["<h3>Reward models on held-out pairs</h3>", "<table>",
-                "<tr><th>reward model</th><th>pairs</th><th>accuracy %</th><th>mean margin</th></tr>"]
-        out += [f"<tr><td>{escape(n)}</td>{_cell(r.get('n'))}{_cell(_pct(r['accuracy']), 1)}{_cell(r['margin'])}</tr>"
-                for n, r in comparison.reward_models.items()]
-        out.append("</table>")
     labels = list(comparison.answers)
     shown = min(EXAMPLES_SHOWN, len(comparison.prompts))
     out += [f"<h2>Answers side by side (first {shown})</h2>", "<table>",

@@ -20,6 +20,22 @@ def print_comparison(comparison: Any, examples: int = 3) -> None:
     from rich.table import Table
 
     console = Console(width=120)
+    if comparison.answers:
+        _print_answers(console, comparison, examples)
+    if comparison.reward_models:
+        table = Table(title="reward models on held-out pairs (chosen should score above rejected)")
+        for col in ("reward model", "pairs", "accuracy %", "mean margin"):
+            table.add_column(col, justify="left" if col == "reward model" else "right")
+        for name, r in comparison.reward_models.items():
+            table.add_row(name, str(r.get("n", "-")), _pct(r["accuracy"]), _num(r["margin"]))
+        console.print(table)
+    for note in comparison.notes:
+        console.print(f"rayft: {note}", markup=False)
+
+
+def _print_answers(console: Any, comparison: Any, examples: int) -> None:
+    from rich.table import Table
+
     table = Table(title="held-out evaluation (higher is better)")
     for col in ("model", "n", "exact match %", "ROUGE-L %", "BLEU", "loss", "ppl", "DPO acc %", "gen s", "tags"):
         table.add_column(col, justify="left" if col in ("model", "tags") else "right")
@@ -65,29 +81,39 @@ def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
         for plot in (summaries[stage.name] or {}).get("plots") or []:
             if Path(plot).is_file():
                 lines += ["", f"![{stage.name} {Path(plot).stem}]({_relative(plot, run_dir)})"]
-    lines += ["", f"## Held-out evaluation ({len(comparison.prompts)} examples)", "",
-              "| model | exact match % | ROUGE-L % | BLEU | answer loss | perplexity | DPO acc % | DPO margin "
-              "| generation s | tags |", "|---|---|---|---|---|---|---|---|---|---|"]
+    if comparison.answers:
+        lines += _answers_section(comparison)
+    if comparison.reward_models:
+        lines += ["", "## Reward models on held-out pairs", "",
+                  "| reward model | pairs | accuracy % | mean margin |", "|---|---|---|---|"]
+        lines += [f"| {name} | {r.get('n', '-')} | {_pct(r['accuracy'])} | {_num(r['margin'])} |"
+                  for name, r in comparison.reward_models.items()]
+        lines += [f"\n![{name} rewards of chosen and rejected answers]({_relative(r['histogram'], run_dir)})"
+                  for name, r in comparison.reward_models.items() if r.get("histogram")]
+    if comparison.notes:
+        lines += ["", *(f"- {note}" for note in comparison.notes)]
+    lines += ["", "All figures (answers, per-example scores, tags, reward scores per pair): `eval.json`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _answers_section(comparison: Any) -> list[str]:
+    lines = ["", f"## Held-out evaluation ({len(comparison.prompts)} examples)", "",
+             "| model | exact match % | ROUGE-L % | BLEU | answer loss | perplexity | DPO acc % | DPO margin "
+             "| generation s | tags |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in comparison.metrics_table():
         tags = ", ".join(f"{k}: {v}" for k, v in row["tags"].items()) or "-"
         lines.append(f"| {row['model']} | {_pct(row['exact_match'])} | {_pct(row['rouge_l'])} | "
                      f"{_num(row['bleu'], 1)} | {_num(row['loss'])} | {_num(row['perplexity'], 2)} | "
                      f"{_pct(row['dpo_accuracy'])} | {_num(row['dpo_margin'])} | {row['gen_s']} | {tags} |")
-    if comparison.reward_models:
-        lines += ["", "Reward models on held-out pairs:", "", "| reward model | pairs | accuracy % | mean margin |",
-                  "|---|---|---|---|"]
-        lines += [f"| {name} | {r.get('n', '-')} | {_pct(r['accuracy'])} | {_num(r['margin'])} |"
-                  for name, r in comparison.reward_models.items()]
     lines += ["", "## Examples", ""]
     for i in range(min(EXAMPLES_SHOWN, len(comparison.prompts))):
         lines += [f"### Example {i + 1}", "", "```text", _question(comparison.prompts[i]), "```", "",
                   f"- **reference**: `{comparison.references[i]}`"]
         lines += [f"- **{label}**: `{answers[i]}`" for label, answers in comparison.answers.items()]
         lines.append("")
-    lines += ["All answers with per-example scores and tags: `eval.json`.", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return lines
 
 
 def _num(value: Any, digits: int = 4) -> str:
