@@ -29,7 +29,7 @@ def _dotted_fields() -> list[str]:
 
 def test_config_doc_is_up_to_date():
     assert config_docs.is_up_to_date(DOC), (
-        "docs/config.md is out of date with rayft/config.py; run "
+        "docs/config.md is out of date with the schema (rayft/schema/); run "
         "`python -m rayft.config_docs --write docs/config.md`")
 
 

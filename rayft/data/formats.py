@@ -7,6 +7,8 @@ original fields (templates such as Alpaca use `instruction` / `input` directly).
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -65,13 +67,21 @@ def normalise(data: dict[str, Any], fmt: str, origin: str) -> dict[str, Any]:
     for column in spec.columns:
         if column not in data or data[column] is None:
             raise DataError(f"{origin}: missing field '{column}' required by format '{fmt}' "
-                            f"(row has: {', '.join(sorted(data)) or 'nothing'})", reason="missing field")
+                            f"(row has: {', '.join(sorted(data)) or 'nothing'}){_fitting_format(data)}",
+                            reason="missing field")
     if spec.text_columns:
         for column in spec.columns + spec.optional:
             if data.get(column) is not None and not isinstance(data[column], str):
                 raise DataError(f"{origin}: field '{column}' must be text, got {type(data[column]).__name__}",
                                 reason="wrong type")
     return spec.to_example(data, origin)
+
+
+def _fitting_format(data: dict[str, Any]) -> str:
+    """A hint naming the format whose columns the row does have (the usual cause of a missing field)."""
+    keys = {k for k, v in data.items() if v is not None}
+    fits = [f.name for f in FORMATS.values() if set(f.columns) <= keys]
+    return f"; these columns fit format '{fits[0]}': set data.format: {fits[0]} (or auto)" if fits else ""
 
 
 def _one_turn(prompt_of: Callable[[dict[str, Any]], str], answer: str):
@@ -129,7 +139,11 @@ def _chat_turns(messages: Any, origin: str) -> tuple[str | None, list[tuple[str,
 
 def _preference(data: dict[str, Any], origin: str) -> dict[str, Any]:
     """Plain (`prompt`, `chosen`, `rejected` strings) or conversational (`prompt` a list of
-    messages ending with the user's, `chosen` / `rejected` one assistant message each)."""
+    messages ending with the user's, `chosen` / `rejected` one assistant message each). When
+    `chosen` and `rejected` are whole dialogues (UltraFeedback-style: the user turn repeated in
+    both), the dialogues themselves give the prompt, as for implicit-prompt pairs."""
+    if _whole_dialogues(data["chosen"], data["rejected"]):
+        return _implicit_preference(data, origin)
     out = dict(data)
     prompt, chosen, rejected = data["prompt"], _reply(data["chosen"], "chosen", origin), \
         _reply(data["rejected"], "rejected", origin)
@@ -144,6 +158,95 @@ def _preference(data: dict[str, Any], origin: str) -> dict[str, Any]:
     out["turns"] = [*history, (user, chosen)]
     out["rejected"] = rejected
     return out
+
+
+def _whole_dialogues(chosen: Any, rejected: Any) -> bool:
+    return isinstance(chosen, list) and isinstance(rejected, list) and (len(chosen) > 1 or len(rejected) > 1)
+
+
+# A speaker line of a plain-text transcript: "\n\nHuman: ..." / "\n\nAssistant: ..." (Anthropic HH),
+# "User: ..." / "Assistant: ...", each at the start of a line.
+SPEAKER = re.compile(r"(?:^|\n)[ \t]*(Human|User|Assistant)[ \t]*:[ \t]?")
+USER_SPEAKERS = ("Human", "User")
+
+
+def _implicit_preference(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    """`chosen` and `rejected` only: two transcripts (text or message lists) that share every turn
+    but the last. The shared part is the prompt, parsed into turns so the stage's template renders
+    it like any other prompt; the two last assistant turns are the answers."""
+    chosen, rejected = data["chosen"], data["rejected"]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        system, history, user, answers = _split_transcripts(chosen, rejected, origin)
+    elif isinstance(chosen, list) and isinstance(rejected, list):
+        system, history, user, answers = _split_dialogues(chosen, rejected, origin)
+    else:
+        raise DataError(f"{origin}: 'chosen' and 'rejected' must both be text or both be lists of "
+                        "{role, content} messages", reason="wrong type")
+    for side, answer in zip(("chosen", "rejected"), answers):
+        if not answer.strip():
+            raise DataError(f"{origin}: empty {side} answer after the shared prompt", reason="empty answer")
+    if answers[0] == answers[1]:
+        raise DataError(f"{origin}: 'chosen' and 'rejected' are the same answer", reason="identical pair")
+    out = {k: v for k, v in data.items() if k not in ("chosen", "rejected")}
+    out.update(system=data.get("system") or system, turns=[*history, (user, answers[0])], rejected=answers[1],
+               prompt=user, chosen=answers[0])
+    return out
+
+
+def _split_transcripts(chosen: str, rejected: str, origin: str
+                       ) -> tuple[str | None, list[tuple[str, str]], str, tuple[str, str]]:
+    common = os.path.commonprefix([chosen, rejected])
+    speakers = list(SPEAKER.finditer(common))
+    last = next((m for m in reversed(speakers) if m.group(1) == "Assistant"), None)
+    if last is not None:
+        if any(SPEAKER.search(side, last.end()) for side in (chosen, rejected)):
+            raise DataError(f"{origin}: 'chosen' and 'rejected' differ before their last assistant turn, so "
+                            "they are not two answers to one prompt", reason="diverging transcripts")
+        system, turns = _transcript_turns(common[:last.start()], origin)
+        if not turns or turns[-1][1] is not None:
+            raise DataError(f"{origin}: the shared transcript does not end with a user turn before the "
+                            "answers", reason="no shared prompt")
+        history = [(u, a) for u, a in turns[:-1]]
+        return system, history, turns[-1][0], (chosen[last.end():].strip(), rejected[last.end():].strip())
+    # No speaker lines: the prompt is the shared text up to its last line break (else its last space).
+    cut = max(common.rfind("\n"), 0) or max(common.rfind(" "), 0)
+    if not common[:cut].strip():
+        raise DataError(f"{origin}: 'chosen' and 'rejected' share no prompt (they differ from their first "
+                        "words); give the prompt in a 'prompt' column", reason="no shared prompt")
+    return None, [], common[:cut].strip(), (chosen[cut:].strip(), rejected[cut:].strip())
+
+
+def _transcript_turns(text: str, origin: str) -> tuple[str | None, list[tuple[str, Any]]]:
+    """"Human: a / Assistant: b / Human: c" -> system (text before the first speaker), [(a, b), (c, None)].
+    Consecutive lines of one speaker are joined."""
+    marks = list(SPEAKER.finditer(text))
+    system = text[:marks[0].start()].strip() if marks else text.strip()
+    said: list[list[str]] = []  # [speaker role, text]
+    for i, mark in enumerate(marks):
+        role = "user" if mark.group(1) in USER_SPEAKERS else "assistant"
+        body = text[mark.end():marks[i + 1].start() if i + 1 < len(marks) else len(text)].strip()
+        if said and said[-1][0] == role:
+            said[-1][1] += "\n\n" + body
+        else:
+            said.append([role, body])
+    if said and said[0][0] == "assistant":
+        raise DataError(f"{origin}: the transcript starts with the assistant, not the user", reason="no shared prompt")
+    turns = [(said[i][1], said[i + 1][1] if i + 1 < len(said) else None) for i in range(0, len(said), 2)]
+    return system or None, turns
+
+
+def _split_dialogues(chosen: list, rejected: list, origin: str
+                     ) -> tuple[str | None, list[tuple[str, str]], str, tuple[str, str]]:
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    tails = chosen[shared:], rejected[shared:]
+    if not all(len(t) == 1 and isinstance(t[0], dict) and t[0].get("role") == "assistant" for t in tails):
+        raise DataError(f"{origin}: 'chosen' and 'rejected' must share every message but a last assistant one "
+                        f"(they share {shared} of {len(chosen)} / {len(rejected)})", reason="diverging transcripts")
+    answers = tuple(_reply(t, side, origin) for t, side in zip(tails, ("chosen", "rejected")))
+    system, turns = _chat_turns([*chosen[:shared], {"role": "assistant", "content": answers[0]}], origin)
+    return system, turns[:-1], turns[-1][0], answers  # type: ignore[return-value]
 
 
 def _reply(value: Any, field: str, origin: str) -> str:
@@ -161,6 +264,8 @@ def _instruction_prompt(data: dict[str, Any]) -> str:
 
 
 register_format(RowFormat("preference", ("prompt", "chosen", "rejected"), _preference, ("system",), text_columns=False))
+register_format(RowFormat("preference_implicit", ("chosen", "rejected"), _implicit_preference, ("system",),
+                          text_columns=False))
 register_format(RowFormat("instruction", ("instruction", "output"), _one_turn(_instruction_prompt, "output"),
                           ("input", "system")))
 register_format(RowFormat("qa", ("question", "answer"), _one_turn(lambda d: d["question"], "answer"), ("system",)))

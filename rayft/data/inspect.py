@@ -34,6 +34,9 @@ def inspect_data(loaded: LoadedConfig, examples: int = 1, pairs: int = 5) -> dic
         if "input_ids" in data.train.column_names:
             for i in range(min(examples, len(data.train))):
                 console.print(_rendered(tokenizer, data.train[i], i))
+        elif {"prompt", "chosen", "rejected"} <= set(data.train.column_names):
+            for i in range(min(examples, len(data.train))):
+                console.print(_pair(data.train[i], i))
         for removed in data.removed[:pairs]:
             console.print(f"duplicate ({removed.kind}, {removed.similarity:.2f}): {removed.origin} "
                           f"repeats {removed.duplicate_of}")
@@ -65,6 +68,19 @@ def _stage_report(data: Any, stage: Any) -> dict[str, Any]:
         report["padding: dynamic"] = f"{100 * fractions['dynamic']:.1f}%"
         report["padding: packing"] = f"{100 * fractions['packed']:.1f}% ({fractions['packed_rows']} packed rows)"
     return report
+
+
+def _pair(row: dict[str, Any], index: int):
+    """A preference pair as the stage trains on it: the templated prompt (dim), then each answer."""
+    from rich.text import Text
+
+    text = Text(f"pair {index + 1}: prompt as templated, then chosen and rejected answers\n", style="bold")
+    text.append(row["prompt"], style=PROMPT_STYLE)
+    text.append("\nchosen:   ", style="bold")
+    text.append(row["chosen"], style=ANSWER_STYLE)
+    text.append("\nrejected: ", style="bold")
+    text.append(row["rejected"], style="bold red")
+    return text
 
 
 def _table(report: dict[str, Any]):

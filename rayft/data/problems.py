@@ -13,7 +13,9 @@ from pathlib import Path
 
 from rayft.errors import DataError
 
-SHOWN = 20  # bad rows listed in a `fail` message; the rest are counted
+SHOWN = 20  # lines in a `fail` message; the rest are counted
+GROUPED = 3  # rows failing with the same message, from this many on, are said once
+EXAMPLES = 3  # file:line examples of such a group
 
 
 @dataclass
@@ -25,14 +27,31 @@ class RowProblem:
     def __str__(self) -> str:
         return self.detail
 
+    @property
+    def message(self) -> str:
+        """The detail without its file:line (what rows failing the same way have in common)."""
+        prefix = f"{self.origin}: "
+        return self.detail[len(prefix):] if self.detail.startswith(prefix) else self.detail
+
 
 def raise_if_any(problems: list[RowProblem], on_error: str) -> None:
-    """With `fail`, one error naming every bad row (the first SHOWN of them) and the fix."""
+    """With `fail`, one error naming the bad rows and the fix. Rows that fail the same way are said
+    once ("500 rows: missing field 'prompt' ...") with a few of their file:line, not 500 times."""
     if not problems or on_error == "skip":
         return
-    lines = [f"  {p.detail}" for p in problems[:SHOWN]]
-    if len(problems) > SHOWN:
-        lines.append(f"  ... and {len(problems) - SHOWN} more")
+    groups: dict[str, list[RowProblem]] = {}
+    for p in problems:
+        groups.setdefault(p.message, []).append(p)
+    lines: list[str] = []
+    for message, group in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        if len(group) >= GROUPED:
+            more = f" and {len(group) - EXAMPLES} more" if len(group) > EXAMPLES else ""
+            lines.append(f"  {len(group)} rows: {message}\n    e.g. "
+                         + ", ".join(p.origin for p in group[:EXAMPLES]) + more)
+        else:
+            lines += [f"  {p.detail}" for p in group]
+    if len(lines) > SHOWN:
+        lines = lines[:SHOWN] + [f"  ... and {len(lines) - SHOWN} more"]
     raise DataError(f"{len(problems)} bad row{'s' * (len(problems) > 1)} in the data "
                     "(set data.on_error: skip to drop them and train on the rest):\n" + "\n".join(lines))
 

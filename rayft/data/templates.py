@@ -25,7 +25,7 @@ ALPACA_NO_INPUT = (
 QA = "### Question:\n{question}\n\n### Answer:\n"
 NAMED = ("alpaca", "qa", "chat", "none")
 AUTO = {"instruction": "alpaca", "qa": "qa", "chat": "chat", "prompt_completion": "none", "text": "none",
-        "preference": "chat"}
+        "preference": "chat", "preference_implicit": "chat"}
 
 Segments = list[tuple[str, bool]]
 
@@ -33,7 +33,7 @@ Segments = list[tuple[str, bool]]
 def resolve_template(name: str, fmt: str, tokenizer: Any) -> str:
     """The concrete template for `data.template` (`auto` picks one from the format)."""
     template = AUTO[fmt] if name == "auto" else name
-    if name == "auto" and fmt == "preference" and not getattr(tokenizer, "chat_template", None):
+    if name == "auto" and fmt in ("preference", "preference_implicit") and not getattr(tokenizer, "chat_template", None):
         template = "none"
     if template == "chat" and not getattr(tokenizer, "chat_template", None):
         raise DataError("data.template: 'chat' needs a tokenizer with a chat template; this "

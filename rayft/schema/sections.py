@@ -64,12 +64,17 @@ class DedupConfig(Strict):
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (accuracy vs speed).")
 
 
+# The registered row formats (rayft.data.formats.FORMATS; a test keeps the two in step) and `auto`.
+RowFormatName = Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion", "preference",
+                        "preference_implicit"]
+
+
 class SourceConfig(Strict):
     path: str = Field(description="A file, a folder of files, or `hf:<dataset>[:<split>]` (a `datasets` "
                       "load spec; needs the dataset in the local cache or a reachable hub).")
     weight: float = Field(1.0, gt=0, description="Mixing weight: 2 repeats the source twice, 0.5 takes a "
                           "seeded half of it.")
-    format: Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion", "preference"] | None = Field(
+    format: RowFormatName | None = Field(
         None, description="This source's format (default: data.format).")
     columns: dict[str, str] = Field(default_factory=dict, description="Column mapping for this source "
                                     "(merged over data.columns).")
@@ -82,10 +87,11 @@ class DataConfig(Strict):
     )
     sources: list[SourceConfig] = Field(
         default_factory=list, description="Several sources mixed with weights (instead of `path`).")
-    format: Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion", "preference"] = Field(
+    format: RowFormatName = Field(
         "auto",
         description="Row format: `instruction` (instruction/input/output), `qa` (question/answer), "
-        "`chat` (messages), `text` (raw text), `prompt_completion`, `preference` (prompt/chosen/rejected); "
+        "`chat` (messages), `text` (raw text), `prompt_completion`, `preference` (prompt/chosen/rejected), "
+        "`preference_implicit` (chosen/rejected transcripts sharing the prompt); "
         "`auto` detects from the columns.",
     )
     columns: dict[str, str] = Field(
