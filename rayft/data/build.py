@@ -16,7 +16,7 @@ from rayft.data.problems import RowProblem, count_by_reason, raise_if_any
 from rayft.data.formats import detect_format, normalise, rename_columns
 from rayft.data.readers import Row, read_rows
 from rayft.data.sources import apply_weights, load_sources
-from rayft.data.templates import prompt_for_generation, render, resolve_template
+from rayft.data.templates import last_turn_only, prompt_for_generation, render, resolve_template
 from rayft.data.tokenize import tokenise
 from rayft.errors import DataError
 
@@ -151,6 +151,8 @@ def _tokenise(examples: list[dict[str, Any]], cfg: DataConfig, templates: dict[s
     truncated = dropped = tokens = 0
     for example in examples:
         segments = render(example, templates[example["_format"]], tokenizer)
+        if cfg.train_on == "last_turn" and example["turns"]:
+            segments = last_turn_only(segments)
         tok = tokenise(segments, tokenizer, max_length=cfg.max_length, truncation_side=cfg.truncation_side,
                        train_on_prompt=cfg.train_on_prompt, add_eos=cfg.add_eos)
         if tok is None:

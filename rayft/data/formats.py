@@ -101,6 +101,45 @@ def _chat(data: dict[str, Any], origin: str) -> dict[str, Any]:
     return example
 
 
+# ShareGPT speakers (`from`) as chat roles. Tool / function results are context for the next
+# assistant reply, so they join the user side of the turn (docs/data.md says why).
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
+                  "system": "system", "tool": "tool", "function": "tool", "function_call": "assistant",
+                  "observation": "tool", "ipython": "tool"}
+
+
+def _sharegpt(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    """`conversations: [{from: human|gpt|system|tool, value}]` (also `role` / `content` keys) onto
+    the chat format: system first, user/assistant turns, consecutive user-side messages joined."""
+    conversation = data["conversations"]
+    if not isinstance(conversation, list) or not conversation:
+        raise DataError(f"{origin}: 'conversations' must be a non-empty list of {{from, value}}", reason="bad messages")
+    messages: list[dict[str, str]] = []
+    for i, msg in enumerate(conversation):
+        speaker = msg.get("from", msg.get("role")) if isinstance(msg, dict) else None
+        text = msg.get("value", msg.get("content")) if isinstance(msg, dict) else None
+        if not isinstance(speaker, str) or not isinstance(text, str):
+            raise DataError(f"{origin}: conversations[{i}] must be {{from, value}} (or {{role, content}}) with text",
+                            reason="bad messages")
+        role = SHAREGPT_ROLES.get(speaker.lower())
+        if role is None:
+            raise DataError(f"{origin}: conversations[{i}] has an unknown speaker '{speaker}' (known: "
+                            f"{', '.join(SHAREGPT_ROLES)})", reason="bad messages")
+        if role == "tool":
+            role, text = "user", f"[{speaker} result]\n{text}"
+        if role == "system" and messages:
+            raise DataError(f"{origin}: conversations[{i}]: a system message only comes first", reason="bad messages")
+        if messages and messages[-1]["role"] == role and role != "system":
+            messages[-1]["content"] += "\n\n" + text
+        else:
+            messages.append({"role": role, "content": text})
+    system, turns = _chat_turns(messages, origin)
+    example = {**data, "system": system, "turns": turns}
+    _check_answers(example, origin)
+    return example
+
+
 def _text(data: dict[str, Any], origin: str) -> dict[str, Any]:
     if not data["text"].strip():
         raise DataError(f"{origin}: empty 'text'", reason="empty answer")
@@ -270,6 +309,7 @@ register_format(RowFormat("instruction", ("instruction", "output"), _one_turn(_i
                           ("input", "system")))
 register_format(RowFormat("qa", ("question", "answer"), _one_turn(lambda d: d["question"], "answer"), ("system",)))
 register_format(RowFormat("chat", ("messages",), _chat, text_columns=False))
+register_format(RowFormat("sharegpt", ("conversations",), _sharegpt, text_columns=False))
 register_format(RowFormat("prompt_completion", ("prompt", "completion"), _one_turn(lambda d: d["prompt"], "completion"),
                           ("system",)))
 register_format(RowFormat("text", ("text",), _text))

@@ -24,7 +24,7 @@ ALPACA_NO_INPUT = (
 )
 QA = "### Question:\n{question}\n\n### Answer:\n"
 NAMED = ("alpaca", "qa", "chat", "none")
-AUTO = {"instruction": "alpaca", "qa": "qa", "chat": "chat", "prompt_completion": "none", "text": "none",
+AUTO = {"instruction": "alpaca", "qa": "qa", "chat": "chat", "sharegpt": "chat", "prompt_completion": "none", "text": "none",
         "preference": "chat", "preference_implicit": "chat"}
 
 Segments = list[tuple[str, bool]]
@@ -102,6 +102,12 @@ def _render_chat(example: dict[str, Any], tokenizer: Any) -> Segments:
         segments.append((full[len(with_prompt):], True))
         rendered = full
     return segments
+
+
+def last_turn_only(segments: Segments) -> Segments:
+    """The same segments with only the last answer trainable (`data.train_on: last_turn`)."""
+    last = max(i for i, (_, trainable) in enumerate(segments) if trainable)
+    return [(text, trainable and i == last) for i, (text, trainable) in enumerate(segments)]
 
 
 def prompt_for_generation(segments: Segments) -> str:

@@ -65,8 +65,8 @@ class DedupConfig(Strict):
 
 
 # The registered row formats (rayft.data.formats.FORMATS; a test keeps the two in step) and `auto`.
-RowFormatName = Literal["auto", "instruction", "qa", "chat", "text", "prompt_completion", "preference",
-                        "preference_implicit"]
+RowFormatName = Literal["auto", "instruction", "qa", "chat", "sharegpt", "text", "prompt_completion",
+                        "preference", "preference_implicit"]
 
 
 class SourceConfig(Strict):
@@ -90,7 +90,7 @@ class DataConfig(Strict):
     format: RowFormatName = Field(
         "auto",
         description="Row format: `instruction` (instruction/input/output), `qa` (question/answer), "
-        "`chat` (messages), `text` (raw text), `prompt_completion`, `preference` (prompt/chosen/rejected), "
+        "`chat` (messages), `sharegpt` (conversations: from/value), `text` (raw text), `prompt_completion`, `preference` (prompt/chosen/rejected), "
         "`preference_implicit` (chosen/rejected transcripts sharing the prompt); "
         "`auto` detects from the columns.",
     )
@@ -107,6 +107,9 @@ class DataConfig(Strict):
     truncation_side: Literal["right", "left"] = Field(
         "right", description="Cut long examples at the end (`right`) or the start (`left`); counted in the stats.")
     train_on_prompt: bool = Field(False, description="Also compute the loss on prompt tokens.")
+    train_on: Literal["all_turns", "last_turn"] = Field(
+        "all_turns", description="Multi-turn rows: the loss on every assistant turn, or on the last one only "
+        "(earlier turns are context).")
     add_eos: bool = Field(True, description="Append EOS so the tuned model learns to stop.")
     packing: bool = Field(False, description="Pack several training examples per row (up to max_length), "
                           "isolated by a block-diagonal causal mask; eval rows stay unpacked.")

@@ -1,7 +1,8 @@
-"""Preference data as public sets ship it, used as it is: implicit-prompt pairs (Anthropic HH's
+"""Data as public sets ship it, used as it is: implicit-prompt preference pairs (Anthropic HH's
 plain "\\n\\nHuman: / \\n\\nAssistant:" transcripts, other speaker transcripts, UltraFeedback-style
-message lists), the same prompt text as an explicit-prompt row would give, bad pairs named by
-file:line with their reason, and one dataset-level message when every row fails the same way."""
+message lists) giving the same prompt text as an explicit-prompt row; ShareGPT conversations as
+the chat format (every assistant turn trained, or the last only); bad rows named by file:line with
+their reason, and one dataset-level message when every row fails the same way."""
 
 from __future__ import annotations
 
@@ -149,3 +150,61 @@ def test_data_inspect_shows_the_split_prompt(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "preference_implicit" in out and "chosen:   Talk to them calmly first." in out
     assert f"<|im_start|>user\n{QUESTIONS[0]}<|im_end|>" in out and "Human:" not in out
+
+
+# ShareGPT as it ships (e.g. from LLaMA-Factory's and Axolotl's example sets): `from` / `value`.
+SHAREGPT = [{"id": str(i), "conversations": [
+    {"from": "system", "value": "You are terse."},
+    {"from": "human", "value": f"Add {i} and 1."},
+    {"from": "gpt", "value": f"{i + 1}"},
+    {"from": "human", "value": "And times two?"},
+    {"from": "gpt", "value": f"{2 * (i + 1)}"}]} for i in range(6)]
+
+
+def _as_messages(row: dict) -> dict:
+    roles = {"system": "system", "human": "user", "gpt": "assistant"}
+    return {"messages": [{"role": roles[m["from"]], "content": m["value"]} for m in row["conversations"]]}
+
+
+def _answer_tokens(data, tokenizer, i: int = 0) -> str:
+    from rayft.data.tokenize import IGNORE_INDEX
+
+    return tokenizer.decode([t for t in data.train[i]["labels"] if t != IGNORE_INDEX])
+
+
+def test_sharegpt_is_the_chat_format_with_every_assistant_turn_trained(tmp_path, tiny_tokenizer):
+    from rayft.data.build import prepare
+
+    def prepared(rows, name, **extra):
+        path = write_jsonl(tmp_path / name, rows)
+        return prepare(DataConfig(path=str(path), eval_split=0, max_length=128, dedup={"exact": False}, **extra),
+                       tiny_tokenizer)
+
+    share = prepared(SHAREGPT, "share.jsonl")
+    chat = prepared([_as_messages(r) for r in SHAREGPT], "chat.jsonl")
+    assert share.stats["format"] == "sharegpt" and share.stats["template"] == "chat"
+    assert share.train.to_list() == chat.train.to_list()
+    assert _answer_tokens(share, tiny_tokenizer).replace("<|im_end|>", "|") == "1|\n2|\n"  # both replies
+    last = prepared(SHAREGPT, "share.jsonl", train_on="last_turn")
+    assert last.train[0]["input_ids"] == share.train[0]["input_ids"]
+    assert _answer_tokens(last, tiny_tokenizer).replace("<|im_end|>", "|") == "2|\n"  # the last reply only
+    # role / content keys under another column name, mapped with data.columns.
+    renamed = [{"dialog": [{"role": m["from"], "content": m["value"]} for m in r["conversations"]]} for r in SHAREGPT]
+    mapped = prepared(renamed, "renamed.jsonl", columns={"conversations": "dialog"})
+    assert mapped.train.to_list() == share.train.to_list()
+
+
+def test_sharegpt_tool_turns_and_bad_rows(tmp_path, tiny_tokenizer):
+    from rayft.data.formats import normalise
+
+    row = {"conversations": [{"from": "human", "value": "Weather?"}, {"from": "function_call", "value": "get()"},
+                             {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "Sunny."}]}
+    ex = normalise(row, "sharegpt", "f.jsonl:1")
+    assert ex["turns"] == [("Weather?", "get()"), ("[observation result]\nsunny", "Sunny.")]
+    for conversation, reason in [([{"from": "alien", "value": "hi"}], "unknown speaker 'alien'"),
+                                 ([{"from": "human", "value": 3}], "must be {from, value}"),
+                                 ([{"from": "human", "value": "hi"}], "must end with an assistant reply"),
+                                 ("not a list", "non-empty list")]:
+        with pytest.raises(DataError, match="f.jsonl:2: ") as err:
+            normalise({"conversations": conversation}, "sharegpt", "f.jsonl:2")
+        assert reason in str(err.value)
