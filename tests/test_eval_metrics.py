@@ -147,3 +147,44 @@ def test_tag_order_is_fixed() -> None:
     assert tag_generation(pred, prompt, hit_max_tokens=True) == expected
     assert tag_generation("", prompt, hit_max_tokens=True) == ["empty", "truncated"]
     assert TAGS == ("empty", "truncated", "repetition", "copied_prompt")
+
+
+def test_number_normalisation() -> None:
+    from rayft.eval.answers import normalise_numbers
+
+    cases = {"1,000": "1000", "$5": "5", "3.50": "3.5", "42.0": "42", "-0.0": "0", "007": "7",
+             "paid 1,234,567.10 in total": "paid 1234567.1 in total", "v1.2.3": "v1.2.3", "x12": "x12"}
+    for text, expected in cases.items():
+        assert normalise_numbers(text) == expected, text
+
+
+def test_answer_pattern_exact_match_on_benchmark_style_answers() -> None:
+    """GSM8K-style references ("... #### 72"): without a pattern nothing matches exactly; with
+    `#### (\\S+)` and number normalisation the right final answers do, whatever the reasoning."""
+    from rayft.eval.answers import AnswerRule
+
+    refs = ["She sold 48 + 24 = 72 clips.\n#### 72", "Total is 1,000 dollars.\n#### 1000", "#### 5"]
+    preds = ["48 + 24 = 72 so #### 72.", "The total: #### 1,000", "I think it is 6"]
+    plain = score_pairs(preds, refs)
+    assert plain["exact_match"] == 0.0
+    scored = score_pairs(preds, refs, AnswerRule(r"#### (\S+)", ("numbers", "strip")))
+    assert [e["exact_match"] for e in scored["per_example"]] == [1.0, 1.0, 0.0]
+    assert [e["answer"] for e in scored["per_example"]] == ["72.", "1,000", None]
+    assert [e["reference_answer"] for e in scored["per_example"]] == ["72", "1000", "5"]
+    assert scored["rouge_l"] == plain["rouge_l"]  # ROUGE-L stays on the whole texts
+    # A reference the pattern does not match is its own answer; steps apply in a fixed order.
+    rule = AnswerRule(r"[Tt]he answer is (.+)", ("strip", "lowercase", "numbers"))
+    assert rule.matches("So the answer is Paris.", "paris")[0] == 1.0
+    assert rule.matches("the answer is 2,000.", "2000")[0] == 1.0
+
+
+def test_answer_pattern_is_checked_in_the_config() -> None:
+    from rayft.config_io import validate
+    from rayft.errors import ConfigError
+
+    for pattern, message in [("#### \\S+", "needs a group"), ("(unclosed", "not a valid regular expression")]:
+        with pytest.raises(ConfigError, match="eval.answer_pattern") as err:
+            validate({"model": {"name": "builtin:tiny-random"}, "eval": {"answer_pattern": pattern}})
+        assert message in str(err.value)
+    with pytest.raises(ConfigError, match="eval.normalize"):
+        validate({"model": {"name": "builtin:tiny-random"}, "eval": {"normalize": ["numbrs"]}})

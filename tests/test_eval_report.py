@@ -229,6 +229,34 @@ def test_reward_stage_without_held_out_pairs_is_a_note(tmp_path, tiny_model_path
     assert "data.eval_split" in capsys.readouterr().out
 
 
+def test_benchmark_style_answers_in_the_report(tmp_path, tiny_model_path):
+    """`eval.answer_pattern` on GSM8K-shaped rows: each example records the answer extracted from
+    the reference and from the generation (None where the tiny model gives none), exact match is
+    computed on those, and report.md / report.html show them beside the raw texts."""
+    from rayft.cli import main
+
+    rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}.\n#### {2 * i:,}"}
+            for i in range(998, 1004)]
+    data = write_jsonl(tmp_path / "gsm.jsonl", rows)
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"model: {{name: builtin:tiny-random}}\ndata: {{path: {data}, eval_split: 4}}\n"
+                      f"eval: {{num_examples: 4, max_new_tokens: 4, answer_pattern: '#### (\\S+)', "
+                      f"normalize: [numbers, strip], perplexity: false}}\n")
+    out = tmp_path / "out"
+    assert main(["eval", str(config), "--out", str(out)]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    per_example = [e["base"] for e in result["examples"]]
+    assert all(e["reference_answer"] == f"{int(e['reference_answer'].replace(',', '')):,}" for e in per_example)
+    assert {e["reference_answer"] for e in per_example} <= {f"{2 * i:,}" for i in range(998, 1004)}
+    for e in per_example:
+        assert e["exact_match"] == float(e["answer"] is not None and
+                                         e["answer"].replace(",", "").rstrip(".") == e["reference_answer"].replace(",", ""))
+    report = (out / "report.md").read_text()
+    assert f"-> answer `{per_example[0]['reference_answer']}`" in report
+    assert "answer: " + per_example[0]["reference_answer"] in (out / "report.html").read_text()
+    _check_html(out / "report.html")
+
+
 def test_eval_config_errors_name_the_field(tmp_path, capsys):
     from rayft.cli import main
 

@@ -14,6 +14,7 @@ from typing import Any
 from rayft.config_io import LoadedConfig
 from rayft.errors import UserError
 from rayft.eval.metrics import score_pairs, tag_generation
+from rayft.eval.answers import AnswerRule
 
 BASE = "base"
 
@@ -65,6 +66,13 @@ class Comparison:
                     for i, (p, r) in enumerate(zip(self.prompts, self.references))]}
 
 
+def answer_rule(eval_cfg: Any) -> AnswerRule | None:
+    """How exact match reads an answer: None for the default (SQuAD-normalised whole texts)."""
+    if eval_cfg.answer_pattern is None and list(eval_cfg.normalize) == ["squad"]:
+        return None
+    return AnswerRule(eval_cfg.answer_pattern, tuple(eval_cfg.normalize))
+
+
 def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Path], held: HeldOut,
                    include_base: bool = True) -> Comparison:
     """Answer and score the held-out rows with the base model (if asked) and each output (adapter or
@@ -93,7 +101,7 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
         gens = generate_answers(label, path, adapter, cfg.model, tokenizer, held.prompts, cfg.eval, model)
         comparison.seconds[label] = time.time() - t0
         comparison.answers[label] = [g.text for g in gens]
-        comparison.scores[label] = score_pairs(comparison.answers[label], held.references)
+        comparison.scores[label] = score_pairs(comparison.answers[label], held.references, answer_rule(cfg.eval))
         comparison.tags[label] = [tag_generation(g.text, p, hit_max_tokens=g.hit_max_tokens)
                                   for g, p in zip(gens, held.prompts)]
         if not scoring:

@@ -113,11 +113,21 @@ def _answers_section(comparison: Any) -> list[str]:
             mark = "ok" if score.get("exact_match") else "miss"
             tags = "".join(f" <span class=\"tag\">{escape(t)}</span>" for t in comparison.tags[label][i])
             cells.append(f"<td><span class=\"{mark}\">{escape(comparison.answers[label][i] or '(empty)')}</span>"
-                         f"{tags}</td>")
+                         f"{_extracted(score, 'answer')}{tags}</td>")
+        first = comparison.scores[labels[0]]["per_example"][i] if labels else {}
         out.append(f"<tr><td>{i + 1}</td><td><pre>{escape(_tail(comparison.prompts[i]))}</pre></td>"
-                   f"<td>{escape(comparison.references[i])}</td>{''.join(cells)}</tr>")
+                   f"<td>{escape(comparison.references[i])}{_extracted(first, 'reference_answer')}</td>"
+                   f"{''.join(cells)}</tr>")
     out.append("</table>")
     return out
+
+
+def _extracted(scores: dict[str, Any], key: str) -> str:
+    """With eval.answer_pattern: the answer exact match compared, under the raw text."""
+    if key not in scores:
+        return ""
+    found = "no answer found" if scores[key] is None else f"answer: {scores[key]}"
+    return f"<br><small class=\"answer\">{escape(found)}</small>"
 
 
 def _img(path: Path, alt: str) -> str:

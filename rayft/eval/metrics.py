@@ -101,7 +101,7 @@ def sentence_bleu(prediction: str, reference: str) -> float:
     return float(sacrebleu.sentence_bleu(prediction, [reference]).score)
 
 
-def score_pairs(predictions: list[str], references: list[str]) -> dict[str, Any]:
+def score_pairs(predictions: list[str], references: list[str], rule: Any = None) -> dict[str, Any]:
     """Score aligned prediction/reference lists.
 
     Returns ``{"exact_match", "rouge_l", "bleu", "n", "per_example"}`` where
@@ -109,15 +109,21 @@ def score_pairs(predictions: list[str], references: list[str]) -> dict[str, Any]
     ``per_example`` holds per-pair EM / ROUGE-L / sentence BLEU for error
     analysis. With no pairs, ``n`` is 0 and the aggregate metrics are None
     (a mean over nothing is undefined, and 0.0 would be misleading).
+    With `rule` (a rayft.eval.answers.AnswerRule) exact match compares the extracted, normalised
+    answers, and each example also records them (`answer`, `reference_answer`).
     """
     _check_lengths(predictions, references)
     n = len(predictions)
     if n == 0:
         return {"exact_match": None, "rouge_l": None, "bleu": None, "n": 0, "per_example": []}
-    per_example = [
-        {"exact_match": exact_match(p, r), "rouge_l": rouge_l(p, r), "bleu": sentence_bleu(p, r)}
-        for p, r in zip(predictions, references)
-    ]
+    per_example = []
+    for p, r in zip(predictions, references):
+        scores: dict[str, Any] = {"rouge_l": rouge_l(p, r), "bleu": sentence_bleu(p, r)}
+        if rule is None:
+            scores["exact_match"] = exact_match(p, r)
+        else:
+            scores["exact_match"], scores["answer"], scores["reference_answer"] = rule.matches(p, r)
+        per_example.append(scores)
     return {
         "exact_match": sum(e["exact_match"] for e in per_example) / n,
         "rouge_l": sum(e["rouge_l"] for e in per_example) / n,

@@ -109,11 +109,20 @@ def _answers_section(comparison: Any) -> list[str]:
                      f"{_pct(row['dpo_accuracy'])} | {_num(row['dpo_margin'])} | {row['gen_s']} | {tags} |")
     lines += ["", "## Examples", ""]
     for i in range(min(EXAMPLES_SHOWN, len(comparison.prompts))):
+        first = next(iter(comparison.scores.values()))["per_example"][i]
         lines += [f"### Example {i + 1}", "", "```text", _question(comparison.prompts[i]), "```", "",
-                  f"- **reference**: `{comparison.references[i]}`"]
-        lines += [f"- **{label}**: `{answers[i]}`" for label, answers in comparison.answers.items()]
+                  f"- **reference**: `{comparison.references[i]}`{_extracted(first, 'reference_answer')}"]
+        lines += [f"- **{label}**: `{answers[i]}`{_extracted(comparison.scores[label]['per_example'][i], 'answer')}"
+                  for label, answers in comparison.answers.items()]
         lines.append("")
     return lines
+
+
+def _extracted(scores: dict[str, Any], key: str) -> str:
+    """With eval.answer_pattern: the answer exact match compared, beside the raw text."""
+    if key not in scores:
+        return ""
+    return " -> no answer found" if scores[key] is None else f" -> answer `{scores[key]}`"
 
 
 def _num(value: Any, digits: int = 4) -> str:

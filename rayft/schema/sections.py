@@ -216,6 +216,30 @@ class EvalConfig(Strict):
     dpo_beta: float = Field(0.1, gt=0, description="beta of the implicit DPO reward beta * (log p_model - "
                             "log p_base) reported per model on preference data.")
     num_workers: int = Field(1, ge=1, description="Ray workers to spread generation over (1: in this process).")
+    answer_pattern: str | None = Field(
+        None, description="Benchmark-style exact match: a regex whose first group is the answer (e.g. "
+        "`#### (\\S+)` for GSM8K, `The answer is (.+)`), applied to reference and generation alike; a "
+        "generation it does not match scores 0, a reference it does not match is its own answer. "
+        "ROUGE-L and BLEU stay on the whole texts.")
+    normalize: list[Literal["numbers", "squad", "lowercase", "strip"]] = Field(
+        default_factory=lambda: ["squad"], description="Exact-match normalisation steps (applied in the order "
+        "numbers, squad, lowercase, strip): `numbers` (\"1,000\" == \"1000\", \"3.50\" == \"3.5\"), `squad` "
+        "(lowercase, no punctuation or articles), `lowercase`, `strip` (whitespace, trailing full stop).")
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _pattern_has_a_group(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import re
+
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if compiled.groups < 1:
+            raise ValueError("needs a group around the answer, e.g. '#### (\\S+)'")
+        return value
 
 
 class MLflowConfig(Strict):
