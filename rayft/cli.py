@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="which rows of the config's seeded split to answer (default: train, so the "
                       "held-out questions stay unseen by a stage trained on the pairs)")
     pref.set_defaults(handler=_data_preference)
+    listing = data_verbs.add_parser("datasets", help="list the datasets of a dataset registry file")
+    listing.add_argument("registry", nargs="?", default="datasets.yaml", help="the registry (default: datasets.yaml)")
+    listing.set_defaults(handler=_data_datasets)
 
     verbs.add_parser("models", help="list the builtin models").set_defaults(handler=_models)
 
@@ -141,6 +144,13 @@ def _data_preference(args: argparse.Namespace, started_at: float) -> int:
     from rayft.data.pair_builder import build_preference_pairs
 
     build_preference_pairs(load_config(args.config, args.overrides), args.out, args.adapter, args.limit, args.split)
+    return 0
+
+
+def _data_datasets(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.data.registry import describe_registry
+
+    print(describe_registry(Path(args.registry).resolve()))
     return 0
 
 

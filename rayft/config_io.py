@@ -95,6 +95,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for text in overrides:
         apply_override(raw, *parse_override(text))
     loaded = LoadedConfig(pipeline=validate(raw, str(source or "config")), source=source)
+    resolve_datasets(loaded)
     resolve_paths(loaded)
     return loaded
 
@@ -114,6 +115,17 @@ def with_values(pipeline: Pipeline, values: dict[str, Any], label: str = "config
     for path, value in values.items():
         apply_override(raw, path.split("."), value)
     return validate(raw, label)
+
+
+def resolve_datasets(loaded: LoadedConfig) -> None:
+    """`data.dataset` names replaced by their registry entries (rayft.data.registry)."""
+    from rayft.data.registry import fill_dataset
+
+    sections = [("data", loaded.pipeline.data),
+                *((f"stages.{i}.data", s.data) for i, s in enumerate(loaded.pipeline.stages))]
+    for field, data in sections:
+        if data.dataset is not None:
+            fill_dataset(data, field, loaded.base_dir)
 
 
 def resolve_paths(loaded: LoadedConfig) -> None:

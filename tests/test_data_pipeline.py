@@ -154,7 +154,7 @@ def test_path_and_sources_together_is_a_config_error():
     from rayft.config_io import validate
     from rayft.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="either `path` or `sources`"):
+    with pytest.raises(ConfigError, match="give one of `path`, `sources` or `dataset`, not path and sources"):
         validate({"data": {"path": "a.jsonl", "sources": [{"path": "b.jsonl"}]}})
 
 

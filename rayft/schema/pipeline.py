@@ -29,6 +29,11 @@ from rayft.stages.sft import SFTStage
 StageConfig = Annotated[Union[tuple(stage_configs())], Field(discriminator="type")]
 
 
+# Where a data section's rows come from: a stage that names one of them inherits none of the
+# top level's (a stage with its own `path` does not also get the top level's `dataset`).
+ROW_SOURCES = ("path", "sources", "dataset")
+
+
 class Pipeline(Strict):
     """One rayft run: a base model and an ordered list of training stages."""
 
@@ -72,6 +77,8 @@ class Pipeline(Strict):
                 for section in ("training", "data"):
                     base, own = raw.get(section) or {}, stage.get(section) or {}
                     if isinstance(base, dict) and isinstance(own, dict):
+                        if section == "data" and any(k in own for k in ROW_SOURCES):
+                            base = {k: v for k, v in base.items() if k not in ROW_SOURCES}
                         stage[section] = {**base, **own}
             merged.append(stage)
         return {**raw, "stages": merged}

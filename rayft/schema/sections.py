@@ -87,6 +87,11 @@ class DataConfig(Strict):
     )
     sources: list[SourceConfig] = Field(
         default_factory=list, description="Several sources mixed with weights (instead of `path`).")
+    dataset: str | None = Field(
+        None, description="A dataset named in the dataset registry (instead of `path`): its path, format, "
+        "columns and held-out file, where this section does not set them.")
+    registry: str | None = Field(
+        None, description="The dataset registry file for `dataset` (default: datasets.yaml beside the config).")
     format: RowFormatName = Field(
         "auto",
         description="Row format: `instruction` (instruction/input/output), `qa` (question/answer), "
@@ -133,8 +138,10 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _path_or_sources(self) -> "DataConfig":
-        if self.path is not None and self.sources:
-            raise ValueError("give either `path` or `sources`, not both")
+        given = [name for name, value in (("path", self.path), ("sources", self.sources), ("dataset", self.dataset))
+                 if value]
+        if len(given) > 1:
+            raise ValueError(f"give one of `path`, `sources` or `dataset`, not {' and '.join(given)}")
         return self
 
     def source_list(self) -> list[SourceConfig]:
