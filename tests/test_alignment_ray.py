@@ -1,6 +1,8 @@
 """The alignment stages on real 2-worker Ray Train runs of the tiny model. Several stages share one
-`run_pipeline` call to amortise start-up: sft -> reward -> dpo; orpo -> cpo -> kto; and a re-run
-of the first (named) run with a grpo stage appended, scored by the run's reward model."""
+`run_pipeline` call to amortise start-up: sft -> reward -> dpo on implicit-prompt pairs as
+Anthropic HH ships them (two "Human: / Assistant:" transcripts per row, no prompt column);
+orpo -> cpo -> kto on explicit prompt/chosen/rejected pairs; and a re-run of the first (named) run
+with a grpo stage appended, scored by the run's reward model."""
 
 from __future__ import annotations
 
@@ -21,14 +23,19 @@ PAIRS = [{"prompt": f"What color is the {c} {t}?", "chosen": f"The {t} is {c}.",
           "rejected": "I do not know, maybe purple or some other colour entirely."}
          for c in COLORS for t in THINGS][:24]
 QA = [{"question": p["prompt"], "answer": p["chosen"]} for p in PAIRS]
+# The same pairs as HH-RLHF rows: the prompt only inside the two transcripts.
+HH = [{"chosen": f"\n\nHuman: {p['prompt']}\n\nAssistant: {p['chosen']}",
+       "rejected": f"\n\nHuman: {p['prompt']}\n\nAssistant: {p['rejected']}"} for p in PAIRS]
 COMMON = {"model": {"name": "builtin:tiny-random"}, "adapter": {"r": 8, "alpha": 16},
           "training": {"max_steps": 4, "batch_size": 4, "lr": 3e-3, "logging_steps": 1},
           "scaling": {"num_workers": 2}, "eval": {"enabled": False}}
 
 
-def _config(tmp: Path, stages: list, run_name: str, storage: Path) -> Path:
-    pairs = write_jsonl(tmp / "pairs.jsonl", PAIRS)
+def _config(tmp: Path, stages: list, run_name: str, storage: Path, pairs_file: str = "pairs.jsonl") -> Path:
+    write_jsonl(tmp / "pairs.jsonl", PAIRS)
+    write_jsonl(tmp / "hh.jsonl", HH)
     write_jsonl(tmp / "qa.jsonl", QA)
+    pairs = tmp / pairs_file
     raw = {**COMMON, "run_name": run_name, "storage": {"path": str(storage)},
            "data": {"path": str(pairs), "max_length": 64, "eval_split": 4}, "stages": stages}
     path = tmp / f"{run_name}.yaml"
@@ -53,7 +60,7 @@ def sft_reward_dpo(ray_cluster, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("align")
     storage = tmp / "runs"
-    loaded = load_config(_config(tmp, SFT_REWARD_DPO, "srd", storage))
+    loaded = load_config(_config(tmp, SFT_REWARD_DPO, "srd", storage, "hh.jsonl"))
     return tmp, storage, run_pipeline(loaded)
 
 
@@ -63,7 +70,7 @@ def test_sft_reward_dpo_pipeline(sft_reward_dpo):
     sft, reward, dpo = (_summary(run, s) for s in ("sft", "reward", "dpo"))
     assert sft["global_step"] == reward["global_step"] == dpo["global_step"] == 4
     assert 0.0 <= reward["eval_accuracy"] <= 1.0 and "eval_margin" in reward
-    assert reward["data"]["format"] == "preference" and reward["data"]["eval"]["rows"] == 4
+    assert reward["data"]["format"] == "preference_implicit" and reward["data"]["eval"]["rows"] == 4
     assert 0.0 <= dpo["eval_rewards/accuracies"] <= 1.0
     # Margins start at exactly 0 (the policy is its own reference) and grow with training.
     assert dpo["eval_rewards/margins"] > 0, dpo["eval_rewards/margins"]
@@ -115,7 +122,7 @@ def test_reward_stage_scored_after_training_as_training_scored_it(sft_reward_dpo
     from rayft.cli import main
 
     tmp, storage, result = sft_reward_dpo
-    config = _config(tmp, [SFT_REWARD_DPO[1]], "reward-only", storage)
+    config = _config(tmp, [SFT_REWARD_DPO[1]], "reward-only", storage, "hh.jsonl")
     assert main(["eval", str(result.run_dir), "--config", str(config)]) == 0
     summary = _summary(result.run_dir, "reward")
     assert summary["heldout_pairs"] == 4
@@ -132,7 +139,7 @@ def test_grpo_scored_by_the_runs_reward_model(sft_reward_dpo):
     tmp, storage, first = sft_reward_dpo
     grpo = {"type": "grpo", "rewards": ["stage:reward", "rayft.rewards:length_penalty"], "num_generations": 4,
             "max_completion_length": 8, "training": {"max_steps": 2, "batch_size": 2}, "data": {"eval_split": 2}}
-    result = run_pipeline(load_config(_config(tmp, [*SFT_REWARD_DPO, grpo], "srd", storage)))
+    result = run_pipeline(load_config(_config(tmp, [*SFT_REWARD_DPO, grpo], "srd", storage, "hh.jsonl")))
     assert result.run_dir == first.run_dir
     summary = _summary(result.run_dir, "grpo")
     assert summary["global_step"] == 2 and summary["init_adapter"] == str(result.run_dir / "dpo" / "adapter")
@@ -149,6 +156,7 @@ def test_orpo_cpo_kto_pipeline(ray_cluster, tmp_path):
     run = result.run_dir
     orpo, cpo, kto = (_summary(run, s) for s in ("orpo", "cpo", "kto"))
     assert "eval_rewards/accuracies" in orpo and "eval_log_odds_ratio" in orpo
+    assert orpo["data"]["format"] == "preference"  # explicit prompt/chosen/rejected rows
     assert "eval_rewards/margins" in cpo and "eval_nll_loss" in cpo
     assert "eval_rewards/margins" in kto and "eval_kl" in kto
     assert kto["data"]["train"]["unpaired_rows"] == 2 * kto["data"]["train"]["rows"]

@@ -184,6 +184,10 @@ def test_sharegpt_is_the_chat_format_with_every_assistant_turn_trained(tmp_path,
     chat = prepared([_as_messages(r) for r in SHAREGPT], "chat.jsonl")
     assert share.stats["format"] == "sharegpt" and share.stats["template"] == "chat"
     assert share.train.to_list() == chat.train.to_list()
+    # What trains is exactly the tokenizer's own chat template of the same conversation.
+    messages = _as_messages(SHAREGPT[0])["messages"]
+    assert tiny_tokenizer.decode(share.train[0]["input_ids"]) == tiny_tokenizer.apply_chat_template(messages,
+                                                                                                   tokenize=False)
     assert _answer_tokens(share, tiny_tokenizer).replace("<|im_end|>", "|") == "1|\n2|\n"  # both replies
     last = prepared(SHAREGPT, "share.jsonl", train_on="last_turn")
     assert last.train[0]["input_ids"] == share.train[0]["input_ids"]
