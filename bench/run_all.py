@@ -56,6 +56,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench("lamini_alignment", "held-out ROUGE-L / exact match: base vs SFT vs SFT -> DPO on the Lamini docs",
           ("--sft-steps", "50", "--pairs", "100", "--eval-examples", "30", "--max-new-tokens", "64"),
           ("--sft-steps", "20", "--pairs", "40", "--dpo-steps", "10", "--eval-examples", "10"), ("shared-data",)),
+    Bench("reward_quality", "reward stage held-out accuracy vs length and base-likelihood baselines (embedded)",
+          ("--epochs", "2", "--lr", "5e-4", "--r", "16"), ("--epochs", "0.3")),
     Bench("serve_throughput", "serving requests/s and latency, batching vs none; adapter switching (tiny model)"),
     Bench("serve_throughput_embedded", "serving requests/s and latency, batching vs none (embedded 135M model)",
           ("--model", "builtin:smollm2-135m-instruct", "--skip-adapters", "--section", "serve_throughput_embedded"),
@@ -67,7 +69,7 @@ BENCHES: tuple[Bench, ...] = (
 )
 
 # Scripts in bench/ that are not benchmarks themselves.
-HELPERS = {"run_all", "docs_section", "plain_trl_sft"}
+HELPERS = {"run_all", "docs_section", "plain_trl_sft", "reward_set"}
 
 
 def missing(bench: Bench) -> str | None:
