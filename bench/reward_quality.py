@@ -148,7 +148,7 @@ plateau looks as if the reward model cannot learn (docs/stages.md, "reward").
 TRL's own evaluation of the stage on the same pairs gives {m['trl_eval_accuracy']:.3f} (it averages per-batch
 accuracies, so the last, smaller batch weighs more). Wall time:
 training + evaluation {r['seconds']['train_and_eval']:.0f} s, baselines {r['seconds']['baselines']:.0f} s, on
-{r['machine']}, with:
+{r['machine']}, with the command:
 
     {r['command']}
 """
