@@ -20,7 +20,7 @@ from conftest import DEMO_DATA, REPO
 
 pytestmark = pytest.mark.ray
 
-# Trials ordered by grid: two learning rates that learn, then two so small that the eval loss
+# Trials ordered by grid: two learning rates that learn, then four so small that the eval loss
 # cannot move. With 2 trials at a time the learners reach step 4 before any slow trial starts, so
 # ASHA (keep the best half) stops the first slow trial there: a deterministic early stop.
 CONFIG = {
@@ -30,13 +30,12 @@ CONFIG = {
     "training": {"max_steps": 12, "batch_size": 4, "eval_steps": 4, "logging_steps": 4, "lr_scheduler": "constant"},
     "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 1}},
     "eval": {"enabled": False},
-    "tune": {"search_space": {"training.lr": "grid[3e-3, 2e-3, 1e-8, 2e-8]"},
+    "tune": {"search_space": {"training.lr": "grid[3e-3, 2e-3, 1e-8, 2e-8, 3e-8, 4e-8]"},
              "search_alg": "grid", "scheduler": "asha", "grace_period": 4, "reduction_factor": 2,
              "max_concurrent_trials": 2,
              "max_failures": 1},  # a trial killed by Ray's memory monitor on a crowded CI machine runs again
 }
-SLOW = {1e-8, 2e-8}
-TRIALS = 4
+SLOW = {1e-8, 2e-8, 3e-8, 4e-8}
 
 
 def write_config(path: Path, storage: Path, **tune) -> Path:
@@ -56,7 +55,7 @@ def sweep(ray_cluster, tmp_path_factory):
 
 def test_asha_stops_trials_that_cannot_compete(sweep):
     rows = sweep.trials
-    assert len(rows) == TRIALS and all(r.status in ("completed", "stopped") for r in rows), [(r.status, r.error) for r in rows]
+    assert len(rows) == 6 and all(r.status in ("completed", "stopped") for r in rows), [(r.status, r.error) for r in rows]
     stopped = [r for r in rows if r.stopped_early]
     # The first slow trial to reach step 4 always meets the learners' results there and is stopped
     # (whether the slower learner survives step 4 depends on which of the two arrives first).
@@ -75,12 +74,12 @@ def test_outputs(sweep):
     out = sweep.sweep_dir
     with (out / "results.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == TRIALS and {"training.lr", "final_eval_loss", "best_eval_loss", "steps", "stopped_early",
+    assert len(rows) == 6 and {"training.lr", "final_eval_loss", "best_eval_loss", "steps", "stopped_early",
                                "wall_s"} <= set(rows[0])
     assert sum(r["best"] == "True" for r in rows) == 1
     data = json.loads((out / "results.json").read_text())
     assert data["best_trial"] == sweep.best.trial_id and data["metric"] == "eval_loss"
-    assert data["total_steps"] == sum(r.steps for r in sweep.trials) < TRIALS * 12
+    assert data["total_steps"] == sum(r.steps for r in sweep.trials) < 6 * 12
     for trial in data["trials"]:
         assert trial["wall_s"] > 0 and trial["best_metric"] <= trial["final_metric"] + 1e-9
     assert (out / "metric.png").stat().st_size > 5000

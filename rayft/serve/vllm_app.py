@@ -80,4 +80,11 @@ def build_vllm_application(pipeline: Pipeline) -> Any:
     except ImportError as exc:
         raise ConfigError(f"serve.engine: vllm needs vLLM and Ray Serve LLM in this environment ({exc}); "
                           "run `make setup-vllm` and use .venv-vllm/bin/rayft") from None
-    return build_openai_app({"llm_configs": [LLMConfig(**c) for c in llm_config_dicts(pipeline)]})
+    replicas = pipeline.serve.replicas
+    return build_openai_app({
+        "llm_configs": [LLMConfig(**c) for c in llm_config_dicts(pipeline)],
+        # The ingress only forwards: as light as rayft's own (Serve's default of 1 CPU would not fit
+        # beside a CPU engine on a 2-core machine).
+        "ingress_deployment_config": {"num_replicas": replicas.ingress_replicas,
+                                      "max_ongoing_requests": replicas.ingress_max_ongoing_requests,
+                                      "ray_actor_options": {"num_cpus": replicas.ingress_num_cpus}}})
