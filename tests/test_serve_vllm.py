@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -43,11 +44,18 @@ def server(tmp_path_factory):
                   # the embedded model's folder served again under another name: a merged model's route
                   "merged_models": [{"name": "merged", "path": resolve_model("builtin:smollm2-135m-instruct")}],
                   "http": {"host": "127.0.0.1", "port": port},
-                  "vllm": {"max_model_len": 512, "cpu_kv_cache_gib": 0.5}}}))
+                  "vllm": {"max_model_len": 512, "cpu_kv_cache_gib": 1}}}))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
     env["RAYFT_API_KEYS"] = ""
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(24))  # as every Ray here (DESIGN.md)
+    # A Ray of its own with 4 logical CPUs: each engine (base, merged) holds a whole CPU, plus the ingress.
+    ray_port = free_port()
+    ray_bin = str(VLLM_PYTHON.parent / "ray")
+    subprocess.run([ray_bin, "start", "--head", f"--port={ray_port}", "--num-cpus=4", "--include-dashboard=false"],
+                   env=env, check=True, capture_output=True, timeout=120)
     log = (tmp / "serve.log").open("w")
-    process = subprocess.Popen([str(VLLM_PYTHON), "-m", "rayft", "serve", str(config)], cwd=tmp, env=env,
+    process = subprocess.Popen([str(VLLM_PYTHON), "-m", "rayft", "serve", str(config),
+                                "--address", f"127.0.0.1:{ray_port}"], cwd=tmp, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
@@ -71,6 +79,7 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ def test_base_and_merged_models_on_cpu(tmp_path, tiny_model_path, monkeypatch):
         assert c["runtime_env"] == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}
         assert c["engine_kwargs"]["max_model_len"] == 256 and c["engine_kwargs"]["seed"] == 3
         assert "lora_config" not in c and "enable_lora" not in c["engine_kwargs"]  # an empty local store
-        assert c["deployment_config"] == {"max_ongoing_requests": 64, "num_replicas": 1}
+        assert c["deployment_config"] == {"max_ongoing_requests": 64, "num_replicas": 1,
+                                          "ray_actor_options": {"num_cpus": 0}}
 
 
 def test_adapters_come_from_an_object_store(tmp_path, monkeypatch):
@@ -71,6 +72,7 @@ def test_what_ray_serve_llm_cannot_do_is_an_error(tmp_path, monkeypatch):
     ({"engine": "vllm", "batching": {"max_batch_size": 4}}, "batching: only rayft's engine reads these"),
     ({"engine": "vllm", "auth": {"api_keys": ["a-long-key-1"]}}, "auth: only rayft's engine reads these"),
     ({"engine": "vllm", "vllm": {"dtype": "int3"}}, "serve.vllm.dtype"),
+    ({"engine": "vllm", "replicas": {"num_cpus": 0.5}}, "replicas.num_cpus: 0.5: vLLM's CPU engine runs on whole CPUs"),
 ])
 def test_the_schema_refuses_the_other_engines_fields(serve, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -108,7 +108,7 @@ class VllmConfig(Strict):
     max_lora_rank: int = Field(16, ge=1, description="At least the largest `adapter.r` of the served adapters.")
     max_loras: int = Field(4, ge=1, description="Adapters batched together in one engine step.")
     max_adapters_per_replica: int = Field(16, ge=1, description="Adapters a replica keeps loaded (LRU).")
-    cpu_kv_cache_gib: float = Field(1.0, gt=0, description="On CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE).")
+    cpu_kv_cache_gib: int = Field(1, ge=1, description="On CPU: KV cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE).")
     enforce_eager: bool = Field(True, description="No CUDA / torch.compile graphs: faster start, fine on CPU.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine arguments, "
                                           "passed as they are (they win over the fields above).")
@@ -152,6 +152,10 @@ class ServeConfig(Strict):
                                  "behind a gateway) and vLLM batches continuously; see `vllm:` for its options")
             if self.vllm is None:
                 self.vllm = VllmConfig()
+            cpus = self.replicas.num_cpus
+            if self.replicas.num_gpus == 0 and (cpus < 1 or cpus != int(cpus)):
+                raise ValueError(f"replicas.num_cpus: {cpus:g}: vLLM's CPU engine runs on whole CPUs "
+                                 "(its thread count is the replica's CPUs); use 1 or more")
         return self
 
     @model_validator(mode="after")

@@ -45,7 +45,10 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
     if lora:
         engine.update(enable_lora=True, max_lora_rank=options.max_lora_rank, max_loras=options.max_loras)
     engine.update(options.engine_kwargs)
-    deployment: dict[str, Any] = {"max_ongoing_requests": cfg.replicas.max_ongoing_requests}
+    # The replica's own actor takes no CPU: Ray Serve LLM adds it to the engine's placement bundle,
+    # which carries serve.replicas.num_cpus (and num_gpus), so a replica costs what the config says.
+    deployment: dict[str, Any] = {"max_ongoing_requests": cfg.replicas.max_ongoing_requests,
+                                  "ray_actor_options": {"num_cpus": 0}}
     if cfg.replicas.max_replicas is None:
         deployment["num_replicas"] = cfg.replicas.num_replicas
     else:
@@ -56,7 +59,7 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
     else:
         common["accelerator_config"] = {"kind": "cpu"}
         common["placement_group_config"] = {"bundles": [{"CPU": cfg.replicas.num_cpus}]}
-        common["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": f"{options.cpu_kv_cache_gib:g}"}}
+        common["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(options.cpu_kv_cache_gib)}}
     base_name = cfg.model_name or default_model_name(pipeline.model.name)
     configs = [{"model_loading_config": {"model_id": base_name,
                                          "model_source": resolve_model(pipeline.model.name, pipeline.model.revision)},
