@@ -9,6 +9,7 @@ convention). vLLM is not in rayft's main environment: `make setup-vllm` builds `
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from rayft.errors import ConfigError
@@ -20,7 +21,6 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
     """The `LLMConfig` arguments for the config's base model and merged models (plain dicts, so
     they can be checked and rendered without vLLM installed)."""
     from rayft.models.loader import resolve_model
-    from rayft.serve.app import _absolute
     from rayft.serve.store import open_store
 
     cfg = pipeline.serve
@@ -69,6 +69,11 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
                                                  "model_source": resolve_model(_absolute(merged.path))},
                         **_without_lora(common)})
     return configs
+
+
+def _absolute(path: str) -> str:
+    """As rayft's engine reads paths: URIs as they are, local paths against the current directory."""
+    return path if "://" in path else str(Path(path).expanduser().absolute())
 
 
 def _without_lora(common: dict[str, Any]) -> dict[str, Any]:
