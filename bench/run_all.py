@@ -33,7 +33,7 @@ class Bench:
     what: str
     args: tuple[str, ...] = ()  # the arguments the published figures were made with
     quick_args: tuple[str, ...] = ()  # --quick: fewer repeats / steps, for a smoke run of the suite
-    needs: tuple[str, ...] = ()  # "shared-data", "gpu"
+    needs: tuple[str, ...] = ()  # "shared-data", "gpu", "vllm"
     script: str = ""  # bench/<script>.py; default: the name
 
     @property
@@ -59,6 +59,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench("reward_quality", "reward stage held-out accuracy vs length and base-likelihood baselines (embedded)",
           ("--epochs", "2", "--lr", "5e-4", "--r", "16"), ("--epochs", "0.3")),
     Bench("serve_throughput", "serving requests/s and latency, batching vs none; adapter switching (tiny model)"),
+    Bench("serve_engines", "rayft's engine vs vLLM (Ray Serve LLM): req/s, tok/s, TTFT, latency (embedded; .venv-vllm)",
+          ("--concurrency", "1", "4", "16"), ("--concurrency", "1", "4"), ("vllm",)),
     Bench("serve_throughput_embedded", "serving requests/s and latency, batching vs none (embedded 135M model)",
           ("--model", "builtin:smollm2-135m-instruct", "--skip-adapters", "--section", "serve_throughput_embedded"),
           ("--model", "builtin:smollm2-135m-instruct", "--skip-adapters", "--section", "serve_throughput_embedded",
@@ -78,6 +80,8 @@ def missing(bench: Bench) -> str | None:
         return f"{bench.path} is not in this checkout"
     if "shared-data" in bench.needs and not (ROOT.parent / "shared" / "data").is_dir():
         return "../shared/data is absent"
+    if "vllm" in bench.needs and not (ROOT / ".venv-vllm" / "bin" / "python").is_file():
+        return "no .venv-vllm (make setup-vllm)"
     if "gpu" in bench.needs:
         try:
             import torch
