@@ -15,8 +15,6 @@ import asyncio
 import json
 import os
 import platform
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
 
 from docs_section import write_section  # noqa: E402
-from serve_helpers import free_port  # noqa: E402
+from serve_helpers import ServeProcess, free_port  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 PROMPTS = ["Write one sentence about the sea.", "Name three fruits and describe them.", "Explain what a CPU does.",
@@ -36,7 +34,7 @@ PROMPTS = ["Write one sentence about the sea.", "Name three fruits and describe 
            "Describe a bicycle in a few words.", "Why do leaves change colour in autumn?"]
 
 
-def start(engine: str, tmp: Path, port: int) -> tuple[subprocess.Popen, list[str], dict]:
+def start(engine: str, tmp: Path, port: int) -> ServeProcess:
     config = tmp / f"{engine}.yaml"
     serve = {"engine": engine, "adapter_store": str(tmp / "adapters"), "http": {"host": "127.0.0.1", "port": port}}
     if engine == "vllm":
@@ -44,29 +42,18 @@ def start(engine: str, tmp: Path, port: int) -> tuple[subprocess.Popen, list[str
     else:
         serve["limits"] = {"max_tokens": 512}
     config.write_text(yaml.safe_dump({"model": {"name": f"builtin:{MODEL}"}, "serve": serve}))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
-    env["RAYFT_API_KEYS"] = ""
     python = ROOT / (".venv-vllm" if engine == "vllm" else ".venv") / "bin" / "python"
-    command = [str(python), "-m", "rayft", "serve", str(config)]
-    cleanup: list[str] = []
-    if engine == "vllm":  # vLLM's engine holds a whole CPU: its own head with logical CPUs to spare
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(24))
-        ray_port = free_port()
-        subprocess.run([str(python.parent / "ray"), "start", "--head", f"--port={ray_port}", "--num-cpus=4",
-                        "--include-dashboard=false"], env=env, check=True, capture_output=True, timeout=120)
-        command += ["--address", f"127.0.0.1:{ray_port}"]
-        cleanup = [str(python.parent / "ray"), "stop", "--force"]
-    log = (tmp / f"{engine}.log").open("w")
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp), cleanup, env
+    # vLLM's engine holds a whole CPU: its own head with logical CPUs to spare
+    return ServeProcess(python, config, tmp, tmp / f"{engine}.log", ray_cpus=4 if engine == "vllm" else None)
 
 
-def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 600) -> float:
+def wait_ready(url: str, server: ServeProcess, timeout: float = 600) -> float:
     import requests
 
     started = time.time()
     while time.time() - started < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text()[-3000:])
+        if server.process.poll() is not None:
+            raise RuntimeError(server.log_tail(3000))
         try:
             r = requests.post(f"{url}/v1/chat/completions", timeout=60, json={
                 "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
@@ -75,7 +62,7 @@ def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float = 
         except requests.RequestException:
             pass
         time.sleep(3)
-    raise RuntimeError("not ready:\n" + log.read_text()[-3000:])
+    raise RuntimeError("not ready:\n" + server.log_tail(3000))
 
 
 async def load(url: str, total: int, concurrency: int, max_tokens: int) -> dict:
@@ -133,21 +120,15 @@ def main() -> int:
     for engine in ("rayft", "vllm"):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        process, cleanup, env = start(engine, tmp, port)
+        server = start(engine, tmp, port)
         try:
-            ready_s = wait_ready(url, process, tmp / f"{engine}.log")
+            ready_s = wait_ready(url, server)
             rows = [asyncio.run(load(url, max(8, args.requests_per_level * c), c, args.max_tokens))
                     for c in args.concurrency]
             results[engine] = {"ready_s": ready_s, "levels": rows}
             print(engine, json.dumps(rows), flush=True)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            if cleanup:
-                subprocess.run(cleanup, env=env, capture_output=True, timeout=120)
+            server.stop()
     command = ("RAYFT_HOME=... .venv/bin/python bench/serve_engines.py --concurrency "
                + " ".join(map(str, args.concurrency)) + f" --requests-per-level {args.requests_per_level}"
                + f" --max-tokens {args.max_tokens}")

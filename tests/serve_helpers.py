@@ -42,3 +42,44 @@ def train_adapter(model_path: str, answer: str, out: Path, seed: int = 0, steps:
         optimizer.zero_grad()
     model.save_pretrained(out)
     return out
+
+
+class ServeProcess:
+    """`<python> -m rayft serve CONFIG` in a subprocess (used by the vLLM test and the engines
+    benchmark). With `ray_cpus`, on a Ray head of its own with that many logical CPUs and token auth
+    (as every Ray here): vLLM's CPU engine holds a whole CPU per deployment. `stop()` ends both."""
+
+    def __init__(self, python: Path, config: Path, cwd: Path, log: Path, ray_cpus: int | None = None):
+        import os
+        import secrets
+        import subprocess
+
+        self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
+        self.env["RAYFT_API_KEYS"] = ""
+        command = [str(python), "-m", "rayft", "serve", str(config)]
+        self.ray_bin = None
+        if ray_cpus is not None:
+            self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(24))
+            self.ray_bin = str(python.parent / "ray")
+            ray_port = free_port()
+            subprocess.run([self.ray_bin, "start", "--head", f"--port={ray_port}", f"--num-cpus={ray_cpus}",
+                            "--include-dashboard=false"], env=self.env, check=True, capture_output=True, timeout=120)
+            command += ["--address", f"127.0.0.1:{ray_port}"]
+        self.log_path = log
+        self._log = log.open("w")
+        self.process = subprocess.Popen(command, cwd=cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+        if self.ray_bin:
+            subprocess.run([self.ray_bin, "stop", "--force"], env=self.env, capture_output=True, timeout=120)

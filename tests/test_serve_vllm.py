@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import requests
 import yaml
 
 from conftest import REPO
-from serve_helpers import free_port
+from serve_helpers import ServeProcess, free_port
 
 VLLM_PYTHON = Path(os.environ.get("RAYFT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
@@ -45,23 +43,13 @@ def server(tmp_path_factory):
                   "merged_models": [{"name": "merged", "path": resolve_model("builtin:smollm2-135m-instruct")}],
                   "http": {"host": "127.0.0.1", "port": port},
                   "vllm": {"max_model_len": 512, "cpu_kv_cache_gib": 1}}}))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
-    env["RAYFT_API_KEYS"] = ""
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(24))  # as every Ray here (DESIGN.md)
-    # A Ray of its own with 4 logical CPUs: each engine (base, merged) holds a whole CPU, plus the ingress.
-    ray_port = free_port()
-    ray_bin = str(VLLM_PYTHON.parent / "ray")
-    subprocess.run([ray_bin, "start", "--head", f"--port={ray_port}", "--num-cpus=4", "--include-dashboard=false"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    log = (tmp / "serve.log").open("w")
-    process = subprocess.Popen([str(VLLM_PYTHON), "-m", "rayft", "serve", str(config),
-                                "--address", f"127.0.0.1:{ray_port}"], cwd=tmp, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    # Its own Ray with 4 logical CPUs: each engine (base, merged) holds a whole CPU, plus the ingress.
+    server = ServeProcess(VLLM_PYTHON, config, tmp, tmp / "serve.log", ray_cpus=4)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
     try:
         while time.time() < deadline:
-            assert process.poll() is None, (tmp / "serve.log").read_text()[-4000:]
+            assert server.process.poll() is None, server.log_tail()
             try:
                 ids = [m["id"] for m in requests.get(f"{url}/v1/models", timeout=5).json()["data"]]
                 if {MODEL, "merged"} <= set(ids):
@@ -70,16 +58,10 @@ def server(tmp_path_factory):
                 pass
             time.sleep(3)
         else:
-            pytest.fail("the vllm app did not come up in 600 s:\n" + (tmp / "serve.log").read_text()[-4000:])
+            pytest.fail("the vllm app did not come up in 600 s:\n" + server.log_tail())
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
