@@ -239,3 +239,36 @@ def test_shipped_sweep_configs_pass_the_sweep_checks(name):
         pytest.skip(f"{SHARED_DATA / 'lamini_docs.jsonl'} is absent (../shared/data is not beside this checkout)")
     loaded, spec = load_sweep(REPO / "jobs" / "configs" / name)
     assert spec.space and spec.scheduler == loaded.pipeline.tune.scheduler
+
+
+def test_pbt_history_comes_from_the_trial_schedule_when_tunes_copy_lost_a_report(tmp_path):
+    """Tune copies a PBT trial's result.json back from the storage path when it restarts the trial
+    from a checkpoint; a report made since the last sync is then missing from Ray's dataframe (seen
+    in CI: history [8] instead of [4, 8]). The trial's own pbt_schedule.json keeps every segment."""
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from rayft.tune.results import _row
+    from rayft.tune.trial import SweepSpec
+
+    trial = tmp_path / "trial_abc"
+    (trial / "sft").mkdir(parents=True)
+    (trial / "sft" / "summary.json").write_text(json.dumps({"status": "completed", "global_step": 8,
+                                                            "eval_loss": 2.5}))
+    (trial / "pbt_schedule.json").write_text(json.dumps([
+        {"event": "segment", "steps": [0, 4], "params": {"training.lr": 1e-4}, "metrics": {"eval_loss": 3.0}},
+        {"event": "restored", "at_step": 4, "from_trial": "def", "params": {"training.lr": 2e-4}},
+        {"event": "segment", "steps": [4, 8], "params": {"training.lr": 2e-4}, "metrics": {"eval_loss": 2.5}},
+    ]))
+    ray_frame = pd.DataFrame({"global_step": [8], "eval_loss": [2.5], "time_total_s": [12.0]})  # step 4 lost
+    result = SimpleNamespace(path=str(trial), metrics_dataframe=ray_frame, error=None,
+                             config={"training.lr": 2e-4})
+    spec = SweepSpec(raw={}, source=None, space={"training.lr": "loguniform[1e-5, 1e-3]"}, sweep_dir=tmp_path,
+                     scheduler="pbt", perturbation_interval=4)
+    row = _row(result, "eval_loss", "min", spec, "sft", {})
+    assert row.history == [(4, 3.0), (8, 2.5)] and row.status == "completed" and row.best_metric == 2.5
+
+    (trial / "pbt_schedule.json").write_text("{not json")  # a damaged schedule: Ray's record alone
+    assert _row(result, "eval_loss", "min", spec, "sft", {}).history == [(8, 2.5)]

@@ -74,6 +74,7 @@ def _row(result, metric: str, mode: str, spec: SweepSpec, stage: str, by_id: dic
             if _finite(step) and _finite(value):
                 seen[int(step)] = float(value)  # the final report repeats the last eval's step
         history = sorted(seen.items())
+    history = sorted({**dict(history), **_schedule_history(path, metric)}.items())
     if frame is not None and "time_total_s" in frame and len(frame):
         wall = float(frame["time_total_s"].iloc[-1])
     summary = read_summary(path / stage) or {}
@@ -94,6 +95,24 @@ def _row(result, metric: str, mode: str, spec: SweepSpec, stage: str, by_id: dic
     steps = summary.get("global_step") if completed else (history[-1][0] if history else None)
     return TrialRow(trial_id, status, params, final, best_value, steps, status == "stopped", wall, str(path),
                     error=_error_text(result.error), history=history)
+
+
+def _schedule_history(trial_dir: Path, metric: str) -> dict[int, float]:
+    """{end step: metric} of a PBT trial's segments, from its own pbt_schedule.json. Ray's copy of
+    the trial's reports (result.json) can lose one: when PBT restarts a trial from a checkpoint,
+    Tune copies the file back from the storage path over the newer local one, and a report made
+    since the last sync is gone."""
+    path = trial_dir / "pbt_schedule.json"
+    try:
+        schedule = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError):
+        return {}
+    found: dict[int, float] = {}
+    for event in schedule if isinstance(schedule, list) else []:
+        value = (event.get("metrics") or {}).get(metric) if isinstance(event, dict) else None
+        if event.get("event") == "segment" and _finite(value):
+            found[int(event["steps"][1])] = float(value)
+    return found
 
 
 def pick_best(rows: list[TrialRow], mode: str) -> TrialRow | None:
