@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Set-up is re-done only when pyproject.toml changes (the stamp carries its hash).
 STAMP := $(VENV)/.rayft-setup-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test test-fast bench clean-venv setup-vllm test-vllm
+.PHONY: setup browser demo test test-fast bench clean-venv setup-vllm test-vllm
 
 setup: $(STAMP)
 
@@ -24,8 +24,17 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/rayft demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q -ra --durations=25 tests
+
+# Debian's Chromium for the browser tests of `rayft ui` (tests/test_ui_browser.py); without root or
+# apt they skip and say why.
+browser:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	  { echo "[setup] installing Debian's chromium for the browser tests..."; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "[setup] no chromium (needs root and apt-get): the browser tests will skip"
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not embedded and not ray" tests

@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.choices["merge"].set_defaults(handler=_merge)
     verbs.choices["k8s"].set_defaults(handler=_k8s)
     verbs.choices["submit"].set_defaults(handler=_submit)
+
+    from rayft.ui.server import add_arguments as add_ui_arguments
+
+    ui = verbs.add_parser("ui", help="a web page to start runs, watch their curves, read sweeps and chat with "
+                          "served models (binds 127.0.0.1)")
+    add_ui_arguments(ui)
+    ui.set_defaults(handler=_ui)
     return parser
 
 
@@ -229,6 +236,12 @@ def _submit(args: argparse.Namespace, started_at: float) -> int:
     from rayft.cluster.commands import run_submit
 
     return run_submit(args)
+
+
+def _ui(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.ui.server import ui_main
+
+    return ui_main(args)
 
 
 def _demo(args: argparse.Namespace, started_at: float) -> int:

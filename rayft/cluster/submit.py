@@ -89,10 +89,16 @@ class JobClient:
         first = text.splitlines()[0] if text else type(exc).__name__
         return f"{self.address}: cannot reach the Ray Jobs API ({first}); is the dashboard port (8265) forwarded?"
 
-    def submit(self, entrypoint: str, working_dir: Path, submission_id: str) -> str:
-        runtime_env = {"working_dir": str(working_dir), "excludes": EXCLUDES}
+    def submit(self, entrypoint: str, working_dir: Path | None, submission_id: str,
+               metadata: dict[str, str] | None = None) -> str:
+        """Without a working dir the job runs where the cluster's nodes see the same files (a local
+        cluster, or shared storage)."""
+        runtime_env = {"working_dir": str(working_dir), "excludes": EXCLUDES} if working_dir else None
         return self._call(self.client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
-                          submission_id=submission_id)
+                          submission_id=submission_id, metadata=metadata)
+
+    def list_jobs(self) -> list:
+        return self._call(self.client.list_jobs)
 
     def status(self, job_id: str) -> str:
         return str(self._call(self.client.get_job_status, job_id).value)

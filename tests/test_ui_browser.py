@@ -1,0 +1,229 @@
+"""`rayft ui` in a real browser: the page served by `rayft ui` on 127.0.0.1 (its own local Ray), driven
+by headless Chromium from Debian's package through Playwright. The tests assert what a person sees:
+a bad field's error, a run started from the page reaching `completed` with its loss curve, the
+runs table listing runs, and answers streamed from a real Serve app for the base model and the
+run's adapter side by side. Screenshots are kept under the test's tmp dir (`screenshots/`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_DATA
+from serve_helpers import free_port
+
+pytestmark = [pytest.mark.ui, pytest.mark.ray, pytest.mark.embedded]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As the workplace's probe starts it: without the background-networking flags Chromium keeps trying
+# hosts a closed network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _skip_reason() -> str | None:
+    if not CHROMIUM.is_file():
+        return f"no {CHROMIUM} (Debian's chromium package; `make test` installs it when run as root)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[test]')"
+    return None
+
+
+if _skip_reason():
+    pytestmark.append(pytest.mark.skip(reason=_skip_reason()))
+
+
+class UI:
+    def __init__(self, root: Path):
+        self.root = root
+        self.storage, self.data = root / "runs", root / "data"
+        self.data.mkdir(parents=True)
+        self.dataset = self.data / "orders.jsonl"
+        shutil.copyfile(DEMO_DATA, self.dataset)
+        self.dataset_hash = hashlib.sha256(self.dataset.read_bytes()).hexdigest()
+        self.port, self.serve_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.shots = root / "screenshots"
+        self.shots.mkdir()
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+        self.log_path = root / "ui.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rayft", "ui", "--port", str(self.port), "--storage", str(self.storage),
+             "--data-dir", str(self.data), "--serve-url", f"http://127.0.0.1:{self.serve_port}"],
+            cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_up(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"rayft ui exited {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                time.sleep(1)
+        raise AssertionError(f"rayft ui did not answer in {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    server = UI(tmp_path_factory.mktemp("ui"))
+    try:
+        server.wait_up()
+        yield server
+    finally:
+        server.stop()
+    print(f"rayft ui screenshots: {server.shots}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(ui, browser):
+    tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+    tab.goto(ui.url)
+    tab.wait_for_selector("#config-yaml", timeout=60_000)
+    yield tab
+    tab.close()
+
+
+def field(page, elem_id: str):
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def type_into(page, elem_id: str, value: str) -> None:
+    box = field(page, elem_id)
+    box.fill(value)
+    box.blur()
+
+
+def wait_text(page, elem_id: str, text: str, timeout_s: float = 60) -> str:
+    page.wait_for_function(
+        "([id, text]) => (document.querySelector('#' + id)?.innerText || '').includes(text)",
+        arg=[elem_id, text], timeout=timeout_s * 1000)
+    return page.locator(f"#{elem_id}").inner_text()
+
+
+def test_bad_fields_show_their_error_in_the_page(ui, page):
+    assert "valid config" in wait_text(page, "config-status", "valid config", 30)
+    type_into(page, "field-lr", "-1")
+    shown = wait_text(page, "config-status", "training.lr", 30)
+    assert "greater than 0" in shown and "Traceback" not in shown
+    page.screenshot(path=str(ui.shots / "new_run_bad_field.png"), full_page=True)
+    type_into(page, "field-lr", "1e-3")
+    wait_text(page, "config-status", "valid config", 30)
+    # A data file outside the folders the page was given is refused, named by its field.
+    page.locator("#config-yaml .cm-content").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.insert_text("model: {name: 'builtin:tiny-random'}\ndata: {path: /etc/passwd}\n")
+    shown = wait_text(page, "config-status", "data.path", 30)
+    assert "outside the data folders" in shown
+    page.locator("#start-run").click()
+    assert "outside the data folders" in wait_text(page, "start-status", "Error", 30)
+    assert not any((ui.storage).glob("ui-*")), "a refused config must not start a run"
+
+
+def test_a_run_started_from_the_page_completes_and_its_curve_has_points(ui, page):
+    # The embedded model on the page's data folder copy of the demo task, a short run.
+    dataset = field(page, "dataset")
+    dataset.fill(str(ui.dataset))
+    dataset.press("Enter")
+    for elem_id, value in (("field-max-steps", "8"), ("field-eval-steps", "4"), ("field-max-length", "128")):
+        type_into(page, elem_id, value)
+    page.locator("#field-eval input").uncheck()
+    page.wait_for_function("document.querySelector('#config-yaml').innerText.includes('max_steps: 8')")
+    assert "valid config" in wait_text(page, "config-status", "valid config", 30)
+    type_into(page, "run-name", "from-the-page")
+    page.locator("#start-run").click()
+    assert "from-the-page" in wait_text(page, "start-status", "Started", 60)
+    # The page switches to the Runs tab and follows the run until it completes.
+    info = wait_text(page, "run-info", "completed", 420)
+    assert "from-the-page" in info
+    curve = wait_text(page, "curve-info", "train/loss", 30)
+    assert "train/loss: 8 points" in curve and "eval/loss: 2 points" in curve, curve
+    page.wait_for_selector("#run-curve img", timeout=30_000)  # the plot of those points
+    table = page.locator("#runs-table").inner_text()
+    assert "from-the-page" in table and "completed" in table and "8/8" in table
+    page.screenshot(path=str(ui.shots / "runs.png"), full_page=True)
+    summary = json.loads((ui.storage / "from-the-page" / "sft" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["global_step"] == 8
+    assert (ui.storage / ".ui" / "configs" / "from-the-page.yaml").is_file()
+    assert hashlib.sha256(ui.dataset.read_bytes()).hexdigest() == ui.dataset_hash  # input never modified
+
+
+def test_runs_table_lists_a_run_not_started_from_the_page(ui, page):
+    """A run directory that `rayft train` wrote elsewhere (here a copy of the page's run) is listed
+    with the status its files give."""
+    source = ui.storage / "from-the-page"
+    if not (source / "sft" / "summary.json").is_file():
+        pytest.skip("needs the run of the previous test")
+    shutil.copytree(source, ui.storage / "copied-run")
+    page.get_by_role("tab", name="Runs").click()
+    cells = wait_text(page, "runs-table", "copied-run", 30).split()
+    row = cells[cells.index("copied-run"):][:8]  # run, status, stage (2 words), step, loss, ...
+    assert row[1] == "completed" and "8/8" in row, cells
+
+
+def test_chat_streams_answers_from_the_base_model_and_the_adapter_side_by_side(ui, page):
+    if not (ui.storage / "from-the-page" / "sft" / "adapter").is_dir():
+        pytest.skip("needs the run of the earlier test")
+    page.get_by_role("tab", name="Runs").click()
+    picker = field(page, "run-select")
+    picker.fill("from-the-page")
+    picker.press("Enter")
+    wait_text(page, "run-info", "from-the-page", 30)
+    type_into(page, "adapter-id", "orders")
+    page.locator("#register").click()
+    assert "registered 'orders'" in wait_text(page, "run-action", "registered", 30)
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#start-serve").click()
+    status = wait_text(page, "serve-status", "Serve is up", 240)
+    assert "2 model(s)" in status, status
+    model_b = field(page, "model-b")
+    model_b.fill("orders")
+    model_b.press("Enter")
+    assert field(page, "model-a").input_value() == "smollm2-135m-instruct"
+    type_into(page, "chat-prompt", "Order: 2 apples and 1 pear, ship to Berlin")
+    page.locator("#chat-send").click()
+    assert "answers complete" in wait_text(page, "chat-status", "answers complete", 240)
+    answers = {which: page.locator(f"#chat-{which} .bot").last.inner_text().strip() for which in "ab"}
+    assert all(answers.values()) and not any("(error" in a for a in answers.values()), answers
+    page.screenshot(path=str(ui.shots / "chat.png"), full_page=True)
+    # Both answers came from the Serve app, streamed (the app logs each request).
+    deadline = time.monotonic() + 30
+    while ui.log_tail(400_000).count("POST /v1/chat/completions 200") < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ui.log_tail(400_000).count("POST /v1/chat/completions 200") >= 2, ui.log_tail()
