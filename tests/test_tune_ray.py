@@ -88,6 +88,28 @@ def test_outputs(sweep):
     assert best["stages"][0]["training"]["lr"] == sweep.best.params["training.lr"]
 
 
+def test_the_ui_listing_reads_the_sweep_and_its_trials(sweep):
+    """rayft.runs (what `rayft ui`'s Sweeps and Runs tabs show) on this real sweep: every trial with its
+    params, status, history and the best one; a sweep folder is not listed as a run."""
+    from rayft.runs import curves, list_runs, list_sweeps, run_state
+
+    storage = sweep.sweep_dir.parent
+    found = {s.name: s for s in list_sweeps(storage)}
+    state = found[sweep.sweep_dir.name]
+    assert state.finished and state.metric == "eval_loss" and state.best_trial == sweep.best.trial_id
+    assert state.best_config == sweep.sweep_dir / "best_config.yaml"
+    by_id = {t["trial_id"]: t for t in state.trials}
+    assert set(by_id) == {r.trial_id for r in sweep.trials}
+    for row in sweep.trials:
+        assert by_id[row.trial_id]["status"] == row.status
+        assert [tuple(h) for h in by_id[row.trial_id]["history"]] == [tuple(h) for h in row.history]
+        trial_run = run_state(Path(row.run_dir))
+        assert trial_run.stages[0].name == "sft" and trial_run.status in ("completed", "stopped")
+        # A stopped trial may evaluate once more before its workers stop; what Tune saw is a subset.
+        assert {s for s, _ in row.history} <= {s for s, _ in curves(Path(row.run_dir) / "sft")["eval/loss"]}
+    assert sweep.sweep_dir.name not in {r.name for r in list_runs(storage)}
+
+
 def test_best_config_trains_with_rayft_train(sweep, tmp_path):
     from rayft.cli import main
 

@@ -216,7 +216,9 @@ def test_chat_streams_answers_from_the_base_model_and_the_adapter_side_by_side(u
     model_b.fill("orders")
     model_b.press("Enter")
     assert field(page, "model-a").input_value() == "smollm2-135m-instruct"
-    type_into(page, "chat-prompt", "Order: 2 apples and 1 pear, ship to Berlin")
+    # As the demo's rows reach the model in training: the instruction, a blank line, the message.
+    instruction = json.loads(DEMO_DATA.read_text().splitlines()[0])["instruction"]
+    type_into(page, "chat-prompt", f"{instruction}\n\nPlease send 3 red mugs to Oslo by Tuesday. Thanks, Ines")
     page.locator("#chat-send").click()
     assert "answers complete" in wait_text(page, "chat-status", "answers complete", 240)
     answers = {which: page.locator(f"#chat-{which} .bot").last.inner_text().strip() for which in "ab"}

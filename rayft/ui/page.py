@@ -162,8 +162,9 @@ def build_page(backend: Backend) -> gr.Blocks:
                 report = gr.Markdown(elem_id="run-report")
 
             # ---- Sweeps --------------------------------------------------------------------------
-            with gr.Tab("Sweeps", id="sweeps"):
+            with gr.Tab("Sweeps", id="sweeps") as sweeps_tab:
                 sweep_pick = gr.Dropdown([s.name for s in list_sweeps(backend.storage)], label="Sweep",
+                                         allow_custom_value=True,
                                          elem_id="sweep-select")
                 trials = gr.Dataframe(label="Trials (★ best)", interactive=False, elem_id="trials-table")
                 trial_plot = gr.Plot(label="Metric per trial", elem_id="trial-curve", format="png")
@@ -307,7 +308,7 @@ def build_page(backend: Backend) -> gr.Blocks:
         def show_sweep(name: str | None):
             try:
                 if not name:
-                    return gr.update(choices=[s.name for s in list_sweeps(backend.storage)]), None, None, ""
+                    return None, None, ""
                 sweep = sweep_state((backend.storage / name).resolve())
                 params = sorted({k for t in sweep.trials for k in (t.get("params") or {})})
                 rows = [["★" if t.get("trial_id") == sweep.best_trial else "", t.get("trial_id"), t.get("status"),
@@ -321,12 +322,13 @@ def build_page(backend: Backend) -> gr.Blocks:
                 best = (f"Best trial **{sweep.best_trial}** ({sweep.metric} {sweep.mode}); config "
                         f"`{sweep.best_config}`" if sweep.best_config else
                         ("sweep still running: results appear when it ends" if not sweep.finished else "no best trial"))
-                return gr.update(), frame, figure(lines, "trial", sweep.metric or "metric"), best
+                return frame, figure(lines, "trial", sweep.metric or "metric"), best
             except Exception as exc:  # noqa: BLE001
-                return gr.update(), None, None, _message(exc)
+                return None, None, _message(exc)
 
-        sweep_pick.change(show_sweep, sweep_pick, [sweep_pick, trials, trial_plot, best_info])
-        sweep_pick.focus(lambda: gr.update(choices=[s.name for s in list_sweeps(backend.storage)]), None, sweep_pick)
+        sweep_pick.change(show_sweep, sweep_pick, [trials, trial_plot, best_info])
+        page.load(show_sweep, sweep_pick, [trials, trial_plot, best_info])  # the dropdown starts on the newest
+        sweeps_tab.select(lambda: gr.update(choices=[s.name for s in list_sweeps(backend.storage)]), None, sweep_pick)
 
         def train_best(name: str | None):
             try:
