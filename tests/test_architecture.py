@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("run records", ("rayft.train.rundir", "rayft.train.checkpoints", "rayft.train.attempts",
                      "rayft.train.tracking", "rayft.train.progress", "rayft.train.memory", "rayft.train.flops",
                      "rayft.train.args", "rayft.train.strategy", "rayft.eval.generate", "rayft.eval.plots",
-                     "rayft.eval.metrics", "rayft.eval.scoring")),
+                     "rayft.eval.metrics", "rayft.eval.scoring", "rayft.runs")),
     ("data", ("rayft.data",)),
     ("rl", ("rayft.rl",)),
     ("stages", ("rayft.stages",)),
@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("drivers", ("rayft.train", "rayft.eval", "rayft.data.inspect", "rayft.data.pair_builder", "rayft.serve",
                  "rayft.cluster")),
     ("sweeps", ("rayft.tune",)),
-    ("entry points", ("rayft.workflow", "rayft.demo", "rayft.cli", "rayft.__main__")),
+    ("entry points", ("rayft.workflow", "rayft.demo", "rayft.cli", "rayft.__main__", "rayft.ui")),
 ]
 
 
