@@ -196,6 +196,29 @@ def test_runs_table_lists_a_run_not_started_from_the_page(ui, page):
     assert row[1] == "completed" and "8/8" in row, cells
 
 
+def test_a_run_is_stopped_from_the_page(ui, page):
+    """A long run of the tiny model, stopped with the button: its Ray job stops and the table says so."""
+    model = field(page, "field-model")
+    model.fill("builtin:tiny-random")
+    model.press("Enter")
+    type_into(page, "field-max-steps", "5000")
+    page.locator("#field-eval input").uncheck()
+    page.wait_for_function("document.querySelector('#config-yaml').innerText.includes('max_steps: 5000')")
+    type_into(page, "run-name", "to-stop")
+    page.locator("#start-run").click()
+    wait_text(page, "start-status", "Started", 60)
+    page.wait_for_function(  # training, not just submitted: a step is on record
+        "() => /to-stop · running/.test(document.querySelector('#run-info')?.innerText || '')", timeout=180_000)
+    wait_text(page, "runs-table", "/5000", 180)
+    page.locator("#stop-run").click()
+    assert "stop requested" in wait_text(page, "run-action", "stop", 30)
+    page.wait_for_function(
+        "() => /to-stop · (stopped|interrupted)/.test(document.querySelector('#run-info')?.innerText || '')",
+        timeout=120_000)
+    cells = page.locator("#runs-table").inner_text().split()
+    assert cells[cells.index("to-stop") + 1] in ("stopped", "interrupted"), cells
+
+
 def test_chat_streams_answers_from_the_base_model_and_the_adapter_side_by_side(ui, page):
     if not (ui.storage / "from-the-page" / "sft" / "adapter").is_dir():
         pytest.skip("needs the run of the earlier test")
