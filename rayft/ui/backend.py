@@ -9,6 +9,7 @@ rayft.serve.app.run_from_config (as `rayft serve`), adapters are registered with
 
 from __future__ import annotations
 
+import logging
 import shlex
 import shutil
 import sys
@@ -23,6 +24,7 @@ from rayft.errors import UserError
 from rayft.runs import RunState, list_runs, run_state
 from rayft.ui.config_form import check_config, check_run_name, demo_dataset, to_yaml
 
+log = logging.getLogger("rayft.ui")
 UI_DIR = ".ui"  # under the storage path: the configs the page wrote (one per run) and uploads
 JOB_PREFIX = "rayft-ui-"
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -144,7 +146,8 @@ class Backend:
             return {}
         try:
             jobs = self.jobs.list_jobs()
-        except UserError:
+        except UserError as exc:
+            log.warning("rayft ui: cannot list Ray jobs: %s", exc)
             return {}
         for job in jobs:
             run = (job.metadata or {}).get("rayft_run")
@@ -176,11 +179,7 @@ class Backend:
         """Runs under the storage path, a run's status overlaid with its job's when the job ended
         without the run saying so (stopped, or its driver killed)."""
         jobs = self.job_statuses()
-        runs = list_runs(self.storage)
-        for run in runs:
-            status = jobs.get(run.name, (None, None))[1]
-            if status in ("STOPPED", "FAILED") and run.status in ("running", "stale", "pending"):
-                run.status = "stopped" if status == "STOPPED" else "failed"
+        runs = [_with_job(run, jobs) for run in list_runs(self.storage)]
         known = {r.name for r in runs}
         for name, (_, status) in jobs.items():  # submitted, not yet written its run directory
             if name not in known and status in ("PENDING", "RUNNING"):
@@ -191,7 +190,7 @@ class Backend:
         path = (self.storage / name).resolve()
         if path.parent != self.storage or not (path / "config.yaml").is_file():
             raise UserError(f"{name}: no such run under {self.storage}")
-        return run_state(path)
+        return _with_job(run_state(path), self.job_statuses())
 
     # ---- Serve ----------------------------------------------------------------------------------
     def serve_up(self) -> bool:
@@ -251,3 +250,12 @@ class Backend:
                 yield text
         if not text.strip():  # a person sees an empty bubble otherwise
             yield f"(the model answered only whitespace: {len(text)} characters)"
+
+
+def _with_job(run: RunState, jobs: dict[str, tuple[str, str]]) -> RunState:
+    """The run's status, corrected by its Ray job's when the job ended without the run saying so
+    (stopped from the page, or its driver killed)."""
+    status = jobs.get(run.name, (None, None))[1]
+    if status in ("STOPPED", "FAILED") and run.status in ("running", "stale", "pending"):
+        run.status = "stopped" if status == "STOPPED" else "failed"
+    return run
