@@ -1,4 +1,4 @@
-"""`rayft ui` in a real browser: the page served by `rayft ui` on 127.0.0.1 (its own local Ray), driven
+"""`rayft ui` in a real browser: the page served by `rayft ui` on 127.0.0.1 (joined to the session's Ray), driven
 by headless Chromium from Debian's package through Playwright. The tests assert what a person sees:
 a bad field's error, a run started from the page reaching `completed` with its loss curve, the
 runs table listing runs, and answers streamed from a real Serve app for the base model and the
@@ -45,7 +45,7 @@ if _skip_reason():
 
 
 class UI:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, address: str):
         self.root = root
         self.storage, self.data = root / "runs", root / "data"
         self.data.mkdir(parents=True)
@@ -61,7 +61,8 @@ class UI:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rayft", "ui", "--port", str(self.port), "--storage", str(self.storage),
-             "--data-dir", str(self.data), "--serve-url", f"http://127.0.0.1:{self.serve_port}"],
+             "--data-dir", str(self.data), "--serve-url", f"http://127.0.0.1:{self.serve_port}",
+             "--address", address],
             cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_up(self, timeout: float = 180) -> None:
@@ -90,8 +91,10 @@ class UI:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    server = UI(tmp_path_factory.mktemp("ui"))
+def ui(ray_cluster, tmp_path_factory):
+    """`rayft ui` joined to the session's Ray (a second local Ray on one machine cannot start its job
+    agent while the first holds the agent's port)."""
+    server = UI(tmp_path_factory.mktemp("ui"), ray_cluster.get_runtime_context().gcs_address)
     try:
         server.wait_up()
         yield server
@@ -130,9 +133,17 @@ def type_into(page, elem_id: str, value: str) -> None:
 
 
 def wait_text(page, elem_id: str, text: str, timeout_s: float = 60) -> str:
-    page.wait_for_function(
-        "([id, text]) => (document.querySelector('#' + id)?.innerText || '').includes(text)",
-        arg=[elem_id, text], timeout=timeout_s * 1000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "([id, text]) => (document.querySelector('#' + id)?.innerText || '').includes(text)",
+            arg=[elem_id, text], timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        shown = {e: page.locator(f"#{e}").inner_text(timeout=1000) for e in
+                 ("config-status", "start-status", "run-info", "run-action", "serve-status", "chat-status")
+                 if page.locator(f"#{e}").count()}  # a tab not shown yet is not in the page
+        raise AssertionError(f"#{elem_id} did not show {text!r} in {timeout_s} s; the page shows {shown}") from None
     return page.locator(f"#{elem_id}").inner_text()
 
 

@@ -129,3 +129,27 @@ def test_run_states_from_the_files_runs_write(tmp_path):
     assert run_state(run).status == "failed" and run_state(run).current.error.startswith("boom")
     (tmp_path / "not-a-run").mkdir()
     assert [r.name for r in list_runs(tmp_path)] == ["r1"]
+
+
+def test_runs_and_sweeps_are_read_only_under_the_storage_path(backend, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "config.yaml").write_text("stages: []\n")
+    (outside / "results.json").write_text('{"trials": []}')
+    for name in ("../outside", "/etc", "nothing"):
+        with pytest.raises(UserError, match="no such"):
+            backend.run(name)
+        with pytest.raises(UserError, match="no such sweep"):
+            backend.sweep(name)
+
+
+def test_a_cluster_without_a_job_agent_is_explained():
+    """What Ray's Jobs API answers when a second local Ray could not start its agent (seen when the
+    UI started its own Ray beside the test session's): the message says why and what to do."""
+    from types import SimpleNamespace
+
+    from rayft.cluster.submit import JobClient
+
+    raw = Exception("Request failed with status code 500: No available agent to submit job, please try again later..")
+    message = JobClient._explain(SimpleNamespace(address="http://127.0.0.1:8266"), raw)
+    assert "no job agent" in message and "ray start --head" in message and "--address auto" in message

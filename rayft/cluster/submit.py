@@ -84,6 +84,10 @@ class JobClient:
                     "set RAY_AUTH_TOKEN, or write it to ~/.ray/auth_token")
         if "403" in text or "Invalid authentication token" in text:
             return f"{self.address}: the cluster refused the Ray auth token (403 Forbidden); check the token"
+        if "No available agent" in text:
+            return (f"{self.address}: the cluster has no job agent running. On one machine a second local Ray "
+                    "cannot start its agent while another Ray holds the agent's port (52365): start one cluster "
+                    "with `ray start --head` and point every command at it (`--address auto`)")
         if "does not exist" in text or "404" in text:
             return f"{self.address}: {text.splitlines()[0]}"
         first = text.splitlines()[0] if text else type(exc).__name__

@@ -93,8 +93,9 @@ class Backend:
         from rayft.cluster.submit import JobClient, find_token
 
         if not ray.is_initialized():
-            # "local": a new cluster of this process's own, even when another runs on the machine.
-            context = ray.init(address=self.address or "local", include_dashboard=True, dashboard_host="127.0.0.1",
+            # Ray's own default without an address: a cluster started with `ray start` on this machine
+            # (or $RAY_ADDRESS), else a new local one with its dashboard.
+            context = ray.init(address=self.address, include_dashboard=True, dashboard_host="127.0.0.1",
                                logging_level="WARNING", configure_logging=False)
         else:
             context = ray.get_runtime_context()
@@ -191,6 +192,14 @@ class Backend:
         if path.parent != self.storage or not (path / "config.yaml").is_file():
             raise UserError(f"{name}: no such run under {self.storage}")
         return _with_job(run_state(path), self.job_statuses())
+
+    def sweep(self, name: str):
+        from rayft.runs import is_sweep, sweep_state
+
+        path = (self.storage / name).resolve()
+        if path.parent != self.storage or not is_sweep(path):
+            raise UserError(f"{name}: no such sweep under {self.storage}")
+        return sweep_state(path)
 
     # ---- Serve ----------------------------------------------------------------------------------
     def serve_up(self) -> bool:

@@ -16,7 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from rayft.errors import UserError
-from rayft.runs import curves, list_sweeps, sweep_state
+from rayft.runs import curves, list_sweeps
 from rayft.ui.backend import Backend
 from rayft.ui.config_form import DEMO_DATASET, Form, check_config, form_to_config, to_yaml
 
@@ -309,7 +309,7 @@ def build_page(backend: Backend) -> gr.Blocks:
             try:
                 if not name:
                     return None, None, ""
-                sweep = sweep_state((backend.storage / name).resolve())
+                sweep = backend.sweep(name)
                 params = sorted({k for t in sweep.trials for k in (t.get("params") or {})})
                 rows = [["★" if t.get("trial_id") == sweep.best_trial else "", t.get("trial_id"), t.get("status"),
                          *[_fmt((t.get("params") or {}).get(k)) for k in params], _fmt(t.get("final_metric")),
@@ -334,7 +334,7 @@ def build_page(backend: Backend) -> gr.Blocks:
             try:
                 if not name:
                     raise UserError("pick a sweep first")
-                sweep = sweep_state((backend.storage / name).resolve())
+                sweep = backend.sweep(name)
                 if not sweep.best_config:
                     raise UserError(f"{name}: no best_config.yaml yet (the sweep has not finished)")
                 job_id, run_dir = backend.start_run(sweep.best_config.read_text(), f"{name}-best-{_stamp()}")
