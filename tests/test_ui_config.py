@@ -153,3 +153,18 @@ def test_a_cluster_without_a_job_agent_is_explained():
     raw = Exception("Request failed with status code 500: No available agent to submit job, please try again later..")
     message = JobClient._explain(SimpleNamespace(address="http://127.0.0.1:8266"), raw)
     assert "no job agent" in message and "ray start --head" in message and "--address auto" in message
+
+
+def test_models_are_builtins_or_folders_inside_the_page_s_folders(backend, tmp_path):
+    data = backend.data_dirs[0] / "rows.jsonl"
+    inside = backend.storage / "merged-model"
+    inside.mkdir(parents=True)
+    outside = tmp_path / "elsewhere-model"
+    outside.mkdir()
+    for name, words in [("builtin:tiny-random", None), (str(inside), None),
+                        (str(outside), "outside the folders"), ("HuggingFaceTB/SmolLM2-135M", "no model hub")]:
+        loaded, problem = check(f"model: {{name: '{name}'}}\ndata: {{path: {data}}}\n", backend)
+        if words is None:
+            assert problem is None, problem
+        else:
+            assert loaded is None and problem.startswith("model.name:") and words in problem, problem

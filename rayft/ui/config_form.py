@@ -100,7 +100,25 @@ def check_config(text: str, allowed_data: list[Path], storage: Path):
         problem = _outside(path, allowed_data)
         if problem:
             return None, f"{where}: {problem}"
+    problem = _model_problem(loaded.pipeline.model.name, [*allowed_data, storage])
+    if problem:
+        return None, f"model.name: {problem}"
     return loaded, None
+
+
+def _model_problem(name: str, allowed: list[Path]) -> str | None:
+    """A builtin, or a local model folder inside the page's folders (a merged model under the
+    storage path, a model copied into a data folder); this page reaches no hub."""
+    if name.startswith("builtin:"):
+        return None
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return (f"{name}: not a builtin model and no such local folder (this page reaches no model hub; "
+                "see `rayft models` for the builtins)")
+    real = folder.resolve()
+    if not any(root.resolve() == real or root.resolve() in real.parents for root in allowed if root.is_dir()):
+        return f"{name} is outside the folders this page may read ({', '.join(str(a) for a in allowed)})"
+    return None
 
 
 def data_paths(pipeline) -> list[tuple[str, Path | None]]:
