@@ -44,7 +44,32 @@ def train_adapter(model_path: str, answer: str, out: Path, seed: int = 0, steps:
     return out
 
 
-class ServeProcess:
+class LoggedProcess:
+    """A command in a subprocess, its stdout and stderr in `log`; `log_tail()` for failure messages,
+    `stop()` terminates it (kills it after 120 s)."""
+
+    def __init__(self, command: list[str], cwd: Path, env: dict[str, str], log: Path):
+        import subprocess
+
+        self.log_path = log
+        self._log = log.open("w")
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+class ServeProcess(LoggedProcess):
     """`<python> -m rayft serve CONFIG` in a subprocess (used by the vLLM test and the engines
     benchmark). With `ray_cpus`, on a Ray head of its own with that many logical CPUs and token auth
     (as every Ray here): vLLM's CPU engine holds a whole CPU per deployment. `stop()` ends both."""
@@ -65,21 +90,11 @@ class ServeProcess:
             subprocess.run([self.ray_bin, "start", "--head", f"--port={ray_port}", f"--num-cpus={ray_cpus}",
                             "--include-dashboard=false"], env=self.env, check=True, capture_output=True, timeout=120)
             command += ["--address", f"127.0.0.1:{ray_port}"]
-        self.log_path = log
-        self._log = log.open("w")
-        self.process = subprocess.Popen(command, cwd=cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
+        super().__init__(command, cwd, self.env, log)
 
     def stop(self) -> None:
         import subprocess
 
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
+        super().stop()
         if self.ray_bin:
             subprocess.run([self.ray_bin, "stop", "--force"], env=self.env, capture_output=True, timeout=120)

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEMO_DATA
-from serve_helpers import free_port
+from serve_helpers import LoggedProcess, free_port
 
 pytestmark = [pytest.mark.ui, pytest.mark.ray, pytest.mark.embedded]
 
@@ -44,7 +43,7 @@ if _skip_reason():
     pytestmark.append(pytest.mark.skip(reason=_skip_reason()))
 
 
-class UI:
+class UI(LoggedProcess):
     def __init__(self, root: Path, address: str):
         self.root = root
         self.storage, self.data = root / "runs", root / "data"
@@ -57,13 +56,10 @@ class UI:
         self.shots = root / "screenshots"
         self.shots.mkdir()
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
-        self.log_path = root / "ui.log"
-        self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "rayft", "ui", "--port", str(self.port), "--storage", str(self.storage),
              "--data-dir", str(self.data), "--serve-url", f"http://127.0.0.1:{self.serve_port}",
-             "--address", address],
-            cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+             "--address", address], root, env, root / "ui.log")
 
     def wait_up(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -79,15 +75,7 @@ class UI:
         raise AssertionError(f"rayft ui did not answer in {timeout} s:\n{self.log_tail()}")
 
     def log_tail(self, chars: int = 6000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
+        return super().log_tail(chars)
 
 
 @pytest.fixture(scope="module")

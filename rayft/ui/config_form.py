@@ -115,8 +115,7 @@ def _model_problem(name: str, allowed: list[Path]) -> str | None:
     if not folder.is_dir():
         return (f"{name}: not a builtin model and no such local folder (this page reaches no model hub; "
                 "see `rayft models` for the builtins)")
-    real = folder.resolve()
-    if not any(root.resolve() == real or root.resolve() in real.parents for root in allowed if root.is_dir()):
+    if not _inside(folder.resolve(), [root for root in allowed if root.is_dir()]):
         return f"{name} is outside the folders this page may read ({', '.join(str(a) for a in allowed)})"
     return None
 
@@ -143,11 +142,16 @@ def _outside(path: Path | None, allowed: list[Path]) -> str | None:
     if "://" in str(path) or str(path).startswith(("hf:", "hub:")):
         return "this page reads local files only (no hub or remote datasets)"
     real = path.expanduser().resolve()
-    if not any(real == root.resolve() or root.resolve() in real.parents for root in allowed):
+    if not _inside(real, allowed):
         return f"{path} is outside the data folders this page may read ({', '.join(str(a) for a in allowed)})"
     if not real.is_file():
         return f"{path}: no such file"
     return None
+
+
+def _inside(real: Path, roots: list[Path]) -> bool:
+    """`real` (resolved) is one of `roots` or below one."""
+    return any(real == root.resolve() or root.resolve() in real.parents for root in roots)
 
 
 def check_run_name(name: str) -> str | None:

@@ -16,7 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from rayft.errors import UserError
-from rayft.runs import curves, list_sweeps
+from rayft.runs import RunState, curves, list_sweeps
 from rayft.ui.backend import Backend
 from rayft.ui.config_form import DEMO_DATASET, Form, check_config, form_to_config, to_yaml
 
@@ -42,9 +42,9 @@ def _fmt(value: Any) -> str:
     return "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
 
-def runs_table(backend: Backend) -> pd.DataFrame:
+def runs_table(runs: list[RunState]) -> pd.DataFrame:
     rows = []
-    for run in backend.runs():
+    for run in runs:
         stage = run.current
         steps = f"{stage.step or 0}/{stage.max_steps or '?'}" if stage and stage.step is not None else ""
         rows.append([run.name, run.status, f"{stage.name} ({stage.type})" if stage else "", steps,
@@ -144,7 +144,7 @@ def build_page(backend: Backend) -> gr.Blocks:
 
             # ---- Runs ----------------------------------------------------------------------------
             with gr.Tab("Runs", id="runs"):
-                table = gr.Dataframe(runs_table(backend), label="Runs", interactive=False, elem_id="runs-table")
+                table = gr.Dataframe(runs_table(backend.runs()), label="Runs", interactive=False, elem_id="runs-table")
                 with gr.Row():
                     run_pick = gr.Dropdown([r.name for r in backend.runs()], label="Run", elem_id="run-select",
                                            allow_custom_value=True)
@@ -236,12 +236,13 @@ def build_page(backend: Backend) -> gr.Blocks:
             """The runs table and the picked run's details; an output that has not changed since the
             last tick is skipped, so the page does not redraw (and the plot does not flicker)."""
             try:
-                frame = runs_table(backend)
+                runs = backend.runs()  # one listing (and one Jobs API call) per tick, for table and run
+                frame = runs_table(runs)
                 names = frame["run"].tolist()
                 if not name:
                     values = [frame, names, "", empty_curve(), "pick a run", ""]
                 else:
-                    run = backend.run(name)
+                    run = next((r for r in runs if r.name == name and r.stages), None) or backend.run(name)
                     stage = run.current
                     info = f"**{run.name}** · {run.status} · `{run.path}`"
                     if stage and stage.error:
