@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(inspect)
     inspect.add_argument("--examples", type=int, default=2, help="examples to show per stage")
     inspect.set_defaults(handler=_data_inspect)
-    pref = data_verbs.add_parser("preference", help="build preference pairs: reference answer as chosen, "
-                                 "the model's answer as rejected")
+    pref = data_verbs.add_parser("preference", help="build preference pairs: reference answer as chosen and "
+                                 "the model's answer as rejected, or (--samples N --score S) the best and the "
+                                 "worst of N sampled answers")
     _config_args(pref)
     pref.add_argument("--out", required=True, help="output jsonl (preference format)")
     pref.add_argument("--adapter", help="a tuned adapter folder to answer with (default: the base model)")
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     pref.add_argument("--split", default="train", choices=["train", "eval", "all"],
                       help="which rows of the config's seeded split to answer (default: train, so the "
                       "held-out questions stay unseen by a stage trained on the pairs)")
+    pref.add_argument("--samples", type=int, default=1,
+                      help="on-policy pairs: sample N answers per prompt and pair the best with the worst (needs --score)")
+    pref.add_argument("--score", help="what ranks sampled answers: rouge_l (similarity to the row's reference "
+                      "answer), a reward function module:function, or a reward stage's folder")
+    pref.add_argument("--temperature", type=float, default=0.8, help="sampling temperature with --samples (default 0.8)")
+    pref.add_argument("--min-gap", type=float, default=0.0,
+                      help="skip prompts whose best and worst score differ by this much or less (default 0)")
     pref.set_defaults(handler=_data_preference)
     listing = data_verbs.add_parser("datasets", help="list the datasets of a dataset registry file")
     listing.add_argument("registry", nargs="?", default="datasets.yaml", help="the registry (default: datasets.yaml)")
@@ -150,7 +158,8 @@ def _data_preference(args: argparse.Namespace, started_at: float) -> int:
     from rayft.config_io import load_config
     from rayft.data.pair_builder import build_preference_pairs
 
-    build_preference_pairs(load_config(args.config, args.overrides), args.out, args.adapter, args.limit, args.split)
+    build_preference_pairs(load_config(args.config, args.overrides), args.out, args.adapter, args.limit, args.split,
+                           samples=args.samples, score=args.score, temperature=args.temperature, min_gap=args.min_gap)
     return 0
 
 

@@ -51,7 +51,7 @@ def _summary(run_dir: Path, stage: str) -> dict:
 
 SFT_REWARD_DPO = [{"type": "sft", "data": {"path": "qa.jsonl", "template": "chat"}},
                   {"type": "reward", "center_rewards_coefficient": 0.01},
-                  {"type": "dpo", "beta": 0.2}]
+                  {"type": "dpo", "beta": 0.2, "rpo_alpha": 1.0}]  # RPO: DPO + an SFT term on chosen
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,11 @@ def test_sft_reward_dpo_pipeline(sft_reward_dpo):
     assert 0.0 <= dpo["eval_rewards/accuracies"] <= 1.0
     # Margins start at exactly 0 (the policy is its own reference) and grow with training.
     assert dpo["eval_rewards/margins"] > 0, dpo["eval_rewards/margins"]
+    # TRL's per-step log-probs of the chosen and rejected answers (logging_steps 1), and their plot.
+    history = dpo["preference_history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4]
+    assert all(h["logps_chosen"] < 0 and h["logps_rejected"] < 0 for h in history)
+    assert (run / "dpo" / "plots" / "logps.png").is_file()
     # The reward model is not a policy: it starts fresh, and DPO continues from the SFT adapter.
     assert reward["init_adapter"] is None and sft["init_adapter"] is None
     assert dpo["init_adapter"] == str(run / "sft" / "adapter")
@@ -129,6 +134,29 @@ def test_reward_stage_scored_after_training_as_training_scored_it(sft_reward_dpo
     assert summary["heldout_accuracy"] == summary["eval_accuracy"]
     assert summary["heldout_margin"] == pytest.approx(summary["eval_margin"], rel=1e-3, abs=1e-5)
     assert "reward models on held-out pairs" in capsys.readouterr().out
+
+
+def test_on_policy_pairs_ranked_by_the_runs_reward_model(sft_reward_dpo, tiny_tokenizer):
+    """`rayft data preference --samples 3 --score runs/<run>/reward`: the reward stage's model ranks
+    the SFT policy's sampled answers; chosen is the one it scores highest."""
+    from rayft.data.pair_builder import build_preference_pairs
+    from rayft.stages.reward import RewardScorer
+
+    tmp, _, result = sft_reward_dpo
+    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={tmp / 'qa.jsonl'}",
+                                "data.template=chat", "data.eval_split=0", "eval.max_new_tokens=8"])
+    stats = build_preference_pairs(loaded, tmp / "ranked.jsonl", adapter=str(result.run_dir / "sft" / "adapter"),
+                                   limit=4, samples=3, score=str(result.run_dir / "reward"))
+    pairs = [json.loads(line) for line in (tmp / "ranked.jsonl").read_text().splitlines()]
+    assert stats["pairs"] == len(pairs) > 0 and stats["examples"] == 4, stats
+    scorer = RewardScorer(result.run_dir / "reward")
+    for pair in pairs:
+        assert pair["chosen_score"] > pair["rejected_score"]
+        assert pair["prompt"] in {p["prompt"] for p in PAIRS}
+        prompt = tiny_tokenizer.apply_chat_template([{"role": "user", "content": pair["prompt"]}],
+                                                    tokenize=False, add_generation_prompt=True)
+        assert scorer.score_pairs([prompt, prompt], [pair["chosen"], pair["rejected"]]) == pytest.approx(
+            [pair["chosen_score"], pair["rejected_score"]], abs=1e-4)
 
 
 def test_grpo_scored_by_the_runs_reward_model(sft_reward_dpo):

@@ -88,3 +88,53 @@ def test_cli_preference_verb(tmp_path):
                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
     assert out.returncode == 0, out.stderr
     assert '"examples": 3' in out.stdout and "generated 3/3 answers" in out.stdout
+
+
+def test_on_policy_pairs_are_the_best_and_worst_of_sampled_answers(tmp_path):
+    """--samples N --score S: both sides are the model's own samples, ranked by the score: here a
+    programmatic reward (shorter is better) and ROUGE-L to the row's reference answer."""
+    from rayft.eval.metrics import rouge_l
+
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(6)]
+    src = write_jsonl(tmp_path / "sft.jsonl", rows)
+    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
+                                "eval.max_new_tokens=12", "eval.batch_size=8"])
+    stats = build_preference_pairs(loaded, tmp_path / "short.jsonl", samples=4, score="rayft.rewards:length_penalty")
+    pairs = [json.loads(line) for line in (tmp_path / "short.jsonl").read_text().splitlines()]
+    assert stats["samples"] == 4 and stats["pairs"] == len(pairs) > 0, stats
+    assert stats["pairs"] + stats["skipped_tied"] + stats["skipped_too_few_answers"] == 6
+    references = {r["answer"] for r in rows}
+    for pair in pairs:
+        assert pair["chosen_score"] > pair["rejected_score"]
+        assert len(pair["chosen"]) < len(pair["rejected"])  # length_penalty = -characters / 100
+        assert pair["chosen_score"] == pytest.approx(-len(pair["chosen"]) / 100)
+        assert pair["chosen"] not in references and pair["rejected"] not in references  # the model's words
+    assert stats["mean_chosen_score"] > stats["mean_rejected_score"]
+
+    build_preference_pairs(loaded, tmp_path / "rouge.jsonl", samples=3, score="rouge_l", min_gap=0.0)
+    by_prompt = {r["question"]: r["answer"] for r in rows}
+    for line in (tmp_path / "rouge.jsonl").read_text().splitlines():
+        pair = json.loads(line)
+        reference = by_prompt[pair["prompt"]]
+        assert pair["chosen_score"] == pytest.approx(rouge_l(pair["chosen"], reference))
+        assert pair["rejected_score"] == pytest.approx(rouge_l(pair["rejected"], reference))
+        assert pair["chosen_score"] > pair["rejected_score"]
+    from rayft.data.build import collect
+
+    out_cfg = load_config(None, [f"data.path={tmp_path / 'short.jsonl'}", "data.eval_split=0"]).pipeline.data
+    assert collect(out_cfg).stats["formats"] == ["preference"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"score": "rouge_l"}, "--score ranks sampled answers: it needs --samples 2"),
+    ({"samples": 3}, "on-policy pairs need --score"),
+    ({"samples": 3, "score": "bleu"}, "--score: 'bleu' is not rouge_l"),
+    ({"samples": 3, "score": "stage:reward"}, "--score: name the reward stage by its folder"),
+    ({"samples": 3, "score": "no_such_module:f"}, "--score: cannot import 'no_such_module'"),
+    ({"samples": 0}, "--samples: 0 must be at least 1"),
+])
+def test_bad_sampling_options_are_refused_before_the_model_loads(tmp_path, kwargs, message):
+    src = write_jsonl(tmp_path / "sft.jsonl", [{"question": "q", "answer": "a"}])
+    loaded = load_config(None, ["model.name=builtin:no-such-model", f"data.path={src}"])  # never reached
+    with pytest.raises(UserError, match=message):
+        build_preference_pairs(loaded, tmp_path / "x.jsonl", **kwargs)

@@ -1,9 +1,19 @@
 """`rayft data preference`: build preference pairs from an SFT dataset and a model.
 
-For every example, the model (the base, or a tuned adapter) answers the prompt; the dataset's
-reference answer becomes `chosen` and the model's answer `rejected`. Pairs where the two agree
-(after normalisation) teach nothing and are skipped, and counted. The output is rayft's
-`preference` format: plain strings for single-turn rows, a message list for multi-turn ones.
+Two ways, both writing rayft's `preference` format (plain strings for single-turn rows, a message
+list for multi-turn ones):
+
+- **reference vs the model** (default): for every example the model (the base, or a tuned
+  adapter) answers the prompt once; the dataset's reference answer is `chosen`, the model's answer
+  `rejected`. Off-policy for the chosen side: the policy never wrote those answers.
+- **on-policy** (`samples >= 2`): the model samples N answers per prompt; a score ranks them and the
+  best and the worst become `chosen` and `rejected` (both the policy's own words). The score is
+  `rouge_l` (similarity to the row's reference answer), a reward function `module:function` (the
+  signature of the RL stages' rewards; the row's answer arrives as `reference`), or a reward
+  stage's folder (its reward model scores prompt + answer). Pairs whose best and worst score are
+  within `min_gap` teach nothing and are skipped, and counted.
+
+Pairs where the two sides agree (after normalisation) or one is empty are skipped either way.
 """
 
 from __future__ import annotations
@@ -12,21 +22,23 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rayft.config_io import LoadedConfig
 from rayft.errors import UserError
 
 
 SPLITS = ("train", "eval", "all")
+ScoreFn = Callable[..., list[float]]
 
 
 def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str | None = None,
-                           limit: int | None = None, split: str = "train") -> dict[str, Any]:
+                           limit: int | None = None, split: str = "train", samples: int = 1,
+                           score: str | None = None, temperature: float = 0.8,
+                           min_gap: float = 0.0) -> dict[str, Any]:
     """Pairs from the config's `split` rows: `train` (default) keeps the held-out questions out of
     the pairs, so that a DPO stage trained on them can still be evaluated on the SFT held-out set."""
     from rayft.data.build import collect
-    from rayft.data.dedup import normalise_text
     from rayft.data.templates import prompt_for_generation, render, resolve_template
     from rayft.eval.generate import generate
     from rayft.models.adapters import load_for_inference
@@ -40,6 +52,15 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
         raise UserError(f"--out: {out} is one of the input files; input files are never modified")
     if split not in SPLITS:
         raise UserError(f"--split: {split!r} is not one of {', '.join(SPLITS)}")
+    if samples < 1:
+        raise UserError(f"--samples: {samples} must be at least 1")
+    if samples == 1 and score:
+        raise UserError("--score ranks sampled answers: it needs --samples 2 or more")
+    if samples > 1 and not score:
+        raise UserError("--samples: on-policy pairs need --score (rouge_l, module:function or a reward stage folder)")
+    if temperature <= 0:
+        raise UserError(f"--temperature: {temperature} must be greater than 0")
+    score_fn = resolve_score(score) if score else None  # a bad --score fails before the model loads
     collected = collect(data_cfg)
     rows = {"train": collected.train, "eval": collected.eval, "all": collected.train + collected.eval}[split]
     examples = [e for e in rows if e["turns"]][:limit]
@@ -50,32 +71,103 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
     templates = {f: resolve_template(data_cfg.template, f, tokenizer) for f in {e["_format"] for e in examples}}
     prompts = [prompt_for_generation(render(e, templates[e["_format"]], tokenizer)) for e in examples]
     model = load_for_inference(model_path, cfg.model, adapter)
-    done = [0]
-    started = time.time()
+    done, started, total = [0], time.time(), len(prompts) * samples
 
     def progress(n: int) -> None:
         done[0] += n
-        print(f"rayft: generated {done[0]}/{len(prompts)} answers ({time.time() - started:.0f} s)", flush=True)
+        print(f"rayft: generated {done[0]}/{total} answers ({time.time() - started:.0f} s)", flush=True)
 
-    gens = generate(model, tokenizer, prompts, max_new_tokens=cfg.eval.max_new_tokens,
-                    batch_size=cfg.eval.batch_size, do_sample=cfg.eval.do_sample,
-                    temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, on_batch=progress)
-    pairs, skipped_same, skipped_empty = [], 0, 0
-    for example, gen in zip(examples, gens):
-        reference = example["turns"][-1][1]
-        if not gen.text.strip():
-            skipped_empty += 1
-        elif normalise_text(gen.text) == normalise_text(reference):
-            skipped_same += 1
-        else:
-            pairs.append({**_prompt_field(example), "chosen": reference, "rejected": gen.text,
-                          "source": example["_origin"]})
+    if samples == 1:
+        sampling = {"do_sample": cfg.eval.do_sample, "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p}
+    else:
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.top_p}
+    gens = generate(model, tokenizer, [p for p in prompts for _ in range(samples)],
+                    max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, on_batch=progress,
+                    **sampling)
+    texts = [g.text for g in gens]
+    if samples == 1:
+        pairs, counts = _reference_pairs(examples, texts)
+    else:
+        pairs, counts = _ranked_pairs(examples, prompts, texts, samples, score_fn, min_gap)
     _write_jsonl_atomic(out, pairs)
-    stats = {"examples": len(examples), "pairs": len(pairs), "skipped_same_answer": skipped_same,
-             "skipped_empty_answer": skipped_empty, "out": str(out), "model": cfg.model.name,
-             "adapter": adapter, "split": split, "seconds": round(time.time() - started, 1)}
+    stats = {"examples": len(examples), "samples": samples, "score": score or "reference answer as chosen",
+             "pairs": len(pairs), **counts, "out": str(out), "model": cfg.model.name, "adapter": adapter,
+             "split": split, "seconds": round(time.time() - started, 1)}
     print(f"rayft: {json.dumps(stats)}", flush=True)
     return stats
+
+
+def resolve_score(spec: str) -> ScoreFn:
+    """`rouge_l`, `module:function`, or a reward stage's folder (or its adapter)."""
+    from rayft.eval.metrics import rouge_l
+    from rayft.rl.reward_specs import resolve_reward
+
+    if spec == "rouge_l":
+        def similarity(prompts: list[str], completions: list[str], reference: list[str], **_: Any) -> list[float]:
+            return [rouge_l(c, r) for c, r in zip(completions, reference)]
+        return similarity
+    if Path(spec).expanduser().is_dir():
+        from rayft.errors import ModelError
+        from rayft.stages.reward import reward_model_fn
+
+        try:
+            return reward_model_fn(Path(spec).expanduser().resolve())
+        except ModelError as exc:
+            raise UserError(f"--score: {exc}") from None
+    if spec.startswith("stage:"):
+        raise UserError(f"--score: name the reward stage by its folder (e.g. runs/<run>/reward), not {spec!r}")
+    if ":" not in spec:
+        raise UserError(f"--score: {spec!r} is not rouge_l, a `module:function` reward or a reward stage folder")
+    return resolve_reward(spec, field="--score")
+
+
+def _reference_pairs(examples: list[dict[str, Any]], answers: list[str]) -> tuple[list[dict], dict[str, int]]:
+    from rayft.data.dedup import normalise_text
+
+    pairs, same, empty = [], 0, 0
+    for example, answer in zip(examples, answers):
+        reference = example["turns"][-1][1]
+        if not answer.strip():
+            empty += 1
+        elif normalise_text(answer) == normalise_text(reference):
+            same += 1
+        else:
+            pairs.append({**_prompt_field(example), "chosen": reference, "rejected": answer,
+                          "source": example["_origin"]})
+    return pairs, {"skipped_same_answer": same, "skipped_empty_answer": empty}
+
+
+def _ranked_pairs(examples: list[dict[str, Any]], prompts: list[str], texts: list[str], samples: int,
+                  score_fn: ScoreFn, min_gap: float) -> tuple[list[dict], dict[str, Any]]:
+    """Best vs worst of each prompt's sampled answers by `score_fn` (empty answers never count)."""
+    from rayft.data.dedup import normalise_text
+
+    kept = [(i // samples, text) for i, text in enumerate(texts) if text.strip()]
+    scores = score_fn([prompts[i] for i, _ in kept], [t for _, t in kept],
+                      reference=[examples[i]["turns"][-1][1] for i, _ in kept]) if kept else []
+    if len(scores) != len(kept):
+        raise UserError(f"--score: returned {len(scores)} scores for {len(kept)} answers")
+    by_example: dict[int, list[tuple[float, str]]] = {}
+    for (index, text), value in zip(kept, scores):
+        by_example.setdefault(index, []).append((float(value), text))
+    pairs, tied, too_few = [], 0, len(examples) - len(by_example)
+    chosen_scores, rejected_scores = [], []
+    for index, example in enumerate(examples):
+        ranked = sorted(by_example.get(index, []), key=lambda sv: sv[0], reverse=True)
+        if len(ranked) < 2:
+            too_few += index in by_example
+            continue
+        (best, chosen), (worst, rejected) = ranked[0], ranked[-1]
+        if best - worst <= min_gap or normalise_text(chosen) == normalise_text(rejected):
+            tied += 1
+            continue
+        pairs.append({**_prompt_field(example), "chosen": chosen, "rejected": rejected, "chosen_score": best,
+                      "rejected_score": worst, "source": example["_origin"]})
+        chosen_scores.append(best)
+        rejected_scores.append(worst)
+    mean = (lambda xs: round(sum(xs) / len(xs), 4) if xs else None)
+    return pairs, {"skipped_tied": tied, "skipped_too_few_answers": too_few,
+                   "mean_chosen_score": mean(chosen_scores), "mean_rejected_score": mean(rejected_scores)}
 
 
 def _prompt_field(example: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""PNG plots of a run (matplotlib, headless): loss and eval loss, learning rate, and for PPO the
-reward and KL per step. Each plot is written only when its series exist."""
+"""PNG plots of a run (matplotlib, headless): loss and eval loss, learning rate, for preference
+stages the chosen and rejected answers' log-probs, and for PPO the reward and KL per step. Each plot is written only when its series exist."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ def plot_training(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
     lr = metrics.get("lr_history") or []
     if lr:
         paths.append(_line_plot(out_dir / "lr.png", "learning rate", {"learning rate": (lr, "-")}))
+    preference = metrics.get("preference_history") or []
+    if preference:
+        paths.append(_line_plot(out_dir / "logps.png", "log-prob of the answer (sum over tokens)", {
+            "chosen": ([(h["step"], h["logps_chosen"]) for h in preference], "o-"),
+            "rejected": ([(h["step"], h["logps_rejected"]) for h in preference], "o-")}))
     ppo = metrics.get("ppo_history") or []
     if ppo:
         reward = [(h["step"], h["reward"]) for h in ppo if "reward" in h]

@@ -31,6 +31,21 @@ class DPOStage(StageBase):
                        "aot", "apo_zero", "apo_down", "discopop", "sigmoid_norm"] = Field(
         "sigmoid", description="DPO loss variant (TRL names).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed label noise (robust/cDPO).")
+    rpo_alpha: float | None = Field(
+        None, gt=0, description="RPO: add this weight times the SFT loss (mean token NLL) on the chosen answers to "
+        "the preference loss, so the chosen answers' likelihood does not fall while the margin grows (TRL: "
+        "loss_type [<loss_type>, sft], loss_weights [1, rpo_alpha]). 1.0 is the RPO paper's value.")
+    ld_alpha: float | None = Field(
+        None, ge=0, le=1, description="LD-DPO length desensitisation: weight of the log-probs of tokens past the "
+        "shorter answer's length (1: plain DPO; 0: compare only the shared length). Against a bias to longer "
+        "answers.")
+
+
+def dpo_loss_kwargs(cfg: DPOStage) -> dict[str, Any]:
+    """The stage's loss choices as TRL's DPOConfig takes them (RPO = the loss plus a weighted `sft`)."""
+    return {"beta": cfg.beta, "loss_type": [cfg.loss_type, "sft"] if cfg.rpo_alpha else [cfg.loss_type],
+            "loss_weights": [1.0, cfg.rpo_alpha] if cfg.rpo_alpha else None, "ld_alpha": cfg.ld_alpha,
+            "label_smoothing": cfg.label_smoothing}
 
 
 @register(DPOStage)
@@ -44,10 +59,11 @@ class DPOImpl(StageImpl):
         from trl import DPOConfig, DPOTrainer
 
         cfg = ctx.stage
-        args = DPOConfig(**ctx.training_args, beta=cfg.beta, loss_type=[cfg.loss_type],
-                         label_smoothing=cfg.label_smoothing, max_length=cfg.data.max_length, dataset_num_proc=None)
-        # TRL logs rewards/{chosen,rejected,margins,accuracies} (eval_ prefixed on evaluate), which
-        # reach summary.json as eval_rewards/margins and eval_rewards/accuracies.
+        args = DPOConfig(**ctx.training_args, **dpo_loss_kwargs(cfg), max_length=cfg.data.max_length,
+                         dataset_num_proc=None)
+        # TRL logs rewards/{chosen,rejected,margins,accuracies} and logps/{chosen,rejected} (eval_
+        # prefixed on evaluate): summary.json keeps the held-out ones and `preference_history`
+        # (rayft.train.progress) the per-step log-probs, to see whether the chosen answers' fall.
         trainer = DPOTrainer(model=ctx.model, ref_model=None, args=args, train_dataset=ctx.data.train,
                              eval_dataset=ctx.data.eval, processing_class=ctx.tokenizer)
         check_shared_reference(trainer, ctx.pipeline.adapter.type)

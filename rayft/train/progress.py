@@ -14,6 +14,10 @@ from rayft.train.attempts import PROGRESS_FILE
 from rayft.train.rundir import write_json_atomic
 
 
+PREFERENCE_LOGS = {"logps_chosen": "logps/chosen", "logps_rejected": "logps/rejected",
+                   "margin": "rewards/margins", "accuracy": "rewards/accuracies"}
+
+
 class ProgressCallback(TrainerCallback):
     def __init__(self, stage: str, started_at: float):
         self.stage = stage
@@ -23,6 +27,9 @@ class ProgressCallback(TrainerCallback):
         self.loss_history: list[tuple[int, float]] = []
         self.eval_history: list[tuple[int, float]] = []
         self.lr_history: list[tuple[int, float]] = []
+        # Preference stages (TRL's logs): the chosen and rejected answers' log-probs per logged step,
+        # with the reward margin and accuracy; a falling chosen log-prob is the classic DPO failure.
+        self.preference_history: list[dict[str, float]] = []
         self.num_tokens: float = 0.0
         # (wall clock, tokens so far) at the first and the latest log: throughput after the first
         # logged step leaves out one-off warm-up (kernel selection, allocator growth, DeepSpeed set-up).
@@ -54,11 +61,14 @@ class ProgressCallback(TrainerCallback):
             self.eval_history.append((state.global_step, float(logs["eval_loss"])))
         if "learning_rate" in logs:
             self.lr_history.append((state.global_step, float(logs["learning_rate"])))
+        if "logps/chosen" in logs and "logps/rejected" in logs:
+            self.preference_history.append({"step": state.global_step, **{
+                name: float(logs[key]) for name, key in PREFERENCE_LOGS.items() if key in logs}})
         if not state.is_world_process_zero or not ({"loss", "eval_loss"} & set(logs)):
             return
         elapsed = time.time() - (self.train_started_at or time.time())
         parts = [f"[{self.stage}] step {state.global_step}/{state.max_steps}"]
-        for key in ("loss", "eval_loss", "learning_rate"):
+        for key in ("loss", "eval_loss", "learning_rate", "logps/chosen", "logps/rejected"):
             if key in logs:
                 parts.append(f"{key} {logs[key]:.4g}")
         if self.num_tokens and elapsed > 0:
@@ -70,6 +80,7 @@ class ProgressCallback(TrainerCallback):
             "loss_history": self.loss_history,
             "eval_loss_history": self.eval_history,
             "lr_history": self.lr_history,
+            **({"preference_history": self.preference_history} if self.preference_history else {}),
             "num_tokens": self.num_tokens,
             "tokens_per_s": self.num_tokens / train_runtime if train_runtime > 0 else None,
             "steady_tokens_per_s": self._steady_tokens_per_s(),
