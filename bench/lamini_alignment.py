@@ -1,20 +1,28 @@
-"""Held-out quality of the embedded model on the Lamini docs: base vs SFT vs SFT -> DPO.
+"""Held-out quality of the embedded model on the Lamini docs: base, SFT, SFT -> DPO (reference
+pairs, plain and with RPO), SFT -> on-policy pairs + RPO, ORPO from scratch.
 
-The three steps of jobs/configs/dpo_lamini.yaml, run with the repository's own configs:
+Every arm uses the repository's own configs and commands:
 
 1. LoRA SFT of SmolLM2-135M-Instruct (jobs/configs/sft_lamini.yaml, 2 Ray workers);
-2. preference pairs from the SFT model's answers (`rayft data preference`, training rows only, so
-   the held-out questions stay unseen): reference answer = chosen, SFT answer = rejected;
-3. DPO from the SFT adapter on those pairs (jobs/configs/dpo_lamini.yaml);
+2. `dpo`: reference pairs from the SFT model (`rayft data preference`, training rows only, so the
+   held-out questions stay unseen): reference answer = chosen, SFT answer = rejected; DPO from the
+   SFT adapter (jobs/configs/dpo_lamini.yaml as it ships); `rpo`: the same pairs, DPO + RPO's SFT
+   term on the chosen answers (`rpo_alpha`);
+3. `recipe`: on-policy pairs (`rayft data preference --samples N --score rouge_l`: the SFT model
+   samples N answers per question; the one closest to the reference answer is chosen, the farthest
+   rejected), then DPO with RPO's SFT term (`rpo_alpha`) from the SFT adapter;
+4. `orpo`: ORPO from the base model (no SFT) on reference pairs answered by the base model;
 
-then `rayft eval` of base, SFT and DPO on the same held-out Lamini questions (the SFT config's
-seeded 10% split): ROUGE-L, exact match, BLEU, answer loss/perplexity, greedy decoding. The DPO
-stage's own held-out pairs give its reward accuracy and margin. On a 2-core CPU the full-size
-run takes about an hour; `--sft-steps`, `--pairs`, `--dpo-steps` reduce it (the figures say what
-was run). Writes bench/results/lamini_alignment.json and its section of docs/benchmarks.md.
+then `rayft eval`'s comparison of all of them on the same held-out Lamini questions (the SFT
+config's seeded 10% split, never trained on): ROUGE-L, exact match, BLEU, answer loss, greedy
+decoding, and a paired bootstrap interval of each arm's ROUGE-L gain over SFT. Every step is kept
+in --keep and skipped when a later run finds it done (a long run can be resumed). On a 2-core
+CPU the full-size run takes hours; the flags make it smaller (the figures say what was run).
+Writes bench/results/lamini_alignment.json and its section of docs/benchmarks.md.
 
     RAYFT_HOME=... .venv/bin/python bench/lamini_alignment.py [--sft-steps N] [--pairs 400]
-        [--dpo-steps N] [--eval-examples 50] [--max-new-tokens 96] [--keep DIR]
+        [--samples 4] [--dpo-steps N] [--rpo-alpha 1.0] [--eval-examples 120] [--max-new-tokens 96]
+        [--arms dpo rpo recipe orpo] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from docs_section import write_section  # noqa: E402
 SFT_CONFIG = REPO / "jobs" / "configs" / "sft_lamini.yaml"
 DPO_CONFIG = REPO / "jobs" / "configs" / "dpo_lamini.yaml"
 DATA = REPO.parent / "shared" / "data" / "lamini_docs.jsonl"
+ARMS = ("dpo", "rpo", "recipe", "orpo")
 
 
 def _summary(stage: Path) -> dict:
@@ -48,10 +57,13 @@ def _steps(flag: int | None) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sft-steps", type=int, help="cap the SFT stage (default: one epoch)")
-    parser.add_argument("--pairs", type=int, default=400, help="training rows turned into preference pairs")
-    parser.add_argument("--dpo-steps", type=int, help="cap the DPO stage (default: one epoch over the pairs)")
-    parser.add_argument("--eval-examples", type=int, default=50)
+    parser.add_argument("--pairs", type=int, default=400, help="training questions turned into preference pairs")
+    parser.add_argument("--samples", type=int, default=4, help="answers sampled per question for on-policy pairs")
+    parser.add_argument("--dpo-steps", type=int, help="cap each preference stage (default: one epoch over its pairs)")
+    parser.add_argument("--rpo-alpha", type=float, default=1.0, help="the recipe's SFT-term weight")
+    parser.add_argument("--eval-examples", type=int, default=120)
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--keep", help="folder for the runs (default: a temporary one)")
     args = parser.parse_args()
     if not DATA.is_file():
@@ -62,59 +74,108 @@ def main() -> int:
     import ray
 
     from rayft.config_io import load_config
-    from rayft.data.pair_builder import build_preference_pairs
     from rayft.eval.compare import evaluate_config
     from rayft.train.launch import run_pipeline
 
     storage = Path(args.keep or tempfile.mkdtemp(prefix="rayft-bench-lamini-")).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     common = [f"storage.path={storage}", "eval.enabled=false"]
+    seconds: dict[str, float] = {}
     ray.init(num_cpus=2, logging_level="ERROR")
-    t0 = time.time()
+
+    def timed(name: str, fn):
+        started = time.time()
+        out = fn()
+        seconds[name] = round(seconds.get(name, 0.0) + time.time() - started, 1)
+        return out
+
     sft_stage = storage / "sft-lamini" / "sft"
-    if not (sft_stage / "adapter" / "adapter_config.json").is_file():
-        run_pipeline(load_config(str(SFT_CONFIG), [*common, *_steps(args.sft_steps)]))
-    sft_s = time.time() - t0
-
-    t1 = time.time()
-    pairs_file = storage / "lamini_pairs.jsonl"
+    timed("sft", lambda: run_pipeline(load_config(str(SFT_CONFIG), [*common, *_steps(args.sft_steps)])))
     sft_loaded = load_config(str(SFT_CONFIG), [*common, f"eval.max_new_tokens={args.max_new_tokens}"])
-    pair_stats = build_preference_pairs(sft_loaded, pairs_file, adapter=str(sft_stage / "adapter"),
-                                        limit=args.pairs, split="train")
-    pairs_s = time.time() - t1
+    pairs, stages = {}, {"sft": sft_stage}
 
-    t2 = time.time()
-    dpo_stage = storage / "dpo-lamini" / "dpo"
-    run_pipeline(load_config(str(DPO_CONFIG), [*common, f"adapter.init_from={sft_stage / 'adapter'}",
-                                               f"data.path={pairs_file}", *_steps(args.dpo_steps)]))
-    dpo_s = time.time() - t2
+    def preference_arm(arm: str, pairs_file: Path, build, stage: dict, sets: list[str]) -> None:
+        """Build the arm's pairs, then train its one preference stage (a run named `<arm>-lamini`)."""
+        pairs[arm] = timed(f"{arm} pairs", lambda: _pairs(pairs_file, build))
+        stages[arm] = storage / f"{arm}-lamini" / stage["type"]
+        timed(arm, lambda: run_pipeline(load_config(str(DPO_CONFIG), [
+            *common, f"run_name={arm}-lamini", f"data.path={pairs_file}", f"stages=[{json.dumps(stage)}]", *sets,
+            *_steps(args.dpo_steps)])))
+
+    from rayft.data.pair_builder import build_preference_pairs
+
+    sft_adapter = str(sft_stage / "adapter")
+    if "dpo" in args.arms:  # jobs/configs/dpo_lamini.yaml as it ships, on reference pairs
+        preference_arm("dpo", storage / "lamini_pairs.jsonl", lambda out: build_preference_pairs(
+            sft_loaded, out, adapter=sft_adapter, limit=args.pairs),
+            {"type": "dpo", "beta": 0.1, "loss_type": "sigmoid"}, [f"adapter.init_from={sft_adapter}"])
+    if "rpo" in args.arms:  # the same reference pairs, DPO + RPO's SFT term on the chosen (reference) answers
+        preference_arm("rpo", storage / "lamini_pairs.jsonl", lambda out: build_preference_pairs(
+            sft_loaded, out, adapter=sft_adapter, limit=args.pairs),
+            {"type": "dpo", "beta": 0.1, "loss_type": "sigmoid", "rpo_alpha": args.rpo_alpha},
+            [f"adapter.init_from={sft_adapter}"])
+    if "recipe" in args.arms:  # on-policy pairs ranked by ROUGE-L to the reference, DPO + RPO
+        preference_arm("recipe", storage / "lamini_onpolicy_pairs.jsonl", lambda out: build_preference_pairs(
+            sft_loaded, out, adapter=sft_adapter, limit=args.pairs, samples=args.samples, score="rouge_l"),
+            {"type": "dpo", "beta": 0.1, "loss_type": "sigmoid", "rpo_alpha": args.rpo_alpha},
+            [f"adapter.init_from={sft_adapter}"])
+    if "orpo" in args.arms:  # one stage from the base: pairs from the base model's own answers
+        preference_arm("orpo", storage / "lamini_base_pairs.jsonl", lambda out: build_preference_pairs(
+            sft_loaded, out, limit=args.pairs),
+            {"type": "orpo", "beta": 0.1}, ["adapter.init_from=null", "training.lr=5e-4"])
     ray.shutdown()
 
-    t3 = time.time()
+    eval_dir = storage / f"eval-{args.eval_examples}-{args.max_new_tokens}-{'-'.join(sorted(stages))}"
+    models = ", ".join(f"{k}: '{v}'" for k, v in stages.items())
     eval_loaded = load_config(str(SFT_CONFIG), [
-        *common, f"eval.models={{sft: '{sft_stage}', dpo: '{dpo_stage}'}}",
-        f"eval.num_examples={args.eval_examples}", f"eval.max_new_tokens={args.max_new_tokens}"])
-    evaluate_config(eval_loaded, storage / "eval")
-    eval_s = time.time() - t3
-    metrics = json.loads((storage / "eval" / "eval.json").read_text())["metrics"]
+        *common, f"eval.models={{{models}}}", f"eval.num_examples={args.eval_examples}",
+        f"eval.max_new_tokens={args.max_new_tokens}"])
+    if not (eval_dir / "eval.json").is_file():
+        timed("eval", lambda: evaluate_config(eval_loaded, eval_dir))
+    report = json.loads((eval_dir / "eval.json").read_text())
+    from rayft.eval.metrics import paired_bootstrap
 
-    sft, dpo = _summary(sft_stage), _summary(dpo_stage)
+    per = {label: [e[label]["rouge_l"] for e in report["examples"]] for label in ("base", *stages)}
+    gains = {label: paired_bootstrap(per["sft"], per[label]) for label in per if label != "sft"}
+    summaries = {arm: _summary(stage) for arm, stage in stages.items()}
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
         "command": "RAYFT_HOME=/tmp/rh .venv/bin/python bench/lamini_alignment.py"
-                   + (f" --sft-steps {args.sft_steps}" if args.sft_steps else "") + f" --pairs {args.pairs}"
+                   + (f" --sft-steps {args.sft_steps}" if args.sft_steps else "")
+                   + f" --pairs {args.pairs} --samples {args.samples}"
                    + (f" --dpo-steps {args.dpo_steps}" if args.dpo_steps else "")
-                   + f" --eval-examples {args.eval_examples} --max-new-tokens {args.max_new_tokens}",
-        "sft_steps": sft.get("global_step"), "dpo_steps": dpo.get("global_step"), "pairs": pair_stats,
-        "dpo_eval": {k: dpo.get(k) for k in ("eval_rewards/accuracies", "eval_rewards/margins", "eval_loss")},
-        "metrics": metrics, "seconds": {"sft": sft_s, "pairs": pairs_s, "dpo": dpo_s, "eval": eval_s},
-        "runs": str(storage),
+                   + f" --rpo-alpha {args.rpo_alpha} --eval-examples {args.eval_examples}"
+                   + f" --max-new-tokens {args.max_new_tokens} --arms {' '.join(args.arms)}",
+        "steps": {arm: s.get("global_step") for arm, s in summaries.items()}, "pairs": pairs,
+        "preference_eval": {arm: {k: s.get(k) for k in ("eval_rewards/accuracies", "eval_rewards/margins",
+                                                         "eval_loss")} for arm, s in summaries.items() if arm != "sft"},
+        "logps": {arm: _logps_trend(s) for arm, s in summaries.items() if arm != "sft"},
+        "metrics": report["metrics"], "rouge_l_gain_over_sft": gains, "seconds": seconds, "runs": str(storage),
     }
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     (REPO / "bench" / "results" / "lamini_alignment.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("sft_steps", "dpo_steps", "dpo_eval", "seconds")}), flush=True)
+    print(json.dumps({k: result[k] for k in ("steps", "rouge_l_gain_over_sft", "seconds")}), flush=True)
     write_section(REPO / "docs" / "benchmarks.md", "lamini_alignment", _body(result))
     return 0
+
+
+def _pairs(out: Path, build) -> dict:
+    """Build a pairs file once; a later run reads the stats written beside it."""
+    stats_file = out.with_suffix(".stats.json")
+    if out.is_file() and stats_file.is_file():
+        return json.loads(stats_file.read_text())
+    stats = build(out)
+    stats_file.write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def _logps_trend(summary: dict) -> dict | None:
+    """First and last logged chosen / rejected log-probs of a preference stage (TRL's logs)."""
+    history = summary.get("preference_history") or []
+    if not history:
+        return None
+    return {"first": {k: history[0].get(k) for k in ("step", "logps_chosen", "logps_rejected")},
+            "last": {k: history[-1].get(k) for k in ("step", "logps_chosen", "logps_rejected")}}
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -122,31 +183,43 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _body(r: dict) -> str:
-    rows = "\n".join(f"| {m['model']} | {m['n']} | {_fmt(m['rouge_l'])} | {_fmt(m['exact_match'])} | "
-                     f"{_fmt(m['bleu'])} | {_fmt(m['loss'])} | {_fmt(m['perplexity'], 2)} | "
-                     f"{', '.join(f'{k} {v}' for k, v in sorted(m['tags'].items())) or 'none'} |"
-                     for m in r["metrics"])
-    p, d, s = r["pairs"], r["dpo_eval"], r["seconds"]
-    return f"""## Alignment quality on the Lamini docs: base vs SFT vs SFT -> DPO (embedded model)
+    gains = r["rouge_l_gain_over_sft"]
+    rows = "\n".join(
+        f"| {m['model']} | {m['n']} | {_fmt(m['rouge_l'])} | "
+        + (f"{gains[m['model']]['mean_diff']:+.3f} [{gains[m['model']]['low']:+.3f}, {gains[m['model']]['high']:+.3f}]"
+           if m["model"] in gains else "(baseline)")
+        + f" | {_fmt(m['exact_match'])} | {_fmt(m['bleu'])} | {_fmt(m['loss'])} | "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(m['tags'].items())) or 'none'} |"
+        for m in r["metrics"])
+    arms = []
+    for arm, p in r["pairs"].items():
+        ev, lp = r["preference_eval"].get(arm, {}), r["logps"].get(arm)
+        trend = (f"chosen log-prob {lp['first']['logps_chosen']:.1f} -> {lp['last']['logps_chosen']:.1f}, rejected "
+                 f"{lp['first']['logps_rejected']:.1f} -> {lp['last']['logps_rejected']:.1f}") if lp else "no log"
+        arms.append(f"- `{arm}`: {p['pairs']} pairs from {p['examples']} questions ({p['score']}, {p['samples']} "
+                    f"sample(s) each), {r['steps'].get(arm)} steps; held-out pairs: reward accuracy "
+                    f"{_fmt(ev.get('eval_rewards/accuracies'))}, margin {_fmt(ev.get('eval_rewards/margins'))}; "
+                    f"{trend} (first to last logged step).")
+    s = r["seconds"]
+    return f"""## Alignment quality on the Lamini docs: base, SFT, SFT -> DPO, SFT -> recipe, ORPO (embedded model)
 
-SmolLM2-135M-Instruct, LoRA r 16 (`jobs/configs/sft_lamini.yaml`, then `jobs/configs/dpo_lamini.yaml`),
-2 Ray workers on CPU. SFT ran {r['sft_steps']} optimizer steps (batch 4 per worker). Preference pairs:
-{p['examples']} training-split questions answered greedily by the SFT model, {p['pairs']} pairs kept
-(reference = chosen, SFT answer = rejected; {p['skipped_same_answer']} identical and
-{p['skipped_empty_answer']} empty answers skipped). DPO (beta 0.1, sigmoid loss) ran {r['dpo_steps']}
-steps from the SFT adapter; on its own held-out pairs: reward accuracy {_fmt(d['eval_rewards/accuracies'])},
-reward margin {_fmt(d['eval_rewards/margins'])}.
+SmolLM2-135M-Instruct, LoRA r 16, 2 Ray workers on CPU. SFT (`jobs/configs/sft_lamini.yaml`) ran
+{r['steps'].get('sft')} optimizer steps. Preference arms (`jobs/configs/dpo_lamini.yaml`, lr 5e-5,
+beta 0.1; ORPO lr 5e-4):
+
+{chr(10).join(arms)}
 
 Held-out: the first {r['metrics'][0]['n']} questions of the SFT config's seeded 10% split, never
-trained on by either stage; greedy decoding. Loss / perplexity: teacher-forced on the reference
-answer tokens only.
+trained on by any arm; greedy decoding. ROUGE-L gain: mean of (arm - SFT) over the same rows with
+a 95% paired bootstrap interval (10,000 resamples). Answer loss: teacher-forced on the reference
+answer tokens.
 
-| model | n | ROUGE-L | exact match | BLEU | answer loss | perplexity | error tags |
+| model | n | ROUGE-L | ROUGE-L gain over SFT [95% CI] | exact match | BLEU | answer loss | error tags |
 |---|---|---|---|---|---|---|---|
 {rows}
 
-Wall time: SFT {s['sft']:.0f} s, pairs {s['pairs']:.0f} s, DPO {s['dpo']:.0f} s, eval {s['eval']:.0f} s,
-on {r['machine']}, with the command:
+Wall time (s): {', '.join(f'{k} {v:.0f}' for k, v in s.items())}, on {r['machine']} (a resumed
+run counts only what it ran), with the command:
 
     {r['command']}
 """

@@ -188,3 +188,21 @@ def test_answer_pattern_is_checked_in_the_config() -> None:
         assert message in str(err.value)
     with pytest.raises(ConfigError, match="eval.normalize"):
         validate({"model": {"name": "builtin:tiny-random"}, "eval": {"normalize": ["numbrs"]}})
+
+
+def test_paired_bootstrap_interval_sees_a_consistent_gain_and_not_noise():
+    import random
+
+    from rayft.eval.metrics import paired_bootstrap
+
+    rng = random.Random(1)
+    base = [rng.random() for _ in range(120)]
+    better = [b + 0.05 + rng.gauss(0, 0.02) for b in base]  # every row a little better
+    gain = paired_bootstrap(base, better)
+    assert gain["n"] == 120 and gain["mean_diff"] == pytest.approx(0.05, abs=0.01)
+    assert 0 < gain["low"] < gain["mean_diff"] < gain["high"]
+    noise = paired_bootstrap(base, [b + rng.gauss(0, 0.2) for b in base])  # no systematic change
+    assert noise["low"] < 0 < noise["high"]
+    assert paired_bootstrap(base, better, seed=3)["low"] == pytest.approx(gain["low"], abs=0.005)
+    with pytest.raises(ValueError, match="equal"):
+        paired_bootstrap(base, better[:-1])

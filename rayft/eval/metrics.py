@@ -203,3 +203,21 @@ def tag_generation(prediction: str, prompt: str, *, hit_max_tokens: bool) -> lis
     if not blank and _copies_prompt(prediction, prompt):
         tags.append("copied_prompt")
     return tags
+
+
+def paired_bootstrap(scores_a: list[float], scores_b: list[float], resamples: int = 10_000,
+                     confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Mean of `b - a` over paired examples (the same held-out rows scored for two models) and its
+    percentile bootstrap interval: the rows are resampled with replacement, the pairs kept together.
+    An interval above zero says `b` beats `a` on rows like these beyond resampling noise."""
+    import numpy as np
+
+    if len(scores_a) != len(scores_b) or not scores_a:
+        raise ValueError(f"paired_bootstrap needs two equal, non-empty lists (got {len(scores_a)} and {len(scores_b)})")
+    diff = np.asarray(scores_b, dtype=float) - np.asarray(scores_a, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"mean_diff": float(diff.mean()), "low": float(low), "high": float(high), "n": len(diff),
+            "confidence": confidence}
