@@ -28,6 +28,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TERM_GRACE_S = 5
+
+
 class LocalCluster:
     def __init__(self, labels: list[str], rayft_home: str):
         self.root = Path(tempfile.mkdtemp(prefix="rft-mn-", dir="/tmp"))  # short: Ray's socket paths
@@ -113,7 +116,9 @@ class LocalCluster:
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        _, left = psutil.wait_procs(family, timeout=30)
+        # A few of a node's processes never exit on SIGTERM (the wait always ran out: 30 s of every
+        # run's teardown); the cluster is the test's own, so the rest is killed after a short grace.
+        _, left = psutil.wait_procs(family, timeout=TERM_GRACE_S)
         for proc in left:
             try:
                 proc.kill()

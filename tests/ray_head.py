@@ -102,7 +102,9 @@ class LocalRayHead:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL, to this head's process group only."""
         pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
-        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        # Some of the head's processes outlive SIGTERM (the 20 s grace always ran out); it is the
+        # test's own head, so it is killed after a short grace.
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
             try:
                 os.killpg(pgid, sig)
             except ProcessLookupError:

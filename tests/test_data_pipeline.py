@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conftest import DEMO_DATA, SHARED_DATA, write_jsonl
@@ -193,11 +195,21 @@ def test_preference_rows_plain_and_conversational(tmp_path, tiny_tokenizer):
         prepare(DataConfig(path=str(bad), eval_split=0), tiny_tokenizer)
 
 
-def test_hub_dataset_spec_fails_clearly_offline(monkeypatch, tmp_path, tiny_tokenizer):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(DataError, match="cannot load dataset 'someone/nothing' split 'train'"):
-        prepare(DataConfig(path="hf:someone/nothing", eval_split=0), tiny_tokenizer)
+def test_hub_dataset_spec_fails_clearly_offline(tmp_path):
+    """`rayft data inspect` on an `hf:` source with the hub unreachable (offline mode, set before
+    anything imports `datasets`, as a user's environment would): one line naming the dataset and
+    what to do, exit 2, no traceback, and no wait on network retries."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {name: 'builtin:tiny-random'}\ndata: {path: 'hf:someone/nothing', eval_split: 0}\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "rayft", "data", "inspect", str(config)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cannot load dataset 'someone/nothing' split 'train'" in out.stderr and "use local files" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 BROKEN = ('{"question": "q1", "answer": "a1"}\n'
