@@ -21,7 +21,7 @@ CPU the full-size run takes hours; the flags make it smaller (the figures say wh
 Writes bench/results/lamini_alignment.json and its section of docs/benchmarks.md.
 
     RAYFT_HOME=... .venv/bin/python bench/lamini_alignment.py [--sft-steps N] [--pairs 400]
-        [--samples 4] [--dpo-steps N] [--rpo-alpha 1.0] [--eval-examples 120] [--max-new-tokens 96]
+        [--samples 4] [--dpo-steps N] [--dpo-lr 5e-5] [--rpo-alpha 1.0] [--eval-examples 120] [--max-new-tokens 96]
         [--arms dpo rpo recipe orpo] [--keep DIR]
 """
 
@@ -61,6 +61,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=4, help="answers sampled per question for on-policy pairs")
     parser.add_argument("--dpo-steps", type=int, help="cap each preference stage (default: one epoch over its pairs)")
     parser.add_argument("--rpo-alpha", type=float, default=1.0, help="the recipe's SFT-term weight")
+    parser.add_argument("--dpo-lr", type=float, default=5e-5,
+                        help="learning rate of the dpo / rpo / recipe arms (jobs/configs/dpo_lamini.yaml: 5e-5)")
     parser.add_argument("--eval-examples", type=int, default=120)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
@@ -97,9 +99,12 @@ def main() -> int:
     def preference_arm(arm: str, pairs_file: Path, build, stage: dict, sets: list[str]) -> None:
         """Build the arm's pairs, then train its one preference stage (a run named `<arm>-lamini`)."""
         pairs[arm] = timed(f"{arm} pairs", lambda: _pairs(pairs_file, build))
-        stages[arm] = storage / f"{arm}-lamini" / stage["type"]
+        run = f"{arm}-lamini" + ("" if stage["type"] == "orpo" else f"-lr{args.dpo_lr:g}") + \
+            (f"-s{args.dpo_steps}" if args.dpo_steps else "")
+        stages[arm] = storage / run / stage["type"]
+        lr = [] if stage["type"] == "orpo" else [f"training.lr={args.dpo_lr}"]
         timed(arm, lambda: run_pipeline(load_config(str(DPO_CONFIG), [
-            *common, f"run_name={arm}-lamini", f"data.path={pairs_file}", f"stages=[{json.dumps(stage)}]", *sets,
+            *common, f"run_name={run}", f"data.path={pairs_file}", f"stages=[{json.dumps(stage)}]", *sets, *lr,
             *_steps(args.dpo_steps)])))
 
     from rayft.data.pair_builder import build_preference_pairs
@@ -125,7 +130,8 @@ def main() -> int:
             {"type": "orpo", "beta": 0.1}, ["adapter.init_from=null", "training.lr=5e-4"])
     ray.shutdown()
 
-    eval_dir = storage / f"eval-{args.eval_examples}-{args.max_new_tokens}-{'-'.join(sorted(stages))}"
+    eval_dir = storage / (f"eval-{args.eval_examples}-{args.max_new_tokens}-" + "-".join(
+        sorted(f"{arm}.{path.parent.name}" for arm, path in stages.items())))
     models = ", ".join(f"{k}: '{v}'" for k, v in stages.items())
     eval_loaded = load_config(str(SFT_CONFIG), [
         *common, f"eval.models={{{models}}}", f"eval.num_examples={args.eval_examples}",
@@ -143,10 +149,11 @@ def main() -> int:
         "command": "RAYFT_HOME=/tmp/rh .venv/bin/python bench/lamini_alignment.py"
                    + (f" --sft-steps {args.sft_steps}" if args.sft_steps else "")
                    + f" --pairs {args.pairs} --samples {args.samples}"
-                   + (f" --dpo-steps {args.dpo_steps}" if args.dpo_steps else "")
+                   + (f" --dpo-steps {args.dpo_steps}" if args.dpo_steps else "") + f" --dpo-lr {args.dpo_lr:g}"
                    + f" --rpo-alpha {args.rpo_alpha} --eval-examples {args.eval_examples}"
                    + f" --max-new-tokens {args.max_new_tokens} --arms {' '.join(args.arms)}",
         "steps": {arm: s.get("global_step") for arm, s in summaries.items()}, "pairs": pairs,
+        "dpo_lr": args.dpo_lr,
         "preference_eval": {arm: {k: s.get(k) for k in ("eval_rewards/accuracies", "eval_rewards/margins",
                                                          "eval_loss")} for arm, s in summaries.items() if arm != "sft"},
         "logps": {arm: _logps_trend(s) for arm, s in summaries.items() if arm != "sft"},
@@ -204,8 +211,8 @@ def _body(r: dict) -> str:
     return f"""## Alignment quality on the Lamini docs: base, SFT, SFT -> DPO, SFT -> recipe, ORPO (embedded model)
 
 SmolLM2-135M-Instruct, LoRA r 16, 2 Ray workers on CPU. SFT (`jobs/configs/sft_lamini.yaml`) ran
-{r['steps'].get('sft')} optimizer steps. Preference arms (`jobs/configs/dpo_lamini.yaml`, lr 5e-5,
-beta 0.1; ORPO lr 5e-4):
+{r['steps'].get('sft')} optimizer steps. Preference arms (`jobs/configs/dpo_lamini.yaml`, beta 0.1, lr
+{r['dpo_lr']:g}; ORPO lr 5e-4):
 
 {chr(10).join(arms)}
 
