@@ -96,38 +96,42 @@ def main() -> int:
     sft_loaded = load_config(str(SFT_CONFIG), [*common, f"eval.max_new_tokens={args.max_new_tokens}"])
     pairs, stages = {}, {"sft": sft_stage}
 
-    def preference_arm(arm: str, pairs_file: Path, build, stage: dict, sets: list[str]) -> None:
-        """Build the arm's pairs, then train its one preference stage (a run named `<arm>-lamini`)."""
-        pairs[arm] = timed(f"{arm} pairs", lambda: _pairs(pairs_file, build))
-        run = f"{arm}-lamini" + ("" if stage["type"] == "orpo" else f"-lr{args.dpo_lr:g}") + \
+    def preference_arm(arm: str, pairs_file: str, build, stage: dict, sets: list[str]) -> None:
+        """Build the arm's pairs (once per pairs setting), then train its one preference stage (a run
+        named by the arm, its pairs and its training settings, so a different setting never reuses it)."""
+        pairs_path = storage / f"{pairs_file}.jsonl"
+        pairs[arm] = timed(f"{arm} pairs", lambda: _pairs(pairs_path, build))
+        run = f"{arm}-{pairs_file}" + ("" if stage["type"] == "orpo" else f"-lr{args.dpo_lr:g}") + \
             (f"-s{args.dpo_steps}" if args.dpo_steps else "")
         stages[arm] = storage / run / stage["type"]
         lr = [] if stage["type"] == "orpo" else [f"training.lr={args.dpo_lr}"]
         timed(arm, lambda: run_pipeline(load_config(str(DPO_CONFIG), [
-            *common, f"run_name={run}", f"data.path={pairs_file}", f"stages=[{json.dumps(stage)}]", *sets, *lr,
+            *common, f"run_name={run}", f"data.path={pairs_path}", f"stages=[{json.dumps(stage)}]", *sets, *lr,
             *_steps(args.dpo_steps)])))
 
     from rayft.data.pair_builder import build_preference_pairs
 
     sft_adapter = str(sft_stage / "adapter")
+    from_sft = [f"adapter.init_from={sft_adapter}"]
+    answers = f"q{args.pairs}-t{args.max_new_tokens}"  # what a pairs file depends on, in its name
+
+    def reference_pairs(out: Path) -> dict:  # reference answer = chosen, the SFT model's answer = rejected
+        return build_preference_pairs(sft_loaded, out, adapter=sft_adapter, limit=args.pairs)
+
+    dpo = {"type": "dpo", "beta": 0.1, "loss_type": "sigmoid"}
     if "dpo" in args.arms:  # jobs/configs/dpo_lamini.yaml as it ships, on reference pairs
-        preference_arm("dpo", storage / "lamini_pairs.jsonl", lambda out: build_preference_pairs(
-            sft_loaded, out, adapter=sft_adapter, limit=args.pairs),
-            {"type": "dpo", "beta": 0.1, "loss_type": "sigmoid"}, [f"adapter.init_from={sft_adapter}"])
+        preference_arm("dpo", f"reference-pairs-{answers}", reference_pairs, dpo, from_sft)
     if "rpo" in args.arms:  # the same reference pairs, DPO + RPO's SFT term on the chosen (reference) answers
-        preference_arm("rpo", storage / "lamini_pairs.jsonl", lambda out: build_preference_pairs(
-            sft_loaded, out, adapter=sft_adapter, limit=args.pairs),
-            {"type": "dpo", "beta": 0.1, "loss_type": "sigmoid", "rpo_alpha": args.rpo_alpha},
-            [f"adapter.init_from={sft_adapter}"])
+        preference_arm("rpo", f"reference-pairs-{answers}", reference_pairs, {**dpo, "rpo_alpha": args.rpo_alpha},
+                       from_sft)
     if "recipe" in args.arms:  # on-policy pairs ranked by ROUGE-L to the reference, DPO + RPO
-        preference_arm("recipe", storage / "lamini_onpolicy_pairs.jsonl", lambda out: build_preference_pairs(
+        preference_arm("recipe", f"onpolicy-pairs-{answers}-n{args.samples}", lambda out: build_preference_pairs(
             sft_loaded, out, adapter=sft_adapter, limit=args.pairs, samples=args.samples, score="rouge_l"),
-            {"type": "dpo", "beta": 0.1, "loss_type": "sigmoid", "rpo_alpha": args.rpo_alpha},
-            [f"adapter.init_from={sft_adapter}"])
+            {**dpo, "rpo_alpha": args.rpo_alpha}, from_sft)
     if "orpo" in args.arms:  # one stage from the base: pairs from the base model's own answers
-        preference_arm("orpo", storage / "lamini_base_pairs.jsonl", lambda out: build_preference_pairs(
-            sft_loaded, out, limit=args.pairs),
-            {"type": "orpo", "beta": 0.1}, ["adapter.init_from=null", "training.lr=5e-4"])
+        preference_arm("orpo", f"base-pairs-{answers}", lambda out: build_preference_pairs(
+            sft_loaded, out, limit=args.pairs), {"type": "orpo", "beta": 0.1},
+            ["adapter.init_from=null", "training.lr=5e-4"])
     ray.shutdown()
 
     eval_dir = storage / (f"eval-{args.eval_examples}-{args.max_new_tokens}-" + "-".join(

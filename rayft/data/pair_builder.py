@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rayft.config_io import LoadedConfig
-from rayft.errors import UserError
+from rayft.errors import ModelError, UserError
 
 
 SPLITS = ("train", "eval", "all")
@@ -107,7 +107,6 @@ def resolve_score(spec: str) -> ScoreFn:
             return [rouge_l(c, r) for c, r in zip(completions, reference)]
         return similarity
     if Path(spec).expanduser().is_dir():
-        from rayft.errors import ModelError
         from rayft.stages.reward import reward_model_fn
 
         try:
@@ -150,12 +149,12 @@ def _ranked_pairs(examples: list[dict[str, Any]], prompts: list[str], texts: lis
     by_example: dict[int, list[tuple[float, str]]] = {}
     for (index, text), value in zip(kept, scores):
         by_example.setdefault(index, []).append((float(value), text))
-    pairs, tied, too_few = [], 0, len(examples) - len(by_example)
+    pairs, tied, too_few = [], 0, 0
     chosen_scores, rejected_scores = [], []
     for index, example in enumerate(examples):
         ranked = sorted(by_example.get(index, []), key=lambda sv: sv[0], reverse=True)
-        if len(ranked) < 2:
-            too_few += index in by_example
+        if len(ranked) < 2:  # fewer than two non-empty answers: nothing to rank
+            too_few += 1
             continue
         (best, chosen), (worst, rejected) = ranked[0], ranked[-1]
         if best - worst <= min_gap or normalise_text(chosen) == normalise_text(rejected):

@@ -1,5 +1,6 @@
 """PNG plots of a run (matplotlib, headless): loss and eval loss, learning rate, for preference
-stages the chosen and rejected answers' log-probs, and for PPO the reward and KL per step. Each plot is written only when its series exist."""
+stages the chosen and rejected answers' log-probs, and for PPO the reward and KL per step. Each
+plot is written only when its series exist."""
 
 from __future__ import annotations
 

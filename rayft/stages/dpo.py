@@ -63,7 +63,7 @@ class DPOImpl(StageImpl):
                          dataset_num_proc=None)
         # TRL logs rewards/{chosen,rejected,margins,accuracies} and logps/{chosen,rejected} (eval_
         # prefixed on evaluate): summary.json keeps the held-out ones and `preference_history`
-        # (rayft.train.progress) the per-step log-probs, to see whether the chosen answers' fall.
+        # (rayft.train.progress) the per-step log-probs, to see whether the chosen answers' log-probs fall.
         trainer = DPOTrainer(model=ctx.model, ref_model=None, args=args, train_dataset=ctx.data.train,
                              eval_dataset=ctx.data.eval, processing_class=ctx.tokenizer)
         check_shared_reference(trainer, ctx.pipeline.adapter.type)
