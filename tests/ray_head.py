@@ -41,15 +41,17 @@ class HeadStartError(RuntimeError):
 
 
 class LocalRayHead:
-    def __init__(self, num_cpus: int = 2, env: dict | None = None):
+    def __init__(self, num_cpus: int = 2, env: dict | None = None, bin_dir: Path = BIN):
+        """`bin_dir`: the environment whose `ray` starts the head (another venv's, e.g. .venv-vllm)."""
         self.token = secrets.token_hex(24)
         # Short path: Ray's unix sockets live under the temp dir (108-byte limit).
         self.temp_dir = tempfile.mkdtemp(prefix="rk8s-", dir="/tmp")
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         self.dashboard_port = ports["--dashboard-port"]
+        self.gcs_address = f"127.0.0.1:{ports['--port']}"
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         worker_lo = 20000 + (os.getpid() % 200) * 100  # a worker-port range unlikely to collide
-        args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        args = [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                 "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--num-cpus={num_cpus}",
                 "--num-gpus=0", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
                 f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 99}",
@@ -57,7 +59,7 @@ class LocalRayHead:
         self.env = {**os.environ, **(env or {}),
                     "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                     # jobs run `python`: make it this venv's
-                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+                    "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.env.pop("RAY_ADDRESS", None)
         self.log = open(Path(self.temp_dir) / "ray-start.log", "w")
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,

@@ -72,29 +72,29 @@ class LoggedProcess:
 class ServeProcess(LoggedProcess):
     """`<python> -m rayft serve CONFIG` in a subprocess (used by the vLLM test and the engines
     benchmark). With `ray_cpus`, on a Ray head of its own with that many logical CPUs and token auth
-    (as every Ray here): vLLM's CPU engine holds a whole CPU per deployment. `stop()` ends both."""
+    (as every Ray here): vLLM's CPU engine holds a whole CPU per deployment. `env` is added to the
+    environment of the server and of the Ray head (so its workers have it). `stop()` ends both."""
 
-    def __init__(self, python: Path, config: Path, cwd: Path, log: Path, ray_cpus: int | None = None):
+    def __init__(self, python: Path, config: Path, cwd: Path, log: Path, ray_cpus: int | None = None,
+                 env: dict[str, str] | None = None):
         import os
-        import secrets
-        import subprocess
+
+        from ray_head import LocalRayHead
 
         self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
+        self.env.update(env or {})
         self.env["RAYFT_API_KEYS"] = ""
         command = [str(python), "-m", "rayft", "serve", str(config)]
-        self.ray_bin = None
+        self.head = None
         if ray_cpus is not None:
-            self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(24))
-            self.ray_bin = str(python.parent / "ray")
-            ray_port = free_port()
-            subprocess.run([self.ray_bin, "start", "--head", f"--port={ray_port}", f"--num-cpus={ray_cpus}",
-                            "--include-dashboard=false"], env=self.env, check=True, capture_output=True, timeout=120)
-            command += ["--address", f"127.0.0.1:{ray_port}"]
+            # A head of its own, stopped by its process group: `ray stop` would stop every Ray on the
+            # machine (a benchmark's, another test's).
+            self.head = LocalRayHead.start(num_cpus=ray_cpus, env=self.env, bin_dir=python.parent)
+            self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.head.token)
+            command += ["--address", self.head.gcs_address]
         super().__init__(command, cwd, self.env, log)
 
     def stop(self) -> None:
-        import subprocess
-
         super().stop()
-        if self.ray_bin:
-            subprocess.run([self.ray_bin, "stop", "--force"], env=self.env, capture_output=True, timeout=120)
+        if self.head:
+            self.head.stop()

@@ -57,6 +57,26 @@ def test_register_fetch_and_replace(uri, tmp_path):
     assert not list((tmp_path / "cache").glob(".*.partial-*"))
 
 
+def test_the_current_version_is_also_in_ray_serve_llms_layout(uri, tmp_path):
+    """`<uri>/.latest/<id>/` holds the current version's files, which is where the vllm engine's
+    Ray Serve LLM loads adapter `<id>` from; a file only the old version had is removed."""
+    store = ObjectAdapterStore(uri, cache_dir=tmp_path / "cache", pointer_ttl_s=0)
+    old = _adapter(tmp_path / "src1", "one")
+    (old / "tokenizer.json").write_text("{}")
+    store.register(old, "a")
+    store.register(_adapter(tmp_path / "src2", "other"), "b")
+    latest = f"{store.root}/.latest"
+    assert store.fs.cat_file(f"{latest}/a/adapter_model.safetensors") == b"one"
+    assert store.fs.exists(f"{latest}/a/tokenizer.json")
+    store.register(_adapter(tmp_path / "src3", "two"), "a")
+    assert store.fs.cat_file(f"{latest}/a/adapter_model.safetensors") == b"two"
+    assert not store.fs.exists(f"{latest}/a/tokenizer.json")
+    assert json.loads(store.fs.cat_file(f"{latest}/a/rayft-adapter.json"))["version"] == store.resolve("a").version
+    assert store.fs.cat_file(f"{latest}/b/adapter_model.safetensors") == b"other"
+    assert not store.fs.exists(f"{latest}/a/checkpoint-3")
+    assert [r.id for r in store.list_adapters()] == ["a", "b"]
+
+
 def test_another_replica_sees_a_new_registration_after_the_pointer_ttl(uri, tmp_path):
     writer = ObjectAdapterStore(uri, cache_dir=tmp_path / "c1")
     reader = ObjectAdapterStore(uri, cache_dir=tmp_path / "c2", pointer_ttl_s=60)

@@ -1,7 +1,14 @@
 """`serve.engine: vllm`, for real: `rayft serve` from .venv-vllm (vLLM's CPU build behind Ray Serve
-LLM) on the embedded model and a merged model, driven over HTTP on 127.0.0.1 by the real `openai`
-client: the models list, chat and completions, streaming ending in `[DONE]`, and 4xx JSON errors
-for an unknown model, malformed JSON and an over-limit `max_tokens`.
+LLM) on the embedded model, a merged model and a LoRA adapter, driven over HTTP on 127.0.0.1 by the
+real `openai` client: the models list, chat and completions, streaming ending in `[DONE]`, the
+adapter by name, and 4xx JSON errors for an unknown model, malformed JSON and an over-limit
+`max_tokens`.
+
+The adapter store is an S3 bucket, because Ray Serve LLM loads LoRA adapters only from object
+stores; no cloud is reachable here, so the bucket is on moto's S3 server on 127.0.0.1 (a stand-in
+for S3 itself, installed in .venv-vllm), reached through AWS_ENDPOINT_URL_S3 as a real S3-compatible
+store (MinIO, Ceph) would be. The adapter is registered with `rayft serve register` (s3fs) and
+served by vLLM from the bucket with no copy step.
 
 Marked `vllm` and skipped unless `make setup-vllm` has built .venv-vllm (or RAYFT_VLLM_PYTHON names
 its python): vLLM pins its own transformers, so it lives beside the main .venv, and CI does not
@@ -20,41 +27,81 @@ import requests
 import yaml
 
 from conftest import REPO
-from serve_helpers import ServeProcess, free_port
+from serve_helpers import QUESTION, LoggedProcess, ServeProcess, free_port, train_adapter
 
 VLLM_PYTHON = Path(os.environ.get("RAYFT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
     not VLLM_PYTHON.is_file(), reason=f"no vLLM environment at {VLLM_PYTHON} (build it with `make setup-vllm`)")]
 MODEL = "smollm2-135m-instruct"
+ANSWER = "Blue whales sing at dawn."
+BUCKET = "rayft-adapters"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`rayft serve` on the vllm engine in its own local Ray; yields its base URL."""
+def s3(tmp_path_factory):
+    """An S3 endpoint on 127.0.0.1 (moto's server) with one bucket; yields the environment that
+    points boto3 / s3fs at it."""
+    tmp = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    server = LoggedProcess([str(VLLM_PYTHON.parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], tmp,
+                           dict(os.environ), tmp / "moto.log")
+    env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "rayft-test",
+           "AWS_SECRET_ACCESS_KEY": "rayft-test", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        for _ in range(60):
+            try:
+                if requests.put(f"http://127.0.0.1:{port}/{BUCKET}", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("moto's S3 server did not come up:\n" + server.log_tail())
+        yield env
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, s3):
+    """`rayft serve` on the vllm engine in its own local Ray, adapters from the S3 bucket; one
+    adapter ('whale', trained to answer QUESTION with ANSWER) registered by `rayft serve register`
+    before the app starts. Yields the app's base URL."""
+    import subprocess
+
     from rayft.models.loader import resolve_model
 
     tmp = tmp_path_factory.mktemp("vllm")
+    store = f"s3://{BUCKET}/adapters"
+    # lr 2e-3: the helper's default 1e-2 (for the tiny random model) makes the 135M model say "dawn. dawn. ..."
+    adapter = train_adapter(resolve_model("builtin:smollm2-135m-instruct"), ANSWER, tmp / "whale", lr=2e-3, steps=30)
+    registered = subprocess.run([str(VLLM_PYTHON), "-m", "rayft", "serve", "register", str(adapter), "--id", "whale",
+                                 "--store", store], env={**os.environ, **s3}, capture_output=True, text=True,
+                                timeout=300)
+    assert registered.returncode == 0, registered.stderr[-3000:]
     port = free_port()
     config = tmp / "serve.yaml"
     config.write_text(yaml.safe_dump({
         "model": {"name": "builtin:smollm2-135m-instruct"},
-        "serve": {"engine": "vllm", "adapter_store": str(tmp / "adapters"),
+        "serve": {"engine": "vllm", "adapter_store": store,
                   # the embedded model's folder served again under another name: a merged model's route
                   "merged_models": [{"name": "merged", "path": resolve_model("builtin:smollm2-135m-instruct")}],
                   "http": {"host": "127.0.0.1", "port": port},
-                  "vllm": {"max_model_len": 512, "cpu_kv_cache_gib": 1}}}))
+                  # float32: the adapter was trained in float32 (vLLM on CPU defaults to bfloat16)
+                  "vllm": {"max_model_len": 512, "cpu_kv_cache_gib": 1, "dtype": "float32"}}}))
     # Its own Ray with 4 logical CPUs: each engine (base, merged) holds a whole CPU, plus the ingress.
-    server = ServeProcess(VLLM_PYTHON, config, tmp, tmp / "serve.log", ray_cpus=4)
+    server = ServeProcess(VLLM_PYTHON, config, tmp, tmp / "serve.log", ray_cpus=4, env=s3)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
     try:
         while time.time() < deadline:
             assert server.process.poll() is None, server.log_tail()
+            # Ready when both engines answer (the ingress lists the models before they have started).
             try:
-                ids = [m["id"] for m in requests.get(f"{url}/v1/models", timeout=5).json()["data"]]
-                if {MODEL, "merged"} <= set(ids):
+                if all(requests.post(f"{url}/v1/completions", timeout=60, json={
+                        "model": model, "prompt": "hi", "max_tokens": 1}).status_code == 200
+                       for model in (MODEL, "merged")):
                     break
-            except (requests.RequestException, ValueError, KeyError):
+            except requests.RequestException:
                 pass
             time.sleep(3)
         else:
@@ -105,3 +152,21 @@ def test_bad_requests_get_4xx_json_errors(server, client):
     malformed = requests.post(f"{server}/v1/chat/completions", data=b'{"model": ', timeout=60,
                               headers={"Content-Type": "application/json"})
     assert 400 <= malformed.status_code < 500 and isinstance(malformed.json(), dict)
+
+
+def test_a_registered_lora_adapter_is_served_by_name(client):
+    """The adapter answers as it was trained to; the base model, asked the same, does not."""
+    import openai
+
+    ask = [{"role": "user", "content": QUESTION}]
+    tuned = client.chat.completions.create(model=f"{MODEL}:whale", messages=ask, max_tokens=16, temperature=0)
+    base = client.chat.completions.create(model=MODEL, messages=ask, max_tokens=16, temperature=0)
+    assert tuned.choices[0].message.content.strip().startswith(ANSWER)
+    assert not base.choices[0].message.content.strip().startswith(ANSWER)
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=f"{MODEL}:whale", messages=ask, max_tokens=16, temperature=0, stream=True) if c.choices)
+    assert streamed.strip().startswith(ANSWER)
+    assert f"{MODEL}:whale" in {m.id for m in client.models.list().data}
+    with pytest.raises(openai.APIStatusError) as unknown:
+        client.chat.completions.create(model=f"{MODEL}:no-such-adapter", messages=ask, max_tokens=4)
+    assert 400 <= unknown.value.status_code < 500

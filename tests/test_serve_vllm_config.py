@@ -40,7 +40,7 @@ def test_adapters_come_from_an_object_store(tmp_path, monkeypatch):
     monkeypatch.delenv("RAYFT_API_KEYS", raising=False)
     base, = llm_config_dicts(_pipeline(tmp_path, adapter_store="s3://bucket/rayft-adapters/",
                                        vllm={"max_lora_rank": 32, "max_loras": 2}, replicas={"num_gpus": 1}))
-    assert base["lora_config"] == {"dynamic_lora_loading_path": "s3://bucket/rayft-adapters",
+    assert base["lora_config"] == {"dynamic_lora_loading_path": "s3://bucket/rayft-adapters/.latest",
                                    "max_num_adapters_per_replica": 16}
     engine = base["engine_kwargs"]
     assert engine["enable_lora"] and engine["max_lora_rank"] == 32 and engine["max_loras"] == 2

@@ -14,6 +14,7 @@ from rayft.errors import UserError
 from rayft.schema.serve import NAME_PATTERN
 
 VERSIONS = ".versions"
+LATEST = ".latest"  # object stores: each adapter's current version in Ray Serve LLM's layout (vllm engine)
 META_FILE = "rayft-adapter.json"
 NOT_COPIED = ("checkpoint-*", "*.partial*")  # names (files or folders) a registration leaves out
 _ID = re.compile(NAME_PATTERN)

@@ -6,6 +6,7 @@ Layout under the store URI:
 
     <uri>/<id>.json                            {"id": ..., "version": ...}: the current version
     <uri>/.versions/<id>@<version>/adapter_config.json, adapter_model.safetensors, rayft-adapter.json
+    <uri>/.latest/<id>/...                     the current version again, in Ray Serve LLM's layout
 
 Object stores have no symlinks and no atomic rename of a folder, but one object's PUT is atomic:
 `register` uploads the version folder first (versions are never rewritten) and writes the pointer
@@ -13,6 +14,12 @@ object last, so a reader sees the old version or the new one. Replicas fetch a v
 into `$RAYFT_HOME/adapter-cache/<store hash>/<id>@<version>` (downloaded beside it, then renamed), and
 since versions never change the cache never goes stale. Pointers are re-read at most every
 `pointer_ttl_s` seconds (default 1): a new registration is served within that time, without restart.
+
+The `.latest` copy is what the vllm engine serves: Ray Serve LLM loads adapter `<id>` from
+`<dynamic_lora_loading_path>/<id>/`, and `serve.engine: vllm` points that path at `<uri>/.latest`.
+It is written after the version folder and before the pointer; Ray Serve LLM keeps an adapter it
+has loaded until it evicts it, so a re-registration reaches a vllm replica that already holds the
+adapter only after eviction or a restart (rayft's engine switches within `pointer_ttl_s`).
 
 `local:///path` stores the same layout on a local or shared disk (fsspec's local filesystem): the
 object-store code path, runnable without a cloud account (the tests use it and `memory://`).
@@ -28,7 +35,7 @@ from pathlib import Path
 
 from rayft.errors import UserError
 from rayft.paths import rayft_home
-from rayft.serve.adapter_ref import (META_FILE, NOT_COPIED, VERSIONS, AdapterRef, check_source, source_meta,
+from rayft.serve.adapter_ref import (LATEST, META_FILE, NOT_COPIED, VERSIONS, AdapterRef, check_source, source_meta,
                                      valid_id, valid_version)
 from rayft.staging import staged_folder
 
@@ -126,8 +133,24 @@ class ObjectAdapterStore:
             self.fs.put_file(str(path), f"{remote}/{relative}")
         meta = source_meta(source, adapter_id, version)
         self.fs.pipe_file(f"{remote}/{META_FILE}", (json.dumps(meta, indent=2) + "\n").encode())
+        self._publish_latest(remote, adapter_id)
         pointer = {"id": adapter_id, "version": version, "registered_at": meta["registered_at"]}
         self.fs.pipe_file(f"{self.root}/{adapter_id}.json", json.dumps(pointer).encode())  # last: the switch
         ref = AdapterRef(adapter_id, version, Path(remote))
         self._pointers[adapter_id] = (time.monotonic(), ref)
         return ref
+
+    def _publish_latest(self, remote: str, adapter_id: str) -> None:
+        """Copy the version folder to `<uri>/.latest/<id>/` (Ray Serve LLM's layout), dropping files
+        an older version had and this one has not."""
+        latest = f"{self.root}/{LATEST}/{adapter_id}"
+        wanted = {p[len(remote):].lstrip("/") for p in self.fs.find(remote)}
+        try:
+            stale = [p for p in self.fs.find(latest) if p[len(latest):].lstrip("/") not in wanted]
+        except FileNotFoundError:
+            stale = []
+        for relative in sorted(wanted):
+            self.fs.makedirs(f"{latest}/{relative}".rsplit("/", 1)[0], exist_ok=True)
+            self.fs.copy(f"{remote}/{relative}", f"{latest}/{relative}")
+        if stale:
+            self.fs.rm(stale)

@@ -15,6 +15,7 @@ from typing import Any
 from rayft.errors import ConfigError
 from rayft.schema.pipeline import Pipeline
 from rayft.schema.serve import VLLM_ADAPTER_SCHEMES, default_model_name
+from rayft.serve.adapter_ref import LATEST
 
 
 def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dict[str, Any]]:
@@ -33,7 +34,9 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
     store = _absolute(cfg.adapter_store)
     lora = None
     if store.startswith(VLLM_ADAPTER_SCHEMES):
-        lora = {"dynamic_lora_loading_path": store.rstrip("/"),
+        # register() keeps each adapter's current version at <store>/.latest/<id>/, the layout Ray
+        # Serve LLM loads `<model name>:<id>` from (rayft.serve.object_store).
+        lora = {"dynamic_lora_loading_path": f"{store.rstrip('/')}/{LATEST}",
                 "max_num_adapters_per_replica": options.max_adapters_per_replica}
     elif open_store(store).list_adapters():
         raise ConfigError(f"serve.adapter_store: {store} holds adapters, but Ray Serve LLM 2.60 loads LoRA adapters "
