@@ -55,6 +55,7 @@ class GenerationEngine:
         transformers.utils.logging.set_verbosity_error()  # no load report tables per adapter
         transformers.utils.logging.disable_progress_bar()
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")  # many adapters: intended
+        warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")  # eviction: intended
         if threads:
             torch.set_num_threads(threads)
         cfg = model_cfg or ModelConfig(name=model_path)
