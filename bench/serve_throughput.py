@@ -268,9 +268,9 @@ def _adapter_lines(data: dict) -> list[str]:
         lines.append(f"| {name} | {c} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} |")
     one16 = a["runs"]["one adapter @ c=16"]["rps"]
     many16 = a["runs"]["20 adapters round-robin @ c=16"]["rps"]
-    lines += ["", f"- 20 adapters vs one at concurrency 16: {many16 / one16:.2f}x the requests/s: Serve batches per "
-              "adapter, so requests spread over 20 adapters form smaller batches and the replica switches adapters "
-              "between them (set_adapter is cheap; the lost batching is the cost).",
+    lines += ["", f"- 20 adapters vs one at concurrency 16: {many16 / one16:.2f}x the requests/s. Requests for "
+              "different adapters share one generation (PEFT's mixed batch; docs/serving.md), so the batch is not "
+              "split; what remains is the LoRA product run once per distinct adapter of the batch, on its rows.",
               f"- with only 4 adapter slots per replica, round-robin over 20 reloads an adapter on most switches "
               f"(LRU: {a['lru_stats'].get('adapter_loads')} loads, {a['lru_stats'].get('adapter_evictions')} evictions "
               "on the replica)."]

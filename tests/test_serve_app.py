@@ -100,6 +100,25 @@ def test_base_and_two_adapters_answer_differently(client, tiny_tokenizer):
     assert [c.text for c in two.choices] == [answers["alpha"]] * 2
 
 
+def test_requests_for_different_adapters_share_one_generation(client, app):
+    """Concurrent requests for the base and two adapters reach one Serve batch, which Serve splits
+    per adapter; rayft runs the parts as one generation (PEFT's mixed batch), and every answer is
+    the one its model gives alone."""
+    models = ["tiny", "alpha", "beta"] * 4
+    alone = {model: _chat(client, model) for model in set(models)}
+
+    async def together() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=app["url"] + "/v1", api_key=KEY, max_retries=0, timeout=120)
+        outs = await asyncio.gather(*(aclient.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": QUESTION}], max_tokens=8, temperature=0)
+            for model in models))
+        await aclient.close()
+        return [o.choices[0].message.content for o in outs]
+
+    assert asyncio.run(together()) == [alone[m] for m in models]
+    assert _stats(app)["max_models_in_a_batch"] >= 2, _stats(app)
+
+
 def test_merged_model_answers_like_its_adapter(client):
     assert _chat(client, "tiny-alpha-merged") == _chat(client, "alpha")
 

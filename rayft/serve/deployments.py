@@ -14,6 +14,7 @@ from ray import serve
 from rayft.schema.sections import ModelConfig
 from rayft.schema.serve import ServeConfig
 from rayft.serve.engine import GenerationEngine
+from rayft.serve.mixing import Meeting
 from rayft.serve.protocol import ApiError, GenRequest, GenResult
 from rayft.serve.store import open_store
 
@@ -57,7 +58,8 @@ class ModelServer:
         self.generate_batch.set_max_batch_size(cfg.batching.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)
         self.serve_evictions = 0
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: list[int] = []  # rows per generation
+        self.meeting = Meeting(self._run_parts)
 
         async def load_adapter(key: str) -> AdapterLease:
             return await self._load_adapter(key)
@@ -91,13 +93,38 @@ class ModelServer:
         return AdapterLease(self, key)
 
     async def _run(self, key: str | None, requests: list[GenRequest]) -> list[GenResult]:
-        lease = await self.lease(key) if key else None
-        path = await self.adapter_path(key) if key else None
-        async with self.lock:
-            results = await asyncio.to_thread(self.engine.generate, requests, key, path)
-            if lease is not None and lease.released:  # evicted while we waited: do not keep it
-                self.engine.release_adapter(key)
-        return results
+        outcome = (await self._run_parts([[(key, r) for r in requests]]))[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _run_parts(self, parts: list[list[tuple[str | None, GenRequest]]]) -> list[Any]:
+        """One generation for every part whose adapters could be had (Serve's split gives a part per
+        adapter); a part whose adapter could not be had gets that error, the others still run."""
+        leases: dict[str, AdapterLease] = {}
+        paths: dict[str, Path] = {}
+        failed: dict[str, BaseException] = {}
+        for key in dict.fromkeys(k for part in parts for k, _ in part if k):
+            try:
+                leases[key] = await self.lease(key)  # loads on a miss, marks it recently used
+                paths[key] = await self.adapter_path(key)
+            except Exception as exc:  # noqa: BLE001 - ApiError and the like: for this adapter's requests only
+                failed[key] = exc
+        outcomes: list[Any] = [next((failed[k] for k, _ in part if k in failed), None) for part in parts]
+        ready = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        rows = [item for i in ready for item in parts[i]]
+        if rows:
+            self.batch_sizes.append(len(rows))
+            async with self.lock:
+                results = await asyncio.to_thread(self.engine.generate_mixed, [r for _, r in rows],
+                                                  [k for k, _ in rows], paths)
+                for key, lease in leases.items():
+                    if lease.released:  # evicted while we waited: do not keep it
+                        self.engine.release_adapter(key)
+            produced = iter(results)
+            for i in ready:
+                outcomes[i] = [next(produced) for _ in parts[i]]
+        return outcomes
 
     async def generate(self, request: GenRequest) -> GenResult:
         key = serve.get_multiplexed_model_id() or None
@@ -117,13 +144,9 @@ class ModelServer:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)  # both replaced from the config in __init__
     async def generate_batch(self, items: list[tuple[str | None, GenRequest]]) -> list[GenResult]:
-        self.batch_sizes.append(len(items))
-        results: list[GenResult | None] = [None] * len(items)
-        for key in dict.fromkeys(k for k, _ in items):  # Serve splits batches per model id; be safe anyway
-            mine = [i for i, (k, _) in enumerate(items) if k == key]
-            for i, result in zip(mine, await self._run(key, [items[i][1] for i in mine])):
-                results[i] = result
-        return results  # type: ignore[return-value]
+        # Serve calls this once per multiplexed model id of a batch, all at the same time; the calls
+        # meet and run as one generation, each row with its own adapter (rayft.serve.mixing).
+        return await self.meeting.submit(items)
 
     async def stream(self, request: GenRequest):
         """Yield (text delta, finish_reason) pairs; streaming requests are not batched."""
@@ -150,4 +173,5 @@ class ModelServer:
                 "adapter_evictions": self.serve_evictions, "adapter_deletions": self.engine.evictions,
                 "adapter_load_seconds": self.engine.load_seconds[-50:],
                 "batches": len(sizes), "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
-                "max_batch_size_seen": max(sizes, default=0)}
+                "max_batch_size_seen": max(sizes, default=0),
+                "max_models_in_a_batch": max(self.meeting.meetings, default=0)}

@@ -1,11 +1,12 @@
 """Generation on one base model with many LoRA adapters (no Ray here; one engine per replica).
 
-Adapters are held the way PEFT's transformers integration allows: ONE base model per replica, every
-adapter loaded onto it by name (`load_adapter`), the request's adapter made active (`set_adapter`),
-adapters switched off for base requests (`disable_adapters`), an evicted one removed
-(`delete_adapter`). An adapter costs only its LoRA weights (a few MB), not a model copy, and switching
-is a pointer change, not a reload. The price is that one replica runs one adapter at a time, so
-requests are batched per adapter (Serve's batching already splits batches by multiplexed model id).
+Adapters are held the way PEFT allows: ONE base model per replica, wrapped in a `PeftModel` once the
+first adapter arrives, every adapter loaded onto it by name (`load_adapter`), an evicted one
+removed (`delete_adapter`; the wrapper is unloaded with the last one). An adapter costs only its
+LoRA weights (a few MB), not a model copy. One generation serves requests for different adapters
+and the base together: PEFT's mixed-batch inference (`generate(..., adapter_names=[...])`, one name
+per row, `__base__` for the base) runs the base weights once for the whole batch and each
+adapter's LoRA product on its own rows.
 
 Not thread-safe by design: the Serve deployment runs every call of one engine under one lock.
 `release_adapter` is the exception: it only marks an adapter, and the deletion happens at the next
@@ -25,6 +26,7 @@ from typing import Any, Iterator
 from rayft.schema.sections import ModelConfig
 from rayft.serve.protocol import GenRequest, GenResult
 
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 GREEDY_BELOW = 1e-6  # a temperature under this is greedy decoding, the same as 0
 
 
@@ -53,6 +55,7 @@ class GenerationEngine:
         transformers.utils.logging.set_verbosity_error()  # no load report tables per adapter
         transformers.utils.logging.disable_progress_bar()
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")  # many adapters: intended
+        warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")  # eviction: intended
         if threads:
             torch.set_num_threads(threads)
         cfg = model_cfg or ModelConfig(name=model_path)
@@ -61,6 +64,7 @@ class GenerationEngine:
         self.model = load_causal_lm(model_path, cfg, on_gpu=device.startswith("cuda")).to(device).eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self._add_bos = adds_bos(self.tokenizer)
+        self.peft: Any = None  # the PeftModel around self.model while any adapter is loaded
         self._loaded: dict[str, str] = {}  # PEFT adapter name -> multiplexed key
         self._released: set[str] = set()
         self.loads = 0
@@ -82,7 +86,14 @@ class GenerationEngine:
         if name in self._loaded:
             return 0.0
         started = time.perf_counter()
-        self.model.load_adapter(str(path), adapter_name=name)
+        if self.peft is None:
+            from peft import PeftModel
+
+            self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False).eval()
+        else:
+            self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        if not self.peft.active_adapters:  # mixed batches need an active adapter, whichever it is
+            self.peft.set_adapter(name)
         self._loaded[name] = key
         self.loads += 1
         elapsed = time.perf_counter() - started
@@ -93,24 +104,25 @@ class GenerationEngine:
         """Mark `key` for deletion at the next engine call (safe from any thread)."""
         self._released.add(self.adapter_name(key))
 
-    def _purge_released(self) -> None:
-        for name in list(self._released):
+    def _purge_released(self, keep: set[str] = frozenset()) -> None:
+        """Delete the adapters Serve evicted, except those the current call uses."""
+        for name in list(self._released - keep):
             if name in self._loaded:
-                self.model.delete_adapter(name)
+                if len(self._loaded) == 1:  # the last one: back to the plain base model
+                    self.model, self.peft = self.peft.unload(), None
+                else:
+                    self.peft.delete_adapter(name)
                 del self._loaded[name]
                 self.evictions += 1
             self._released.discard(name)
 
-    def _activate(self, key: str | None, path: str | Path | None) -> None:
-        if key is not None:
-            self.load_adapter(key, path)
-        self._purge_released()
-        if key is None:
-            if self._loaded:
-                self.model.disable_adapters()
-            return
-        self.model.set_adapter(self.adapter_name(key))
-        self.model.enable_adapters()
+    def _prepare(self, keys: list[str | None], paths: dict[str, str | Path]) -> list[str]:
+        """Load the adapters `keys` name (None: the base) and return each row's PEFT name."""
+        for key in dict.fromkeys(k for k in keys if k is not None):
+            self.load_adapter(key, paths[key])
+        names = [BASE if k is None else self.adapter_name(k) for k in keys]
+        self._purge_released(keep=set(names))
+        return names
 
     def held_adapters(self) -> list[str]:
         return sorted(key for name, key in self._loaded.items() if name not in self._released)
@@ -121,14 +133,20 @@ class GenerationEngine:
 
     def generate(self, requests: list[GenRequest], key: str | None = None,
                  path: str | Path | None = None) -> list[GenResult]:
-        """Complete every request with adapter `key` (None: the base), batched per sampling setting."""
-        self._activate(key, path)
+        """Complete every request with adapter `key` (None: the base)."""
+        return self.generate_mixed(requests, [key] * len(requests), {key: path} if key is not None else {})
+
+    def generate_mixed(self, requests: list[GenRequest], keys: list[str | None],
+                       paths: dict[str, str | Path]) -> list[GenResult]:
+        """Complete request i with adapter keys[i] (None: the base; `paths` maps each key to its
+        folder), as one generation per sampling setting whatever the adapters."""
+        names = self._prepare(keys, paths)
         results: list[GenResult | None] = [None] * len(requests)
         by_sampling = sorted(range(len(requests)), key=lambda i: (requests[i].temperature, requests[i].top_p))
         for _, group in groupby(by_sampling, key=lambda i: (requests[i].temperature, requests[i].top_p)):
             indices = list(group)
             rows = [i for i in indices for _ in range(requests[i].n)]
-            outputs = self._generate_rows([requests[i] for i in rows])
+            outputs = self._generate_rows([requests[i] for i in rows], [names[i] for i in rows])
             for i in indices:
                 mine = [out for row, out in zip(rows, outputs) if row == i]
                 results[i] = GenResult([t for t, _, _ in mine], [r for _, r, _ in mine], sum(n for _, _, n in mine))
@@ -147,14 +165,20 @@ class GenerationEngine:
             return {"do_sample": False}
         return {"do_sample": True, "temperature": req.temperature, "top_p": req.top_p}
 
-    def _generate_rows(self, rows: list[GenRequest]) -> list[tuple[str, str, int]]:
+    def _generate(self, names: list[str], **kwargs: Any) -> Any:
+        """`generate` of the base model, or of the PeftModel with each row's adapter."""
+        if self.peft is None:
+            return self.model.generate(**kwargs)
+        return self.peft.generate(**kwargs, adapter_names=names)
+
+    def _generate_rows(self, rows: list[GenRequest], names: list[str]) -> list[tuple[str, str, int]]:
         import torch
 
         batch = self._encode([r.prompt for r in rows])
         with torch.inference_mode():
-            out = self.model.generate(**batch, max_new_tokens=max(r.max_tokens for r in rows),
-                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids,
-                                      **self._sampling(rows[0]))
+            out = self._generate(names, **batch, max_new_tokens=max(r.max_tokens for r in rows),
+                                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids,
+                                 **self._sampling(rows[0]))
         width = batch["input_ids"].shape[1]
         finished = []
         for row, req in enumerate(rows):
@@ -173,7 +197,7 @@ class GenerationEngine:
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        self._activate(key, path)
+        names = self._prepare([key], {key: path} if key is not None else {})
         batch = self._encode([req.prompt])
         flag = _StopFlag(batch["input_ids"].shape[1])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
@@ -182,9 +206,9 @@ class GenerationEngine:
         def run() -> None:
             try:
                 with torch.inference_mode():
-                    self.model.generate(**batch, max_new_tokens=req.max_tokens, streamer=streamer,
-                                        stopping_criteria=StoppingCriteriaList([flag]), eos_token_id=self.eos_ids,
-                                        pad_token_id=self.tokenizer.pad_token_id, **self._sampling(req))
+                    self._generate(names, **batch, max_new_tokens=req.max_tokens, streamer=streamer,
+                                   stopping_criteria=StoppingCriteriaList([flag]), eos_token_id=self.eos_ids,
+                                   pad_token_id=self.tokenizer.pad_token_id, **self._sampling(req))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer below
                 failure.append(exc)
                 streamer.end()
