@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from rayft.schema.pipeline import Pipeline
 from rayft.errors import ConfigError
+from rayft.paths import resolve_path
 
 
 @dataclass
@@ -131,10 +132,7 @@ def resolve_datasets(loaded: LoadedConfig) -> None:
 def resolve_paths(loaded: LoadedConfig) -> None:
     """Data paths resolved against the config file's folder (URIs and hf: specs kept)."""
     def resolve(p: str | None) -> str | None:
-        if p is None or "://" in p or p.startswith("hf:"):  # unset, a URI, or a hub dataset spec
-            return p
-        path = Path(p).expanduser()
-        return str(path if path.is_absolute() else (loaded.base_dir / path).resolve())
+        return None if p is None else resolve_path(p, loaded.base_dir)
 
     for data in [loaded.pipeline.data, *(s.data for s in loaded.pipeline.stages)]:
         if isinstance(data.path, list):

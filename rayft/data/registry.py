@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rayft.errors import ConfigError
+from rayft.paths import resolve_path
 from rayft.schema.datasets import DatasetEntry, DatasetRegistry
 
 DEFAULT_REGISTRY = "datasets.yaml"
@@ -75,18 +76,13 @@ def fill_dataset(data: Any, field: str, base_dir: Path) -> None:
         data.format = entry.format
     data.columns = {**entry.columns, **data.columns}
     if data.eval_path is None and entry.eval_path is not None:
-        data.eval_path = _resolve(entry.eval_path, path.parent)
+        data.eval_path = resolve_path(entry.eval_path, path.parent)
 
 
 def _entry_paths(entry: DatasetEntry, folder: Path) -> str | list[str]:
     paths = [entry.path] if isinstance(entry.path, str) else list(entry.path)
-    resolved = [f"{p}:{entry.split}" if entry.split else p if p.startswith("hf:") else _resolve(p, folder)
+    resolved = [f"{p}:{entry.split}" if entry.split else p if p.startswith("hf:") else resolve_path(p, folder)
                 for p in paths]
     return resolved[0] if isinstance(entry.path, str) else resolved
 
 
-def _resolve(p: str, folder: Path) -> str:
-    if "://" in p or p.startswith("hf:"):
-        return p
-    path = Path(p).expanduser()
-    return str(path if path.is_absolute() else (folder / path).resolve())

@@ -16,6 +16,7 @@ from typing import Any
 
 from rayft.schema.pipeline import Pipeline
 from rayft.errors import ConfigError
+from rayft.paths import absolute_path
 from rayft.schema.serve import default_model_name
 
 BUILDER = "rayft.serve.app:build_app"
@@ -33,9 +34,6 @@ def build_app(args: dict[str, Any] | None = None):
     return build_application(pipeline)
 
 
-def _absolute(path: str) -> str:
-    return path if "://" in path else str(Path(path).expanduser().absolute())
-
 
 def build_application(pipeline: Pipeline):
     """The app: an OpenAI ingress in front of one deployment for the base model (with the adapter
@@ -46,7 +44,7 @@ def build_application(pipeline: Pipeline):
     from rayft.serve.store import open_store
 
     cfg = pipeline.serve.model_copy(deep=True)
-    cfg.adapter_store = _absolute(cfg.adapter_store)
+    cfg.adapter_store = absolute_path(cfg.adapter_store)
     open_store(cfg.adapter_store)  # an unsupported URI fails here, before anything starts
     base_name = cfg.model_name or default_model_name(pipeline.model.name)
     base_path = resolve_model(pipeline.model.name, pipeline.model.revision)
@@ -56,7 +54,7 @@ def build_application(pipeline: Pipeline):
         base_path, model_cfg, serve_cfg, cfg.adapter_store)
     merged, handles = [], []
     for entry in cfg.merged_models:
-        path = resolve_model(_absolute(entry.path))
+        path = resolve_model(absolute_path(entry.path))
         merged.append((entry.name, path))
         handles.append(ModelServer.options(name=f"merged-{entry.name}", **options).bind(
             path, {**model_cfg, "name": path}, serve_cfg, None))

@@ -9,10 +9,10 @@ convention). vLLM is not in rayft's main environment: `make setup-vllm` builds `
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from rayft.errors import ConfigError
+from rayft.paths import absolute_path
 from rayft.schema.pipeline import Pipeline
 from rayft.schema.serve import VLLM_ADAPTER_SCHEMES, default_model_name
 from rayft.serve.adapter_ref import LATEST
@@ -31,7 +31,7 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
         raise ConfigError(f"serve.engine: vllm has no API keys (Ray Serve LLM's ingress answers every client), "
                           f"but ${cfg.auth.api_keys_env} is set: unset it, or serve on rayft's engine, or put a "
                           "gateway that checks keys in front")
-    store = _absolute(cfg.adapter_store)
+    store = absolute_path(cfg.adapter_store)
     lora = None
     if store.startswith(VLLM_ADAPTER_SCHEMES):
         # register() keeps each adapter's current version at <store>/.latest/<id>/, the layout Ray
@@ -69,14 +69,10 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
                 **({"lora_config": lora} if lora else {}), **common}]
     for merged in cfg.merged_models:
         configs.append({"model_loading_config": {"model_id": merged.name,
-                                                 "model_source": resolve_model(_absolute(merged.path))},
+                                                 "model_source": resolve_model(absolute_path(merged.path))},
                         **_without_lora(common)})
     return configs
 
-
-def _absolute(path: str) -> str:
-    """As rayft's engine reads paths: URIs as they are, local paths against the current directory."""
-    return path if "://" in path else str(Path(path).expanduser().absolute())
 
 
 def _without_lora(common: dict[str, Any]) -> dict[str, Any]:
