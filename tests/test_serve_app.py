@@ -16,6 +16,7 @@ import pytest
 import requests
 import yaml
 
+from openai_contract import CHECKS, Served
 from serve_helpers import QUESTION, free_port, train_adapter
 
 pytestmark = pytest.mark.ray
@@ -79,6 +80,13 @@ def _chat(client, model, **kw):
     out = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
                                          max_tokens=8, temperature=0, **kw)
     return out.choices[0].message.content
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_openai_contract(check, app):
+    """The checks tests/test_serve_vllm.py runs on vLLM, on rayft's engine."""
+    check(Served(url=app["url"], base="tiny", merged="tiny-alpha-merged", adapter="alpha", question=QUESTION,
+                 answer=ANSWERS["alpha"], too_many_tokens=100, api_key=KEY))
 
 
 def test_models_listed(client):
