@@ -92,9 +92,7 @@ def test_cli_preference_verb(tmp_path):
 
 def test_on_policy_pairs_are_the_best_and_worst_of_sampled_answers(tmp_path):
     """--samples N --score S: both sides are the model's own samples, ranked by the score: here a
-    programmatic reward (shorter is better) and ROUGE-L to the row's reference answer."""
-    from rayft.eval.metrics import rouge_l
-
+    programmatic reward (shorter is better)."""
     rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(6)]
     src = write_jsonl(tmp_path / "sft.jsonl", rows)
     loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
@@ -111,18 +109,48 @@ def test_on_policy_pairs_are_the_best_and_worst_of_sampled_answers(tmp_path):
         assert pair["chosen"] not in references and pair["rejected"] not in references  # the model's words
     assert stats["mean_chosen_score"] > stats["mean_rejected_score"]
 
-    build_preference_pairs(loaded, tmp_path / "rouge.jsonl", samples=3, score="rouge_l", min_gap=0.0)
-    by_prompt = {r["question"]: r["answer"] for r in rows}
-    for line in (tmp_path / "rouge.jsonl").read_text().splitlines():
-        pair = json.loads(line)
-        reference = by_prompt[pair["prompt"]]
-        assert pair["chosen_score"] == pytest.approx(rouge_l(pair["chosen"], reference))
-        assert pair["rejected_score"] == pytest.approx(rouge_l(pair["rejected"], reference))
-        assert pair["chosen_score"] > pair["rejected_score"]
     from rayft.data.build import collect
 
     out_cfg = load_config(None, [f"data.path={tmp_path / 'short.jsonl'}", "data.eval_split=0"]).pipeline.data
     assert collect(out_cfg).stats["formats"] == ["preference"]
+
+
+def test_rouge_l_ranks_answers_by_their_overlap_with_the_reference():
+    """--score rouge_l, on answers chosen for it (the tiny random model's samples all score 0
+    against any reference): closest chosen, farthest rejected, ties and empty answers skipped."""
+    from rayft.data.pair_builder import _ranked_pairs, resolve_score
+    from rayft.eval.metrics import rouge_l
+
+    examples = [{"turns": [("What is two plus two?", "Two plus two is four.")], "_origin": "f.jsonl:1"},
+                {"turns": [("Name a colour.", "Blue is a colour.")], "_origin": "f.jsonl:2"},
+                {"turns": [("Say hi.", "Hi there.")], "_origin": "f.jsonl:3"}]
+    texts = ["Two plus two is four.", "It is four.", "Bananas.",  # ranked: exact > partial > none
+             "Red.", "red.", "",  # same text (normalised) and an empty one: tied, no pair
+             "Hi there friend.", "", ""]  # one non-empty answer: too few
+    pairs, counts = _ranked_pairs(examples, ["p1", "p2", "p3"], texts, 3, resolve_score("rouge_l"), 0.0)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("Two plus two is four.", "Bananas.")]
+    assert pairs[0]["chosen_score"] == pytest.approx(1.0) and pairs[0]["rejected_score"] == pytest.approx(0.0)
+    assert pairs[0]["chosen_score"] == pytest.approx(rouge_l("Two plus two is four.", "Two plus two is four."))
+    assert counts["skipped_tied"] == 1 and counts["skipped_too_few_answers"] == 1
+    none, gapped = _ranked_pairs(examples[:1], ["p1"], texts[:3], 3, resolve_score("rouge_l"), 1.0)
+    assert none == [] and gapped["skipped_tied"] == 1  # --min-gap 1: no gap is wide enough
+
+
+def constant_reward(prompts, completions, **_):
+    """A reward that cannot rank (the RL stages' signature): every answer scores 1."""
+    return [1.0] * len(completions)
+
+
+def test_no_pairs_is_an_error_that_says_why_and_writes_nothing(tmp_path):
+    """Every sampled answer scores the same (a constant reward): no pair, no empty file to train on,
+    and the message names the reason and what to change."""
+    src = write_jsonl(tmp_path / "sft.jsonl", [{"question": f"q{i}?", "answer": f"a{i}"} for i in range(3)])
+    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
+                                "eval.max_new_tokens=4"])
+    with pytest.raises(UserError, match=r"no preference pairs from 3 prompt\(s\), nothing written \(3 prompt\(s\): "
+                       r"the best and worst answers scored within --min-gap.*\): sample more varied answers"):
+        build_preference_pairs(loaded, tmp_path / "p.jsonl", samples=2, score="test_preference_builder:constant_reward")
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 @pytest.mark.parametrize("kwargs,message", [

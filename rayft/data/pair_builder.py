@@ -89,12 +89,27 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
         pairs, counts = _reference_pairs(examples, texts)
     else:
         pairs, counts = _ranked_pairs(examples, prompts, texts, samples, score_fn, min_gap)
+    if not pairs:
+        raise UserError(_no_pairs_message(len(examples), samples, counts))
     _write_jsonl_atomic(out, pairs)
     stats = {"examples": len(examples), "samples": samples, "score": score or "reference answer as chosen",
              "pairs": len(pairs), **counts, "out": str(out), "model": cfg.model.name, "adapter": adapter,
              "split": split, "seconds": round(time.time() - started, 1)}
     print(f"rayft: {json.dumps(stats)}", flush=True)
     return stats
+
+
+def _no_pairs_message(examples: int, samples: int, counts: dict[str, Any]) -> str:
+    """Why no pair was made from `examples` prompts, and what to change (nothing is written)."""
+    reasons = {"skipped_same_answer": "the model answered exactly the reference answer",
+               "skipped_empty_answer": "the model's answer was empty",
+               "skipped_tied": "the best and worst answers scored within --min-gap or were the same text",
+               "skipped_too_few_answers": "fewer than two non-empty answers"}
+    said = "; ".join(f"{counts[k]} prompt(s): {why}" for k, why in reasons.items() if counts.get(k))
+    hint = ("sample more varied answers (--samples, --temperature, eval.max_new_tokens) or lower --min-gap"
+            if samples > 1 else "use a model whose answers differ from the references (an earlier adapter), or "
+            "on-policy pairs (--samples N --score S)")
+    return f"no preference pairs from {examples} prompt(s), nothing written ({said or 'no prompts'}): {hint}"
 
 
 def resolve_score(spec: str) -> ScoreFn:
