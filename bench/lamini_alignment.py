@@ -61,6 +61,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=4, help="answers sampled per question for on-policy pairs")
     parser.add_argument("--dpo-steps", type=int, help="cap each preference stage (default: one epoch over its pairs)")
     parser.add_argument("--rpo-alpha", type=float, default=1.0, help="the recipe's SFT-term weight")
+    parser.add_argument("--min-gap", type=float, default=0.0,
+                        help="recipe: keep pairs whose ROUGE-L gap exceeds this (`rayft data preference --min-gap`)")
     parser.add_argument("--dpo-lr", type=float, default=5e-5,
                         help="learning rate of the dpo / rpo / recipe arms (jobs/configs/dpo_lamini.yaml: 5e-5)")
     parser.add_argument("--eval-examples", type=int, default=120)
@@ -125,9 +127,24 @@ def main() -> int:
         preference_arm("rpo", f"reference-pairs-{answers}", reference_pairs, {**dpo, "rpo_alpha": args.rpo_alpha},
                        from_sft)
     if "recipe" in args.arms:  # on-policy pairs ranked by ROUGE-L to the reference, DPO + RPO
-        preference_arm("recipe", f"onpolicy-pairs-{answers}-n{args.samples}", lambda out: build_preference_pairs(
-            sft_loaded, out, adapter=sft_adapter, limit=args.pairs, samples=args.samples, score="rouge_l"),
-            {**dpo, "rpo_alpha": args.rpo_alpha}, from_sft)
+        onpolicy = f"onpolicy-pairs-{answers}-n{args.samples}"
+
+        def onpolicy_pairs(out: Path) -> dict:
+            return build_preference_pairs(sft_loaded, out, adapter=sft_adapter, limit=args.pairs,
+                                          samples=args.samples, score="rouge_l")
+
+        def gapped_pairs(out: Path) -> dict:
+            """The on-policy file's pairs whose gap exceeds --min-gap: what `rayft data preference
+            --min-gap` keeps from the same samples, without sampling them again."""
+            stats = _pairs(storage / f"{onpolicy}.jsonl", onpolicy_pairs)
+            rows = [json.loads(line) for line in (storage / f"{onpolicy}.jsonl").read_text().splitlines()]
+            kept = [r for r in rows if r["chosen_score"] - r["rejected_score"] > args.min_gap]
+            out.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            return {**stats, "pairs": len(kept), "min_gap": args.min_gap, "out": str(out),
+                    "skipped_tied": stats["skipped_tied"] + len(rows) - len(kept)}
+
+        preference_arm("recipe", onpolicy + (f"-gap{args.min_gap:g}" if args.min_gap else ""),
+                       gapped_pairs if args.min_gap else onpolicy_pairs, {**dpo, "rpo_alpha": args.rpo_alpha}, from_sft)
     if "orpo" in args.arms:  # one stage from the base: pairs from the base model's own answers
         preference_arm("orpo", f"base-pairs-{answers}", lambda out: build_preference_pairs(
             sft_loaded, out, limit=args.pairs), {"type": "orpo", "beta": 0.1},
@@ -154,7 +171,8 @@ def main() -> int:
                    + (f" --sft-steps {args.sft_steps}" if args.sft_steps else "")
                    + f" --pairs {args.pairs} --samples {args.samples}"
                    + (f" --dpo-steps {args.dpo_steps}" if args.dpo_steps else "") + f" --dpo-lr {args.dpo_lr:g}"
-                   + f" --rpo-alpha {args.rpo_alpha} --eval-examples {args.eval_examples}"
+                   + f" --rpo-alpha {args.rpo_alpha}" + (f" --min-gap {args.min_gap:g}" if args.min_gap else "")
+                   + f" --eval-examples {args.eval_examples}"
                    + f" --max-new-tokens {args.max_new_tokens} --arms {' '.join(args.arms)}",
         "steps": {arm: s.get("global_step") for arm, s in summaries.items()}, "pairs": pairs,
         "dpo_lr": args.dpo_lr,
@@ -207,7 +225,8 @@ def _body(r: dict) -> str:
         ev, lp = r["preference_eval"].get(arm, {}), r["logps"].get(arm)
         trend = (f"chosen log-prob {lp['first']['logps_chosen']:.1f} -> {lp['last']['logps_chosen']:.1f}, rejected "
                  f"{lp['first']['logps_rejected']:.1f} -> {lp['last']['logps_rejected']:.1f}") if lp else "no log"
-        arms.append(f"- `{arm}`: {p['pairs']} pairs from {p['examples']} questions ({p['score']}, {p['samples']} "
+        gap = f", ROUGE-L gap > {p['min_gap']:g}" if p.get("min_gap") else ""
+        arms.append(f"- `{arm}`: {p['pairs']} pairs from {p['examples']} questions ({p['score']}{gap}, {p['samples']} "
                     f"sample(s) each), {r['steps'].get(arm)} steps; held-out pairs: reward accuracy "
                     f"{_fmt(ev.get('eval_rewards/accuracies'))}, margin {_fmt(ev.get('eval_rewards/margins'))}; "
                     f"{trend} (first to last logged step).")
