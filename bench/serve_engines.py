@@ -249,11 +249,22 @@ def render(data: dict) -> str:
         for engine, rows in legs.items():
             for r, what in zip(rows, ("base", "1 adapter", f"{rows[-1]['models']} adapters")):
                 lines.append(_row(f"{engine} | {what}", r["concurrency"], r))
-        lines += [""] + [f"{engine}: {rows[-1]['models']} adapters round-robin give {rows[-1]['rps'] / rows[1]['rps']:.2f}x "
-                         f"one adapter's req/s ({rows[-1]['rps']:.2f} / {rows[1]['rps']:.2f}), one adapter "
-                         f"{rows[1]['rps'] / rows[0]['rps']:.2f}x the base's." for engine, rows in legs.items() if rows[1]["rps"]]
+        lines += [""] + [f"- {engine}: {rows[-1]['models']} adapters round-robin give {rows[-1]['rps'] / rows[1]['rps']:.2f}x "
+                         f"one adapter's req/s ({rows[-1]['rps']:.2f} / {rows[1]['rps']:.2f}) and "
+                         f"{rows[-1]['output_tokens_per_s'] / rows[1]['output_tokens_per_s']:.2f}x its output tokens/s; "
+                         f"one adapter gives {rows[1]['rps'] / rows[0]['rps']:.2f}x the base model's req/s."
+                         for engine, rows in legs.items() if rows[1]["rps"] and rows[1]["output_tokens_per_s"]]
+        lines += ["", "Each random adapter answers at its own length (greedy, stopped at the end-of-turn token), so "
+                  "the legs differ in tokens per request; both ratios are given. vLLM runs with LoRA enabled in "
+                  "this run (its store holds adapters), which its base model pays for too."]
     lines += ["", "With the command:", "", f"    {data['command']}"]
     return "\n".join(lines)
+
+
+def rewrite_section() -> None:
+    """Re-render the docs section from bench/results/serve_engines.json (after a change of wording)."""
+    data = json.loads((ROOT / "bench" / "results" / "serve_engines.json").read_text())
+    write_section(ROOT / "docs" / "benchmarks.md", "serve_engines", render(data))
 
 
 def _row(label: str, concurrency: int, r: dict) -> str:
