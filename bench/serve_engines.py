@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
 
 from docs_section import write_section  # noqa: E402
-from serve_helpers import LoggedProcess, ServeProcess, free_port  # noqa: E402
+from serve_helpers import S3Server, ServeProcess, free_port  # noqa: E402
 from serve_throughput import random_adapters  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -58,25 +58,6 @@ def start(engine: str, tmp: Path, port: int, store: str, adapters: int, env: dic
     python = VLLM_PYTHON if engine == "vllm" else ROOT / ".venv" / "bin" / "python"
     # vLLM's engine holds a whole CPU: its own head with logical CPUs to spare
     return ServeProcess(python, config, tmp, tmp / f"{engine}.log", ray_cpus=4 if engine == "vllm" else None, env=env)
-
-
-def s3_server(tmp: Path) -> tuple[LoggedProcess, dict[str, str]]:
-    """moto's S3 server on 127.0.0.1 with one bucket, and the environment that points boto3 / s3fs at it."""
-    import requests
-
-    port = free_port()
-    server = LoggedProcess([str(VLLM_PYTHON.parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], tmp,
-                           dict(os.environ), tmp / "moto.log")
-    for _ in range(60):
-        try:
-            if requests.put(f"http://127.0.0.1:{port}/{BUCKET}", timeout=5).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        raise RuntimeError("moto's S3 server did not come up:\n" + server.log_tail())
-    return server, {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-                    "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def register_all(python: Path, folders: list[Path], store: str, env: dict[str, str]) -> list[str]:
@@ -171,7 +152,8 @@ def main() -> int:
     from rayft.models.loader import resolve_model
 
     tmp = Path(tempfile.mkdtemp(prefix="rayft-bench-engines-"))
-    moto, s3 = s3_server(tmp)
+    moto = S3Server(VLLM_PYTHON.parent, BUCKET, tmp)
+    s3 = moto.env
     stores = {"rayft": str(tmp / "adapters"), "vllm": f"s3://{BUCKET}/adapters"}
     ids: dict[str, list[str]] = {}
     if args.adapters:

@@ -69,6 +69,32 @@ class LoggedProcess:
         self._log.close()
 
 
+class S3Server(LoggedProcess):
+    """moto's S3 server on 127.0.0.1 (from `bin_dir`, e.g. .venv-vllm/bin) with one bucket: the
+    object-store adapter store of the vLLM test and benchmark, where no cloud is reachable. `env`
+    points boto3 and s3fs at it."""
+
+    def __init__(self, bin_dir: Path, bucket: str, cwd: Path):
+        import os
+        import time
+
+        import requests
+
+        port = free_port()
+        super().__init__([str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], cwd, dict(os.environ),
+                         cwd / "moto.log")
+        self.env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "rayft-test",
+                    "AWS_SECRET_ACCESS_KEY": "rayft-test", "AWS_DEFAULT_REGION": "us-east-1"}
+        for _ in range(60):
+            try:
+                if requests.put(f"http://127.0.0.1:{port}/{bucket}", timeout=5).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("moto's S3 server did not come up:\n" + self.log_tail())
+
+
 class ServeProcess(LoggedProcess):
     """`<python> -m rayft serve CONFIG` in a subprocess (used by the vLLM test and the engines
     benchmark). With `ray_cpus`, on a Ray head of its own with that many logical CPUs and token auth

@@ -27,7 +27,7 @@ import yaml
 
 from conftest import REPO
 from openai_contract import CHECKS, Served
-from serve_helpers import QUESTION, LoggedProcess, ServeProcess, free_port, train_adapter
+from serve_helpers import QUESTION, S3Server, ServeProcess, free_port, train_adapter
 
 VLLM_PYTHON = Path(os.environ.get("RAYFT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
@@ -41,22 +41,9 @@ BUCKET = "rayft-adapters"
 def s3(tmp_path_factory):
     """An S3 endpoint on 127.0.0.1 (moto's server) with one bucket; yields the environment that
     points boto3 / s3fs at it."""
-    tmp = tmp_path_factory.mktemp("s3")
-    port = free_port()
-    server = LoggedProcess([str(VLLM_PYTHON.parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], tmp,
-                           dict(os.environ), tmp / "moto.log")
-    env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "rayft-test",
-           "AWS_SECRET_ACCESS_KEY": "rayft-test", "AWS_DEFAULT_REGION": "us-east-1"}
+    server = S3Server(VLLM_PYTHON.parent, BUCKET, tmp_path_factory.mktemp("s3"))
     try:
-        for _ in range(60):
-            try:
-                if requests.put(f"http://127.0.0.1:{port}/{BUCKET}", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("moto's S3 server did not come up:\n" + server.log_tail())
-        yield env
+        yield server.env
     finally:
         server.stop()
 

@@ -34,7 +34,6 @@ def build_app(args: dict[str, Any] | None = None):
     return build_application(pipeline)
 
 
-
 def build_application(pipeline: Pipeline):
     """The app: an OpenAI ingress in front of one deployment for the base model (with the adapter
     store multiplexed onto it) and one per merged model."""

@@ -74,7 +74,6 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
     return configs
 
 
-
 def _without_lora(common: dict[str, Any]) -> dict[str, Any]:
     engine = {k: v for k, v in common["engine_kwargs"].items() if k not in ("enable_lora", "max_lora_rank", "max_loras")}
     return {**common, "engine_kwargs": engine}
