@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayft.train.rundir import write_json_atomic
 
 ATTEMPTS_FILE = "attempts.jsonl"
 PROGRESS_FILE = "progress.json"
