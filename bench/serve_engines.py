@@ -132,8 +132,8 @@ async def load(url: str, total: int, concurrency: int, max_tokens: int, models: 
         values = sorted(values)
         return 1000 * values[min(len(values) - 1, int(q * len(values)))] if values else None
 
-    return {"concurrency": concurrency, "requests": total, "models": len(models), "stream": stream, "errors": errors, "wall_s": wall,
-            "rps": len(latency) / wall, "output_tokens_per_s": tokens / wall,
+    return {"concurrency": concurrency, "requests": total, "models": len(models), "stream": stream,
+            "errors": errors, "wall_s": wall, "rps": len(latency) / wall, "output_tokens_per_s": tokens / wall,
             "ttft_p50_ms": pct(ttft, 0.5), "ttft_p99_ms": pct(ttft, 0.99),
             "latency_p50_ms": pct(latency, 0.5), "latency_p99_ms": pct(latency, 0.99)}
 

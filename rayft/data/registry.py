@@ -81,8 +81,7 @@ def fill_dataset(data: Any, field: str, base_dir: Path) -> None:
 
 def _entry_paths(entry: DatasetEntry, folder: Path) -> str | list[str]:
     paths = [entry.path] if isinstance(entry.path, str) else list(entry.path)
-    resolved = [f"{p}:{entry.split}" if entry.split else p if p.startswith("hf:") else resolve_path(p, folder)
-                for p in paths]
+    resolved = [f"{p}:{entry.split}" if entry.split else resolve_path(p, folder) for p in paths]
     return resolved[0] if isinstance(entry.path, str) else resolved
 
 
