@@ -63,6 +63,13 @@ def main() -> int:
     parser.add_argument("--rpo-alpha", type=float, default=1.0, help="the recipe's SFT-term weight")
     parser.add_argument("--min-gap", type=float, default=0.0,
                         help="recipe: keep pairs whose ROUGE-L gap exceeds this (`rayft data preference --min-gap`)")
+    parser.add_argument("--greedy", action="store_true",
+                        help="recipe: the SFT model's greedy answer is one more candidate (`rayft data preference --greedy`)")
+    parser.add_argument("--seed", type=int, default=0, help="recipe: sampling seed (`rayft data preference --seed`)")
+    parser.add_argument("--merge-pairs", metavar="NAME",
+                        help="recipe: an earlier on-policy pairs file in --keep (NAME.jsonl, same questions, other "
+                        "seed) whose chosen and rejected answers join the candidates: best and worst over both, "
+                        "as sampling both sets at once would give")
     parser.add_argument("--dpo-lr", type=float, default=5e-5,
                         help="learning rate of the dpo / rpo / recipe arms (jobs/configs/dpo_lamini.yaml: 5e-5)")
     parser.add_argument("--eval-examples", type=int, default=120)
@@ -127,23 +134,30 @@ def main() -> int:
         preference_arm("rpo", f"reference-pairs-{answers}", reference_pairs, {**dpo, "rpo_alpha": args.rpo_alpha},
                        from_sft)
     if "recipe" in args.arms:  # on-policy pairs ranked by ROUGE-L to the reference, DPO + RPO
-        onpolicy = f"onpolicy-pairs-{answers}-n{args.samples}"
+        onpolicy = f"onpolicy-pairs-{answers}-n{args.samples}" + ("-greedy" if args.greedy else "") + \
+            (f"-seed{args.seed}" if args.seed else "")
 
         def onpolicy_pairs(out: Path) -> dict:
             return build_preference_pairs(sft_loaded, out, adapter=sft_adapter, limit=args.pairs,
-                                          samples=args.samples, score="rouge_l")
+                                          samples=args.samples, score="rouge_l", greedy=args.greedy, seed=args.seed)
+
+        pool = onpolicy
+        if args.merge_pairs:
+            pool = f"{onpolicy}+{args.merge_pairs}"
+            _pairs(storage / f"{pool}.jsonl", lambda out: _merged(
+                storage / f"{args.merge_pairs}.jsonl", storage / f"{onpolicy}.jsonl", onpolicy_pairs, out))
 
         def gapped_pairs(out: Path) -> dict:
-            """The on-policy file's pairs whose gap exceeds --min-gap: what `rayft data preference
-            --min-gap` keeps from the same samples, without sampling them again."""
-            stats = _pairs(storage / f"{onpolicy}.jsonl", onpolicy_pairs)
-            rows = [json.loads(line) for line in (storage / f"{onpolicy}.jsonl").read_text().splitlines()]
+            """The pool's pairs whose gap exceeds --min-gap: what `rayft data preference --min-gap`
+            keeps from the same samples, without sampling them again."""
+            stats = _pairs(storage / f"{pool}.jsonl", onpolicy_pairs)
+            rows = [json.loads(line) for line in (storage / f"{pool}.jsonl").read_text().splitlines()]
             kept = [r for r in rows if r["chosen_score"] - r["rejected_score"] > args.min_gap]
             out.write_text("".join(json.dumps(r) + "\n" for r in kept))
             return {**stats, "pairs": len(kept), "min_gap": args.min_gap, "out": str(out),
                     "skipped_tied": stats["skipped_tied"] + len(rows) - len(kept)}
 
-        preference_arm("recipe", onpolicy + (f"-gap{args.min_gap:g}" if args.min_gap else ""),
+        preference_arm("recipe", pool + (f"-gap{args.min_gap:g}" if args.min_gap else ""),
                        gapped_pairs if args.min_gap else onpolicy_pairs, {**dpo, "rpo_alpha": args.rpo_alpha}, from_sft)
     if "orpo" in args.arms:  # one stage from the base: pairs from the base model's own answers
         preference_arm("orpo", f"base-pairs-{answers}", lambda out: build_preference_pairs(
@@ -172,6 +186,8 @@ def main() -> int:
                    + f" --pairs {args.pairs} --samples {args.samples}"
                    + (f" --dpo-steps {args.dpo_steps}" if args.dpo_steps else "") + f" --dpo-lr {args.dpo_lr:g}"
                    + f" --rpo-alpha {args.rpo_alpha}" + (f" --min-gap {args.min_gap:g}" if args.min_gap else "")
+                   + (" --greedy" if args.greedy else "") + (f" --seed {args.seed}" if args.seed else "")
+                   + (f" --merge-pairs {args.merge_pairs}" if args.merge_pairs else "")
                    + f" --eval-examples {args.eval_examples}"
                    + f" --max-new-tokens {args.max_new_tokens} --arms {' '.join(args.arms)}",
         "steps": {arm: s.get("global_step") for arm, s in summaries.items()}, "pairs": pairs,
@@ -196,6 +212,32 @@ def _pairs(out: Path, build) -> dict:
     stats = build(out)
     stats_file.write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+def _merged(earlier: Path, fresh: Path, build, out: Path) -> dict:
+    """Best and worst of each question's answers over two on-policy pairs files (the fresh one built
+    first): a file keeps each question's best and worst candidate, so the best and worst over both
+    files are those of all their candidates together."""
+    stats = _pairs(fresh, build)
+    candidates: dict[str, list[tuple[float, str]]] = {}
+    rows: dict[str, dict] = {}
+    for path in (fresh, earlier):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            key = json.dumps(row["prompt"])
+            rows.setdefault(key, row)
+            candidates.setdefault(key, []).extend(
+                [(row["chosen_score"], row["chosen"]), (row["rejected_score"], row["rejected"])])
+    merged = []
+    for key, row in rows.items():
+        ranked = sorted(candidates[key], key=lambda sv: sv[0], reverse=True)
+        (best, chosen), (worst, rejected) = ranked[0], ranked[-1]
+        merged.append({**row, "chosen": chosen, "rejected": rejected, "chosen_score": best, "rejected_score": worst})
+    out.write_text("".join(json.dumps(r) + "\n" for r in merged))
+    mean = (lambda xs: round(sum(xs) / len(xs), 4))
+    return {**stats, "pairs": len(merged), "samples": f"{stats['samples']} + those of {earlier.name}",
+            "mean_chosen_score": mean([r["chosen_score"] for r in merged]),
+            "mean_rejected_score": mean([r["rejected_score"] for r in merged]), "out": str(out)}
 
 
 def _logps_trend(summary: dict) -> dict | None:
@@ -225,7 +267,8 @@ def _body(r: dict) -> str:
         ev, lp = r["preference_eval"].get(arm, {}), r["logps"].get(arm)
         trend = (f"chosen log-prob {lp['first']['logps_chosen']:.1f} -> {lp['last']['logps_chosen']:.1f}, rejected "
                  f"{lp['first']['logps_rejected']:.1f} -> {lp['last']['logps_rejected']:.1f}") if lp else "no log"
-        gap = f", ROUGE-L gap > {p['min_gap']:g}" if p.get("min_gap") else ""
+        gap = (" + the greedy answer" if p.get("greedy") else "") + \
+            (f", ROUGE-L gap > {p['min_gap']:g}" if p.get("min_gap") else "")
         arms.append(f"- `{arm}`: {p['pairs']} pairs from {p['examples']} questions ({p['score']}{gap}, {p['samples']} "
                     f"sample(s) each), {r['steps'].get(arm)} steps; held-out pairs: reward accuracy "
                     f"{_fmt(ev.get('eval_rewards/accuracies'))}, margin {_fmt(ev.get('eval_rewards/margins'))}; "

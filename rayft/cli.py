@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     pref.add_argument("--temperature", type=float, default=0.8, help="sampling temperature with --samples (default 0.8)")
     pref.add_argument("--min-gap", type=float, default=0.0,
                       help="skip prompts whose best and worst score differ by this much or less (default 0)")
+    pref.add_argument("--greedy", action="store_true", help="with --samples: the model's greedy answer is one more "
+                      "candidate, so the chosen answer is never worse than what the model answers by default")
+    pref.add_argument("--seed", type=int, default=0, help="sampling seed (default 0); another seed, other samples")
     pref.set_defaults(handler=_data_preference)
     listing = data_verbs.add_parser("datasets", help="list the datasets of a dataset registry file")
     listing.add_argument("registry", nargs="?", default="datasets.yaml", help="the registry (default: datasets.yaml)")
@@ -159,7 +162,8 @@ def _data_preference(args: argparse.Namespace, started_at: float) -> int:
     from rayft.data.pair_builder import build_preference_pairs
 
     build_preference_pairs(load_config(args.config, args.overrides), args.out, args.adapter, args.limit, args.split,
-                           samples=args.samples, score=args.score, temperature=args.temperature, min_gap=args.min_gap)
+                           samples=args.samples, score=args.score, temperature=args.temperature, min_gap=args.min_gap,
+                           greedy=args.greedy, seed=args.seed)
     return 0
 
 

@@ -124,16 +124,44 @@ def test_rouge_l_ranks_answers_by_their_overlap_with_the_reference():
     examples = [{"turns": [("What is two plus two?", "Two plus two is four.")], "_origin": "f.jsonl:1"},
                 {"turns": [("Name a colour.", "Blue is a colour.")], "_origin": "f.jsonl:2"},
                 {"turns": [("Say hi.", "Hi there.")], "_origin": "f.jsonl:3"}]
-    texts = ["Two plus two is four.", "It is four.", "Bananas.",  # ranked: exact > partial > none
-             "Red.", "red.", "",  # same text (normalised) and an empty one: tied, no pair
-             "Hi there friend.", "", ""]  # one non-empty answer: too few
-    pairs, counts = _ranked_pairs(examples, ["p1", "p2", "p3"], texts, 3, resolve_score("rouge_l"), 0.0)
+    texts = [["Two plus two is four.", "It is four.", "Bananas."],  # ranked: exact > partial > none
+             ["Red.", "red.", ""],  # same text (normalised) and an empty one: tied, no pair
+             ["Hi there friend.", "", ""]]  # one non-empty answer: too few
+    pairs, counts = _ranked_pairs(examples, ["p1", "p2", "p3"], texts, resolve_score("rouge_l"), 0.0)
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("Two plus two is four.", "Bananas.")]
     assert pairs[0]["chosen_score"] == pytest.approx(1.0) and pairs[0]["rejected_score"] == pytest.approx(0.0)
     assert pairs[0]["chosen_score"] == pytest.approx(rouge_l("Two plus two is four.", "Two plus two is four."))
     assert counts["skipped_tied"] == 1 and counts["skipped_too_few_answers"] == 1
-    none, gapped = _ranked_pairs(examples[:1], ["p1"], texts[:3], 3, resolve_score("rouge_l"), 1.0)
+    none, gapped = _ranked_pairs(examples[:1], ["p1"], texts[:1], resolve_score("rouge_l"), 1.0)
     assert none == [] and gapped["skipped_tied"] == 1  # --min-gap 1: no gap is wide enough
+    # --greedy: the greedy answer is one more candidate, and the stats say when it won or lost.
+    samples = [["It is four.", "Bananas."], ["Blue.", "Green is nice."], ["Hi there friend.", "Bye."]]
+    greedy = ["Two plus two is four.", "Cats.", "Hi there."]
+    pairs, counts = _ranked_pairs(examples, ["p1", "p2", "p3"], samples, resolve_score("rouge_l"), 0.0, greedy)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [
+        ("Two plus two is four.", "Bananas."), ("Blue.", "Cats."), ("Hi there.", "Bye.")]
+    assert counts["chosen_is_greedy"] == 2 and counts["rejected_is_greedy"] == 1
+
+
+def test_greedy_candidate_and_seeded_samples(tmp_path):
+    """--greedy puts the model's greedy answer among the candidates (the tiny model's greedy answers
+    are whitespace, which never count, so they add no pair here: what the stats show); --seed makes
+    the samples repeatable and another seed gives others."""
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(5)]
+    src = write_jsonl(tmp_path / "sft.jsonl", rows)
+    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
+                                "eval.max_new_tokens=10", "eval.batch_size=8"])
+    score = "rayft.rewards:length_penalty"
+    runs = {name: build_preference_pairs(loaded, tmp_path / f"{name}.jsonl", samples=3, score=score, seed=seed,
+                                         greedy=greedy)
+            for name, seed, greedy in [("a", 0, False), ("again", 0, False), ("other", 5, False), ("g", 0, True)]}
+    text = {name: (tmp_path / f"{name}.jsonl").read_text() for name in runs}
+    assert text["a"] == text["again"] and text["a"] != text["other"]
+    assert runs["other"]["seed"] == 5 and runs["g"]["greedy"] is True
+    assert "chosen_is_greedy" in runs["g"] and "chosen_is_greedy" not in runs["a"]
+    assert text["g"] == text["a"]  # same seed, same samples; the whitespace greedy answers never count
+    with pytest.raises(UserError, match="--greedy adds the greedy answer"):
+        build_preference_pairs(loaded, tmp_path / "x.jsonl", greedy=True)
 
 
 def constant_reward(prompts, completions, **_):

@@ -11,7 +11,10 @@ list for multi-turn ones):
   `rouge_l` (similarity to the row's reference answer), a reward function `module:function` (the
   signature of the RL stages' rewards; the row's answer arrives as `reference`), or a reward
   stage's folder (its reward model scores prompt + answer). Pairs whose best and worst score are
-  within `min_gap` teach nothing and are skipped, and counted.
+  within `min_gap` teach nothing and are skipped, and counted. With `greedy`, the model's greedy
+  answer (what it says when served or evaluated) is one more candidate, so the chosen side is never
+  worse than what the model already answers. Sampling is seeded (`seed`): the same command gives the
+  same pairs, and another seed gives other samples of the same questions.
 
 Pairs where the two sides agree (after normalisation) or one is empty are skipped either way.
 """
@@ -35,7 +38,7 @@ ScoreFn = Callable[..., list[float]]
 def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str | None = None,
                            limit: int | None = None, split: str = "train", samples: int = 1,
                            score: str | None = None, temperature: float = 0.8,
-                           min_gap: float = 0.0) -> dict[str, Any]:
+                           min_gap: float = 0.0, greedy: bool = False, seed: int = 0) -> dict[str, Any]:
     """Pairs from the config's `split` rows: `train` (default) keeps the held-out questions out of
     the pairs, so that a DPO stage trained on them can still be evaluated on the SFT held-out set."""
     from rayft.data.build import collect
@@ -58,6 +61,8 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
         raise UserError("--score ranks sampled answers: it needs --samples 2 or more")
     if samples > 1 and not score:
         raise UserError("--samples: on-policy pairs need --score (rouge_l, module:function or a reward stage folder)")
+    if greedy and samples < 2:
+        raise UserError("--greedy adds the greedy answer to sampled ones: it needs --samples 2 or more")
     if temperature <= 0:
         raise UserError(f"--temperature: {temperature} must be greater than 0")
     score_fn = resolve_score(score) if score else None  # a bad --score fails before the model loads
@@ -71,30 +76,36 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
     templates = {f: resolve_template(data_cfg.template, f, tokenizer) for f in {e["_format"] for e in examples}}
     prompts = [prompt_for_generation(render(e, templates[e["_format"]], tokenizer)) for e in examples]
     model = load_for_inference(model_path, cfg.model, adapter)
-    done, started, total = [0], time.time(), len(prompts) * samples
+    done, started, total = [0], time.time(), len(prompts) * (samples + int(greedy))
 
     def progress(n: int) -> None:
         done[0] += n
         print(f"rayft: generated {done[0]}/{total} answers ({time.time() - started:.0f} s)", flush=True)
 
+    from transformers import set_seed
+
+    set_seed(seed)
     if samples == 1:
         sampling = {"do_sample": cfg.eval.do_sample, "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p}
     else:
         sampling = {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.top_p}
-    gens = generate(model, tokenizer, [p for p in prompts for _ in range(samples)],
-                    max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, on_batch=progress,
-                    **sampling)
-    texts = [g.text for g in gens]
+    options = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size, "on_batch": progress}
+    texts = [g.text for g in generate(model, tokenizer, [p for p in prompts for _ in range(samples)], **options,
+                                      **sampling)]
     if samples == 1:
         pairs, counts = _reference_pairs(examples, texts)
     else:
-        pairs, counts = _ranked_pairs(examples, prompts, texts, samples, score_fn, min_gap)
+        candidates = [texts[i * samples:(i + 1) * samples] for i in range(len(examples))]
+        greedy_texts = [g.text for g in generate(model, tokenizer, prompts, **options)] if greedy else None
+        pairs, counts = _ranked_pairs(examples, prompts, candidates, score_fn, min_gap, greedy_texts)
     if not pairs:
         raise UserError(_no_pairs_message(len(examples), samples, counts))
     _write_jsonl_atomic(out, pairs)
     stats = {"examples": len(examples), "samples": samples, "score": score or "reference answer as chosen",
              "pairs": len(pairs), **counts, "out": str(out), "model": cfg.model.name, "adapter": adapter,
-             "split": split, "seconds": round(time.time() - started, 1)}
+             "split": split, "seed": seed, "seconds": round(time.time() - started, 1)}
+    if samples > 1:
+        stats.update(temperature=temperature, greedy=greedy, min_gap=min_gap)
     print(f"rayft: {json.dumps(stats)}", flush=True)
     return stats
 
@@ -151,12 +162,16 @@ def _reference_pairs(examples: list[dict[str, Any]], answers: list[str]) -> tupl
     return pairs, {"skipped_same_answer": same, "skipped_empty_answer": empty}
 
 
-def _ranked_pairs(examples: list[dict[str, Any]], prompts: list[str], texts: list[str], samples: int,
-                  score_fn: ScoreFn, min_gap: float) -> tuple[list[dict], dict[str, Any]]:
-    """Best vs worst of each prompt's sampled answers by `score_fn` (empty answers never count)."""
+def _ranked_pairs(examples: list[dict[str, Any]], prompts: list[str], candidates: list[list[str]],
+                  score_fn: ScoreFn, min_gap: float, greedy: list[str] | None = None
+                  ) -> tuple[list[dict], dict[str, Any]]:
+    """Best vs worst of each prompt's candidate answers (its samples, plus its greedy answer when
+    `greedy` is given) by `score_fn`; empty answers never count."""
     from rayft.data.dedup import normalise_text
 
-    kept = [(i // samples, text) for i, text in enumerate(texts) if text.strip()]
+    if greedy is not None:
+        candidates = [[*texts, answer] for texts, answer in zip(candidates, greedy)]
+    kept = [(i, text) for i, texts in enumerate(candidates) for text in texts if text.strip()]
     scores = score_fn([prompts[i] for i, _ in kept], [t for _, t in kept],
                       reference=[examples[i]["turns"][-1][1] for i, _ in kept]) if kept else []
     if len(scores) != len(kept):
@@ -164,7 +179,7 @@ def _ranked_pairs(examples: list[dict[str, Any]], prompts: list[str], texts: lis
     by_example: dict[int, list[tuple[float, str]]] = {}
     for (index, text), value in zip(kept, scores):
         by_example.setdefault(index, []).append((float(value), text))
-    pairs, tied, too_few = [], 0, 0
+    pairs, tied, too_few, greedy_sides = [], 0, 0, {"chosen": 0, "rejected": 0}
     chosen_scores, rejected_scores = [], []
     for index, example in enumerate(examples):
         ranked = sorted(by_example.get(index, []), key=lambda sv: sv[0], reverse=True)
@@ -179,9 +194,15 @@ def _ranked_pairs(examples: list[dict[str, Any]], prompts: list[str], texts: lis
                       "rejected_score": worst, "source": example["_origin"]})
         chosen_scores.append(best)
         rejected_scores.append(worst)
+        if greedy is not None:
+            greedy_sides["chosen"] += chosen == greedy[index]
+            greedy_sides["rejected"] += rejected == greedy[index]
     mean = (lambda xs: round(sum(xs) / len(xs), 4) if xs else None)
-    return pairs, {"skipped_tied": tied, "skipped_too_few_answers": too_few,
-                   "mean_chosen_score": mean(chosen_scores), "mean_rejected_score": mean(rejected_scores)}
+    counts = {"skipped_tied": tied, "skipped_too_few_answers": too_few,
+              "mean_chosen_score": mean(chosen_scores), "mean_rejected_score": mean(rejected_scores)}
+    if greedy is not None:  # how often the greedy answer was the best / the worst of its prompt
+        counts.update(chosen_is_greedy=greedy_sides["chosen"], rejected_is_greedy=greedy_sides["rejected"])
+    return pairs, counts
 
 
 def _prompt_field(example: dict[str, Any]) -> dict[str, Any]:
