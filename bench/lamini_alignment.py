@@ -143,7 +143,7 @@ def main() -> int:
 
         pool = onpolicy
         if args.merge_pairs:
-            pool = f"{onpolicy}+{args.merge_pairs}"
+            pool = f"{onpolicy}-plus-{args.merge_pairs}"
             _pairs(storage / f"{pool}.jsonl", lambda out: _merged(
                 storage / f"{args.merge_pairs}.jsonl", storage / f"{onpolicy}.jsonl", onpolicy_pairs, out))
 
@@ -235,6 +235,7 @@ def _merged(earlier: Path, fresh: Path, build, out: Path) -> dict:
         merged.append({**row, "chosen": chosen, "rejected": rejected, "chosen_score": best, "rejected_score": worst})
     out.write_text("".join(json.dumps(r) + "\n" for r in merged))
     mean = (lambda xs: round(sum(xs) / len(xs), 4))
+    stats = {k: v for k, v in stats.items() if k not in ("chosen_is_greedy", "rejected_is_greedy")}  # fresh file's
     return {**stats, "pairs": len(merged), "samples": f"{stats['samples']} + those of {earlier.name}",
             "mean_chosen_score": mean([r["chosen_score"] for r in merged]),
             "mean_rejected_score": mean([r["rejected_score"] for r in merged]), "out": str(out)}

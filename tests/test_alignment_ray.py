@@ -192,3 +192,40 @@ def test_orpo_cpo_kto_pipeline(ray_cluster, tmp_path):
     for stage in ("orpo", "cpo", "kto"):
         assert (run / stage / "adapter" / "adapter_config.json").is_file()
         assert not (run / stage / "adapter" / "ref").exists()
+
+
+def test_on_policy_dpo_rounds_in_one_pipeline(sft_reward_dpo):
+    """Two `dpo` stages with `pairs:` appended to the named run: each builds its pairs from the policy
+    it starts from (round 1 from the DPO stage's adapter, round 2 from round 1's), with the greedy
+    answer among the candidates, ranked by the run's reward model, on the training split of the QA
+    rows only; then trains on them."""
+    from rayft.train.launch import run_pipeline
+
+    tmp, storage, first = sft_reward_dpo
+    round_ = {"type": "dpo", "beta": 0.2, "rpo_alpha": 1.0, "training": {"max_steps": 2},
+              "data": {"path": "qa.jsonl", "template": "chat", "eval_split": 2},
+              "pairs": {"samples": 3, "score": "stage:reward", "greedy": True, "max_new_tokens": 8, "limit": 8}}
+    stages = [*SFT_REWARD_DPO, {**round_, "name": "round1"}, {**round_, "name": "round2"}]
+    loaded = load_config(_config(tmp, stages, "srd", storage, "hh.jsonl"))
+    result = run_pipeline(loaded)
+    run = result.run_dir
+    assert run == first.run_dir and result.final_output == run / "round2" / "adapter"
+    from rayft.data.build import collect
+
+    held_out = {e["turns"][-1][0] for e in collect(loaded.pipeline.stages[3].data).eval}
+    assert len(held_out) == 2
+    for name, start in (("round1", run / "dpo" / "adapter"), ("round2", run / "round1" / "adapter")):
+        summary = _summary(run, name)
+        pairs = _pairs_file(run / name)
+        assert summary["init_adapter"] == str(start) and summary["global_step"] == 2
+        assert summary["pairs"]["adapter"] == str(start), "pairs come from the policy the stage starts from"
+        assert summary["pairs"]["samples"] == 3 and summary["pairs"]["greedy"] is True
+        assert summary["pairs"]["pairs"] == len(pairs) > 0 and summary["pairs"]["examples"] == 8
+        assert summary["data"]["format"] == "preference"
+        assert summary["data"]["train"]["rows"] + summary["data"]["eval"]["rows"] == len(pairs)
+        assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
+        assert {p["prompt"] for p in pairs} <= {q["question"] for q in QA} - held_out  # training rows only
+
+
+def _pairs_file(stage_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (stage_dir / "pairs" / "pairs.jsonl").read_text().splitlines()]

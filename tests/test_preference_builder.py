@@ -194,3 +194,19 @@ def test_bad_sampling_options_are_refused_before_the_model_loads(tmp_path, kwarg
     loaded = load_config(None, ["model.name=builtin:no-such-model", f"data.path={src}"])  # never reached
     with pytest.raises(UserError, match=message):
         build_preference_pairs(loaded, tmp_path / "x.jsonl", **kwargs)
+
+
+def test_on_policy_pairs_config_is_checked_when_it_loads(tmp_path):
+    """A `pairs:` section of a dpo stage: bad fields and a `stage:` score that names no earlier reward
+    stage are config errors naming the field, before any model loads."""
+    from rayft.errors import ConfigError
+
+    sets = ["model.name=builtin:tiny-random", "data.path=x.jsonl"]
+    with pytest.raises(ConfigError, match=r"stages.1.pairs.score: 'stage:rm' names no earlier `reward` stage"):
+        load_config(None, [*sets, "stages=[{type: sft}, {type: dpo, pairs: {score: 'stage:rm'}}]"])
+    with pytest.raises(ConfigError, match=r"stages.0.pairs.samples"):
+        load_config(None, [*sets, "stages=[{type: dpo, pairs: {samples: 1}}]"])
+    loaded = load_config(None, [*sets, "stages=[{type: sft}, {type: reward, name: rm}, "
+                                       "{type: dpo, pairs: {score: 'stage:rm', min_gap: 0.1}}]"])
+    pairs = loaded.pipeline.stages[2].pairs
+    assert (pairs.samples, pairs.greedy, pairs.min_gap, pairs.temperature) == (4, True, 0.1, 0.8)

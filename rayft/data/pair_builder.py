@@ -25,10 +25,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from rayft.config_io import LoadedConfig
 from rayft.errors import ModelError, UserError
+
+if TYPE_CHECKING:
+    from rayft.config_io import LoadedConfig
+    from rayft.schema.pipeline import Pipeline
+    from rayft.schema.sections import DataConfig
 
 
 SPLITS = ("train", "eval", "all")
@@ -41,14 +45,22 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
                            min_gap: float = 0.0, greedy: bool = False, seed: int = 0) -> dict[str, Any]:
     """Pairs from the config's `split` rows: `train` (default) keeps the held-out questions out of
     the pairs, so that a DPO stage trained on them can still be evaluated on the SFT held-out set."""
+    return build_pairs(loaded.pipeline, loaded.pipeline.stages[0].data, out, adapter, limit, split, samples, score,
+                       temperature, min_gap, greedy, seed)
+
+
+def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: str | None = None,
+                limit: int | None = None, split: str = "train", samples: int = 1, score: str | None = None,
+                temperature: float = 0.8, min_gap: float = 0.0, greedy: bool = False, seed: int = 0,
+                max_new_tokens: int | None = None) -> dict[str, Any]:
+    """`build_preference_pairs` on any data section of a pipeline (a stage's, for on-policy pairs
+    inside a run); answers are at most `max_new_tokens` (default `eval.max_new_tokens`) long."""
     from rayft.data.build import collect
     from rayft.data.templates import prompt_for_generation, render, resolve_template
     from rayft.eval.generate import generate
     from rayft.models.adapters import load_for_inference
     from rayft.models.loader import load_tokenizer, resolve_model
 
-    cfg = loaded.pipeline
-    data_cfg = cfg.stages[0].data
     out = Path(out).expanduser().resolve()
     inputs = {Path(s.path).resolve() for s in data_cfg.source_list() if not s.path.startswith("hf:")}
     if out in inputs or any(out.is_relative_to(p) for p in inputs if p.is_dir()):
@@ -89,7 +101,7 @@ def build_preference_pairs(loaded: LoadedConfig, out: str | Path, adapter: str |
         sampling = {"do_sample": cfg.eval.do_sample, "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p}
     else:
         sampling = {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.top_p}
-    options = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size, "on_batch": progress}
+    options = {"max_new_tokens": max_new_tokens or cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size, "on_batch": progress}
     texts = [g.text for g in generate(model, tokenizer, [p for p in prompts for _ in range(samples)], **options,
                                       **sampling)]
     if samples == 1:

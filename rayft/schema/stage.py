@@ -25,10 +25,18 @@ class StageBase(Strict):
 
 def check_reward_sources(pipeline: Any, index: int) -> str | None:
     """A `stage:<name>` reward must name an earlier `reward` stage of the pipeline."""
-    earlier = {s.name: s.type for s in pipeline.stages[:index]}
     for spec in pipeline.stages[index].rewards:
-        name = spec[len("stage:"):] if spec.startswith("stage:") else None
-        if name is not None and earlier.get(name) != "reward":
-            return (f"stages.{index}.rewards: '{spec}' names no earlier `reward` stage of this "
-                    f"pipeline (earlier stages: {', '.join(earlier) or 'none'})")
+        problem = check_reward_spec(pipeline, index, spec, f"stages.{index}.rewards")
+        if problem:
+            return problem
+    return None
+
+
+def check_reward_spec(pipeline: Any, index: int, spec: str, where: str) -> str | None:
+    """`stage:<name>` must name an earlier `reward` stage; other specs are checked when resolved."""
+    earlier = {s.name: s.type for s in pipeline.stages[:index]}
+    name = spec[len("stage:"):] if spec.startswith("stage:") else None
+    if name is not None and earlier.get(name) != "reward":
+        return (f"{where}: '{spec}' names no earlier `reward` stage of this "
+                f"pipeline (earlier stages: {', '.join(earlier) or 'none'})")
     return None

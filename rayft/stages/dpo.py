@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from rayft.schema.stage import StageBase
+from rayft.schema.pairs import OnPolicyPairs
+from rayft.schema.stage import StageBase, check_reward_spec
 from rayft.stages import StageImpl, WorkerContext, register
 from rayft.stages.reference import check_shared_reference, drop_reference_copy
 
@@ -39,6 +40,15 @@ class DPOStage(StageBase):
         None, ge=0, le=1, description="LD-DPO length desensitisation: weight of the log-probs of tokens past the "
         "shorter answer's length (1: plain DPO; 0: compare only the shared length). Against a bias to longer "
         "answers.")
+    pairs: OnPolicyPairs | None = Field(
+        None, description="On-policy pairs: before training, the policy this stage starts from answers the stage's "
+        "`data` (SFT rows: prompt and reference answer; training split only) `samples` times, and its best and worst "
+        "answers by `score` become the pairs it trains on (`<stage>/pairs/pairs.jsonl`). Several such stages in a "
+        "row are rounds of generate -> pair -> DPO.")
+
+    def check(self, pipeline: Any, index: int) -> str | None:
+        return check_reward_spec(pipeline, index, self.pairs.score, f"stages.{index}.pairs.score") if self.pairs \
+            else None
 
 
 def dpo_loss_kwargs(cfg: DPOStage) -> dict[str, Any]:

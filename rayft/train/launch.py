@@ -85,12 +85,19 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
             continue
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / "config.yaml").write_text(dump_yaml(pipeline))
+        init_adapter = impl.starting_adapter(previous)
+        pairs: dict[str, Any] = {}
+        if getattr(stage, "pairs", None):  # on-policy pairs from the policy the stage starts from
+            from rayft.train.onpolicy_pairs import with_onpolicy_pairs
+
+            stage, pairs["pairs"] = with_onpolicy_pairs(pipeline, index, stage_dir, init_adapter, address)
+            pipeline = pipeline.model_copy(update={"stages": [*pipeline.stages[:index], stage,
+                                                              *pipeline.stages[index + 1:]]})
         data = impl.prepare_data(stage, tokenizer)
         _record_data(stage.name, stage_dir, data)
-        init_adapter = impl.starting_adapter(previous)
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None,
-                      init_adapter=str(init_adapter) if init_adapter else None)
+                      init_adapter=str(init_adapter) if init_adapter else None, **pairs)
         summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at, callbacks)
         result.stages.append(summary)
         if impl.produces_policy:

@@ -1,0 +1,76 @@
+"""A preference stage's `pairs:` (rayft.schema.pairs): build its on-policy pairs from the policy it
+starts from, before it trains, then train on them.
+
+The pairs are built in one Ray task with one training worker's resources (a GPU when the workers
+have one; a cluster's head node may have none), by the same builder as `rayft data preference`,
+into `<stage>/pairs/pairs.jsonl` with its counts in `pairs.stats.json`. The stage then reads that
+file as its preference data (its held-out pairs split off as usual). A re-run of a stage that
+failed after its pairs were built reuses them when they came from the same starting adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rayft.errors import UserError
+
+
+def with_onpolicy_pairs(pipeline: Any, index: int, stage_dir: Path, start: Path | None, address: str | None
+                        ) -> tuple[Any, dict[str, Any]]:
+    """The stage with its `data` replaced by the pairs built from the `start` adapter (None: the base),
+    and the builder's counts."""
+    from rayft.train.launch import ensure_ray
+
+    stage = pipeline.stages[index]
+    spec = stage.pairs
+    out = stage_dir / "pairs" / "pairs.jsonl"
+    stats_file = out.with_suffix(".stats.json")
+    adapter = str(start) if start else None
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() and out.is_file() else None
+    if stats and stats.get("adapter") == adapter:
+        print(f"rayft: stage '{stage.name}' reuses its on-policy pairs ({stats['pairs']} pairs, {out})", flush=True)
+    else:
+        print(f"rayft: stage '{stage.name}': building on-policy pairs from {adapter or 'the base model'} "
+              f"({spec.samples} samples{' + the greedy answer' if spec.greedy else ''} per prompt, "
+              f"score {spec.score})", flush=True)
+        ensure_ray(address, pipeline.scaling)
+        stats = _build_remote(pipeline, index, out, adapter)
+        stats_file.write_text(json.dumps(stats, indent=2) + "\n")
+    data = stage.data.model_copy(update={"path": str(out), "sources": [], "dataset": None, "format": "preference",
+                                         "columns": {}, "eval_path": None, "max_rows": None})
+    return stage.model_copy(update={"data": data}), stats
+
+
+def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> dict[str, Any]:
+    import ray
+
+    stage = pipeline.stages[index]
+    scaling, spec = pipeline.scaling, stage.pairs
+    resources = dict(scaling.resources_per_worker)
+    options = {"num_cpus": resources.pop("CPU", 1), "num_gpus": resources.pop("GPU", 1 if scaling.use_gpu else 0),
+               "resources": resources or None}
+    score = spec.score
+    if score.startswith("stage:"):  # an earlier reward stage of this run (checked when the config loaded)
+        score = str(out.parents[2] / score[len("stage:"):])
+    task = ray.remote(_build).options(**options)
+    try:
+        return ray.get(task.remote(pipeline, stage.data, out, adapter, spec.limit, spec.samples, score,
+                                   spec.temperature, spec.min_gap, spec.greedy, spec.seed, spec.max_new_tokens))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, UserError):  # e.g. no pairs: the message says why and what to change
+            raise UserError(f"stages.{index}.pairs: {cause}") from None
+        raise
+
+
+def _build(pipeline, data, out, adapter, limit, samples, score, temperature, min_gap, greedy, seed, max_new_tokens):
+    import torch
+
+    from rayft.data.pair_builder import build_pairs
+
+    scaling = pipeline.scaling  # as many threads as one training worker
+    torch.set_num_threads(scaling.threads_per_worker or max(1, int(scaling.resources_per_worker.get("CPU", 1))))
+    return build_pairs(pipeline, data, out, adapter, limit, "train", samples, score, temperature, min_gap, greedy,
+                       seed, max_new_tokens)
