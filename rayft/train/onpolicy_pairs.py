@@ -1,8 +1,9 @@
 """A preference stage's `pairs:` (rayft.schema.pairs): build its on-policy pairs from the policy it
 starts from, before it trains, then train on them.
 
-The pairs are built in one Ray task with one training worker's resources (a GPU when the workers
-have one; a cluster's head node may have none), by the same builder as `rayft data preference`,
+The pairs are built in one Ray task (a cluster's head node, where the driver runs, may have no GPU)
+with one training worker's resources when the workers have GPUs, else with the CPUs of all the
+stage's workers (idle until the pairs exist) as far as one node has them, by the same builder as `rayft data preference`,
 into `<stage>/pairs/pairs.jsonl` with its counts in `pairs.stats.json`. The stage then reads that
 file as its preference data (its held-out pairs split off as usual). A re-run of a stage that
 failed after its pairs were built reuses them when they came from the same starting adapter.
@@ -49,15 +50,20 @@ def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> 
     stage = pipeline.stages[index]
     scaling, spec = pipeline.scaling, stage.pairs
     resources = dict(scaling.resources_per_worker)
-    options = {"num_cpus": resources.pop("CPU", 1), "num_gpus": resources.pop("GPU", 1 if scaling.use_gpu else 0),
+    cpus = resources.pop("CPU", 1)
+    if not scaling.use_gpu:  # CPU workers: the stage's idle CPU share, as far as one node has it
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=cpus)
+        cpus = max(cpus, min(cpus * scaling.num_workers, largest))
+    options = {"num_cpus": cpus, "num_gpus": resources.pop("GPU", 1 if scaling.use_gpu else 0),
                "resources": resources or None}
+    threads = scaling.threads_per_worker or max(1, int(cpus))
     score = spec.score
     if score.startswith("stage:"):  # an earlier reward stage of this run (checked when the config loaded)
         score = str(out.parents[2] / score[len("stage:"):])
     task = ray.remote(_build).options(**options)
     try:
         return ray.get(task.remote(pipeline, stage.data, out, adapter, spec.limit, spec.samples, score,
-                                   spec.temperature, spec.min_gap, spec.greedy, spec.seed, spec.max_new_tokens))
+                                   spec.temperature, spec.min_gap, spec.greedy, spec.seed, spec.max_new_tokens, threads))
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, UserError):  # e.g. no pairs: the message says why and what to change
@@ -65,12 +71,12 @@ def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> 
         raise
 
 
-def _build(pipeline, data, out, adapter, limit, samples, score, temperature, min_gap, greedy, seed, max_new_tokens):
+def _build(pipeline, data, out, adapter, limit, samples, score, temperature, min_gap, greedy, seed, max_new_tokens,
+           threads):
     import torch
 
     from rayft.data.pair_builder import build_pairs
 
-    scaling = pipeline.scaling  # as many threads as one training worker
-    torch.set_num_threads(scaling.threads_per_worker or max(1, int(scaling.resources_per_worker.get("CPU", 1))))
+    torch.set_num_threads(threads)
     return build_pairs(pipeline, data, out, adapter, limit, "train", samples, score, temperature, min_gap, greedy,
                        seed, max_new_tokens)
