@@ -14,6 +14,7 @@ import yaml
 
 from conftest import write_jsonl
 from rayft.config_io import load_config
+from rayft.errors import UserError
 
 pytestmark = pytest.mark.ray
 
@@ -225,6 +226,13 @@ def test_on_policy_dpo_rounds_in_one_pipeline(sft_reward_dpo):
         assert summary["data"]["train"]["rows"] + summary["data"]["eval"]["rows"] == len(pairs)
         assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
         assert {p["prompt"] for p in pairs} <= {q["question"] for q in QA} - held_out  # training rows only
+        assert summary["pairs"]["settings"]["samples"] == 3
+    # A score that cannot rank the answers (none equals its reference): no pairs, an error naming the
+    # stage's field and why, and no stage trained.
+    never = {**round_, "name": "never", "pairs": {**round_["pairs"], "score": "rayft.rewards:exact_match"}}
+    with pytest.raises(UserError, match=r"stages.5.pairs: no preference pairs from 8 prompt\(s\), nothing written"):
+        run_pipeline(load_config(_config(tmp, [*stages, never], "srd", storage, "hh.jsonl")))
+    assert not (run / "never" / "adapter").exists() and not (run / "never" / "pairs" / "pairs.jsonl").exists()
 
 
 def _pairs_file(stage_dir: Path) -> list[dict]:

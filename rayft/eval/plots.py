@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from rayft.figures import finish, new_figure
+
 Series = Sequence[Sequence[float]]  # [(step, value), ...]
 
 
@@ -35,13 +37,7 @@ def plot_training(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def _line_plot(path: Path, ylabel: str, series: dict[str, tuple[Series, str]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = new_figure()
     for label, (points, style) in series.items():
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
@@ -50,27 +46,20 @@ def _line_plot(path: Path, ylabel: str, series: dict[str, tuple[Series, str]]) -
     ax.grid(alpha=0.3)
     if len([s for s in series.values() if s[0]]) > 1:
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    finish(fig, path)
     return path
 
 
 def plot_reward_histogram(chosen: Sequence[float], rejected: Sequence[float], path: Path, title: str) -> Path:
     """A reward model's scores of the chosen and of the rejected answers of the same held-out pairs,
     overlaid on shared bins: the further apart, the better the model separates them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     values = np.asarray(list(chosen) + list(rejected), dtype=float)
     low, high = float(values.min()), float(values.max())
     bins = np.linspace(low, high if high > low else low + 1.0, 21)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = new_figure()
     ax.hist(chosen, bins=bins, alpha=0.6, label=f"chosen (mean {np.mean(chosen):.3f})", color="#1a7f37")
     ax.hist(rejected, bins=bins, alpha=0.6, label=f"rejected (mean {np.mean(rejected):.3f})", color="#b42318")
     ax.set_xlabel("reward")
@@ -79,7 +68,5 @@ def plot_reward_histogram(chosen: Sequence[float], rejected: Sequence[float], pa
     ax.set_title(f"{title}: {len(chosen)} held-out pairs", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    finish(fig, path)
     return path

@@ -1,12 +1,13 @@
 """A preference stage's `pairs:` (rayft.schema.pairs): build its on-policy pairs from the policy it
 starts from, before it trains, then train on them.
 
-The pairs are built in one Ray task (a cluster's head node, where the driver runs, may have no GPU)
-with one training worker's resources when the workers have GPUs, else with the CPUs of all the
-stage's workers (idle until the pairs exist) as far as one node has them, by the same builder as `rayft data preference`,
-into `<stage>/pairs/pairs.jsonl` with its counts in `pairs.stats.json`. The stage then reads that
-file as its preference data (its held-out pairs split off as usual). A re-run of a stage that
-failed after its pairs were built reuses them when they came from the same starting adapter.
+The pairs are built by the same builder as `rayft data preference`, in one Ray task (the driver's
+node, a cluster's head, may have no GPU): with one training worker's resources when the workers
+have GPUs, else with the CPUs of all the stage's workers (idle until the pairs exist) as far as
+one node has them. They go to `<stage>/pairs/pairs.jsonl`, with the counts and the settings that
+made them in `pairs.stats.json`; the stage then reads that file as its preference data (its
+held-out pairs split off as usual). A re-run of a stage that failed after its pairs were built
+reuses them when they came from the same starting adapter and settings.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ def with_onpolicy_pairs(pipeline: Any, index: int, stage_dir: Path, start: Path 
     out = stage_dir / "pairs" / "pairs.jsonl"
     stats_file = out.with_suffix(".stats.json")
     adapter = str(start) if start else None
+    made_by = {"adapter": adapter, "settings": spec.model_dump()}
     stats = json.loads(stats_file.read_text()) if stats_file.is_file() and out.is_file() else None
-    if stats and stats.get("adapter") == adapter:
+    if stats and {k: stats.get(k) for k in made_by} == made_by:
         print(f"rayft: stage '{stage.name}' reuses its on-policy pairs ({stats['pairs']} pairs, {out})", flush=True)
     else:
         print(f"rayft: stage '{stage.name}': building on-policy pairs from {adapter or 'the base model'} "
               f"({spec.samples} samples{' + the greedy answer' if spec.greedy else ''} per prompt, "
               f"score {spec.score})", flush=True)
         ensure_ray(address, pipeline.scaling)
-        stats = _build_remote(pipeline, index, out, adapter)
+        stats = {**_build_remote(pipeline, index, out, adapter), **made_by}
         stats_file.write_text(json.dumps(stats, indent=2) + "\n")
     data = stage.data.model_copy(update={"path": str(out), "sources": [], "dataset": None, "format": "preference",
                                          "columns": {}, "eval_path": None, "max_rows": None})
@@ -56,7 +58,7 @@ def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> 
         cpus = max(cpus, min(cpus * scaling.num_workers, largest))
     options = {"num_cpus": cpus, "num_gpus": resources.pop("GPU", 1 if scaling.use_gpu else 0),
                "resources": resources or None}
-    threads = scaling.threads_per_worker or max(1, int(cpus))
+    threads = (scaling.threads_per_worker if scaling.use_gpu else None) or max(1, int(cpus))
     score = spec.score
     if score.startswith("stage:"):  # an earlier reward stage of this run (checked when the config loaded)
         score = str(out.parents[2] / score[len("stage:"):])

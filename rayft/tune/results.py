@@ -173,12 +173,9 @@ def plot_trials(rows: list[TrialRow], best: TrialRow | None, metric: str, path: 
     """The metric over optimizer steps for every trial; the best bold, stopped trials end with x."""
     if not any(r.history for r in rows):
         return None
-    import matplotlib
+    from rayft.figures import finish, new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = new_figure(7, 4)
     for r in rows:
         if not r.history:
             continue
@@ -195,9 +192,7 @@ def plot_trials(rows: list[TrialRow], best: TrialRow | None, metric: str, path: 
     ax.set_title(f"{len(rows)} trials")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    finish(fig, path)
     return path
 
 

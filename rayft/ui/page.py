@@ -73,12 +73,9 @@ def curve_frame(stage_dir: Path, group: str) -> tuple[pd.DataFrame, str]:
 
 def figure(frame: pd.DataFrame, color: str, ylabel: str):
     """A matplotlib figure of `frame` (step, value, one line per `color` value), markers on every point."""
-    import matplotlib
+    from rayft.figures import finish, new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 3.2), dpi=100)
+    fig, ax = new_figure(10, 3.2)
     for i, (name, part) in enumerate(frame.groupby(color, sort=False)):
         ax.plot(part["step"], part["value"], marker="o", markersize=3, label=str(name), color=PALETTE[i % len(PALETTE)])
     ax.set_xlabel("step")
@@ -88,9 +85,7 @@ def figure(frame: pd.DataFrame, color: str, ylabel: str):
         ax.legend(loc="best", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no points yet", ha="center", va="center", transform=ax.transAxes, color="gray")
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return finish(fig)
 
 
 def build_page(backend: Backend) -> gr.Blocks:
