@@ -70,6 +70,9 @@ def main() -> int:
                         help="recipe: an earlier on-policy pairs file in --keep (NAME.jsonl, same questions, other "
                         "seed) whose chosen and rejected answers join the candidates: best and worst over both, "
                         "as sampling both sets at once would give")
+    parser.add_argument("--rejected", choices=("worst", "greedy"), default="worst",
+                        help="recipe: the rejected side is the worst candidate, or the SFT model's greedy answer "
+                        "(pairs only where the best candidate beats it by more than --min-gap)")
     parser.add_argument("--dpo-lr", type=float, default=5e-5,
                         help="learning rate of the dpo / rpo / recipe arms (jobs/configs/dpo_lamini.yaml: 5e-5)")
     parser.add_argument("--eval-examples", type=int, default=120)
@@ -157,8 +160,36 @@ def main() -> int:
             return {**stats, "pairs": len(kept), "min_gap": args.min_gap, "out": str(out),
                     "skipped_tied": stats["skipped_tied"] + len(rows) - len(kept)}
 
-        preference_arm("recipe", pool + (f"-gap{args.min_gap:g}" if args.min_gap else ""),
-                       gapped_pairs if args.min_gap else onpolicy_pairs, {**dpo, "rpo_alpha": args.rpo_alpha}, from_sft)
+        def against_greedy(out: Path) -> dict:
+            """The pool's best answers against the SFT model's greedy ones (those of the reference
+            pairs' builder run, whose rejected side is the greedy answer), where the best beats the
+            greedy answer by more than --min-gap."""
+            from rayft.eval.metrics import rouge_l
+
+            stats = _pairs(storage / f"{pool}.jsonl", onpolicy_pairs)
+            greedy_file = storage / f"reference-pairs-{answers}.jsonl"
+            _pairs(greedy_file, reference_pairs)
+            greedy = {json.dumps(r["prompt"]): r for r in map(json.loads, greedy_file.read_text().splitlines())}
+            kept = []
+            for row in map(json.loads, (storage / f"{pool}.jsonl").read_text().splitlines()):
+                answer = greedy.get(json.dumps(row["prompt"]))
+                if answer is None:  # the greedy answer was the reference itself, or empty
+                    continue
+                score = rouge_l(answer["rejected"], answer["chosen"])
+                if row["chosen_score"] - score > args.min_gap:
+                    kept.append({**row, "rejected": answer["rejected"], "rejected_score": score})
+            out.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            return {**stats, "pairs": len(kept), "min_gap": args.min_gap, "rejected": "greedy answer", "out": str(out),
+                    "mean_rejected_score": round(sum(r["rejected_score"] for r in kept) / max(1, len(kept)), 4),
+                    "mean_chosen_score": round(sum(r["chosen_score"] for r in kept) / max(1, len(kept)), 4)}
+
+        if args.rejected == "greedy":
+            preference_arm("recipe", f"{pool}-vs-greedy-gap{args.min_gap:g}", against_greedy,
+                           {**dpo, "rpo_alpha": args.rpo_alpha}, from_sft)
+        else:
+            preference_arm("recipe", pool + (f"-gap{args.min_gap:g}" if args.min_gap else ""),
+                           gapped_pairs if args.min_gap else onpolicy_pairs, {**dpo, "rpo_alpha": args.rpo_alpha},
+                           from_sft)
     if "orpo" in args.arms:  # one stage from the base: pairs from the base model's own answers
         preference_arm("orpo", f"base-pairs-{answers}", lambda out: build_preference_pairs(
             sft_loaded, out, limit=args.pairs), {"type": "orpo", "beta": 0.1},
@@ -188,6 +219,7 @@ def main() -> int:
                    + f" --rpo-alpha {args.rpo_alpha}" + (f" --min-gap {args.min_gap:g}" if args.min_gap else "")
                    + (" --greedy" if args.greedy else "") + (f" --seed {args.seed}" if args.seed else "")
                    + (f" --merge-pairs {args.merge_pairs}" if args.merge_pairs else "")
+                   + (f" --rejected {args.rejected}" if args.rejected != "worst" else "")
                    + f" --eval-examples {args.eval_examples}"
                    + f" --max-new-tokens {args.max_new_tokens} --arms {' '.join(args.arms)}",
         "steps": {arm: s.get("global_step") for arm, s in summaries.items()}, "pairs": pairs,
