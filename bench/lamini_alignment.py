@@ -43,7 +43,7 @@ from docs_section import write_section  # noqa: E402
 SFT_CONFIG = REPO / "jobs" / "configs" / "sft_lamini.yaml"
 DPO_CONFIG = REPO / "jobs" / "configs" / "dpo_lamini.yaml"
 DATA = REPO.parent / "shared" / "data" / "lamini_docs.jsonl"
-ARMS = ("dpo", "rpo", "recipe", "orpo")
+ARMS = ("dpo", "rpo", "recipe", "online", "orpo")
 
 
 def _summary(stage: Path) -> dict:
@@ -76,6 +76,8 @@ def main() -> int:
     parser.add_argument("--dpo-lr", type=float, default=5e-5,
                         help="learning rate of the dpo / rpo / recipe arms (jobs/configs/dpo_lamini.yaml: 5e-5)")
     parser.add_argument("--eval-examples", type=int, default=120)
+    parser.add_argument("--eval-split", type=float,
+                        help="held-out share of the Lamini rows for every arm (the configs' data.eval_split: 0.1)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--keep", help="folder for the runs (default: a temporary one)")
@@ -93,7 +95,9 @@ def main() -> int:
 
     storage = Path(args.keep or tempfile.mkdtemp(prefix="rayft-bench-lamini-")).resolve()
     storage.mkdir(parents=True, exist_ok=True)
-    common = [f"storage.path={storage}", "eval.enabled=false"]
+    common = [f"storage.path={storage}", "eval.enabled=false",
+              *([f"data.eval_split={args.eval_split}"] if args.eval_split else [])]
+    split = f"-split{args.eval_split:g}" if args.eval_split else ""  # in the name of what depends on the split
     seconds: dict[str, float] = {}
     ray.init(num_cpus=2, logging_level="ERROR")
 
@@ -103,8 +107,9 @@ def main() -> int:
         seconds[name] = round(seconds.get(name, 0.0) + time.time() - started, 1)
         return out
 
-    sft_stage = storage / "sft-lamini" / "sft"
-    timed("sft", lambda: run_pipeline(load_config(str(SFT_CONFIG), [*common, *_steps(args.sft_steps)])))
+    sft_stage = storage / f"sft-lamini{split}" / "sft"
+    timed("sft", lambda: run_pipeline(load_config(str(SFT_CONFIG), [*common, f"run_name=sft-lamini{split}",
+                                                                     *_steps(args.sft_steps)])))
     sft_loaded = load_config(str(SFT_CONFIG), [*common, f"eval.max_new_tokens={args.max_new_tokens}"])
     pairs, stages = {}, {"sft": sft_stage}
 
@@ -118,14 +123,14 @@ def main() -> int:
         stages[arm] = storage / run / stage["type"]
         lr = [] if stage["type"] == "orpo" else [f"training.lr={args.dpo_lr}"]
         timed(arm, lambda: run_pipeline(load_config(str(DPO_CONFIG), [
-            *common, f"run_name={run}", f"data.path={pairs_path}", f"stages=[{json.dumps(stage)}]", *sets, *lr,
-            *_steps(args.dpo_steps)])))
+            *common, f"run_name={run}", f"data.path={pairs_path}", "data.format=preference",
+            f"stages=[{json.dumps(stage)}]", *sets, *lr, *_steps(args.dpo_steps)])))
 
     from rayft.data.pair_builder import build_preference_pairs
 
     sft_adapter = str(sft_stage / "adapter")
     from_sft = [f"adapter.init_from={sft_adapter}"]
-    answers = f"q{args.pairs}-t{args.max_new_tokens}"  # what a pairs file depends on, in its name
+    answers = f"q{args.pairs}-t{args.max_new_tokens}{split}"  # what a pairs file depends on, in its name
 
     def reference_pairs(out: Path) -> dict:  # reference answer = chosen, the SFT model's answer = rejected
         return build_preference_pairs(sft_loaded, out, adapter=sft_adapter, limit=args.pairs)
@@ -190,6 +195,11 @@ def main() -> int:
             preference_arm("recipe", pool + (f"-gap{args.min_gap:g}" if args.min_gap else ""),
                            gapped_pairs if args.min_gap else onpolicy_pairs, {**dpo, "rpo_alpha": args.rpo_alpha},
                            from_sft)
+    if "online" in args.arms:  # jobs/configs/dpo_lamini.yaml as it ships: its pairs built inside the run
+        run = f"online{split}"
+        stages["online"] = storage / run / "dpo"
+        timed("online", lambda: run_pipeline(load_config(str(DPO_CONFIG), [*common, f"run_name={run}", *from_sft])))
+        pairs["online"] = _summary(stages["online"])["pairs"]
     if "orpo" in args.arms:  # one stage from the base: pairs from the base model's own answers
         preference_arm("orpo", f"base-pairs-{answers}", lambda out: build_preference_pairs(
             sft_loaded, out, limit=args.pairs), {"type": "orpo", "beta": 0.1},
