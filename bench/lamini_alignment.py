@@ -1,20 +1,24 @@
 """Held-out quality of the embedded model on the Lamini docs: base, SFT, SFT -> DPO (reference
-pairs, plain and with RPO), SFT -> on-policy pairs + RPO, ORPO from scratch.
+pairs, plain and with RPO), SFT -> on-policy pairs + RPO (built by hand, or inside the run as
+jobs/configs/dpo_lamini.yaml ships), ORPO from scratch.
 
 Every arm uses the repository's own configs and commands:
 
 1. LoRA SFT of SmolLM2-135M-Instruct (jobs/configs/sft_lamini.yaml, 2 Ray workers);
 2. `dpo`: reference pairs from the SFT model (`rayft data preference`, training rows only, so the
    held-out questions stay unseen): reference answer = chosen, SFT answer = rejected; DPO from the
-   SFT adapter (jobs/configs/dpo_lamini.yaml as it ships); `rpo`: the same pairs, DPO + RPO's SFT
-   term on the chosen answers (`rpo_alpha`);
+   SFT adapter (jobs/configs/dpo_lamini.yaml's DPO settings, lr --dpo-lr); `rpo`: the same pairs,
+   DPO + RPO's SFT term on the chosen answers (`rpo_alpha`);
 3. `recipe`: on-policy pairs (`rayft data preference --samples N --score rouge_l`: the SFT model
    samples N answers per question; the one closest to the reference answer is chosen, the farthest
-   rejected), then DPO with RPO's SFT term (`rpo_alpha`) from the SFT adapter;
-4. `orpo`: ORPO from the base model (no SFT) on reference pairs answered by the base model;
+   rejected; `--greedy`, `--min-gap`, `--rejected greedy` vary it), then DPO with RPO's SFT term
+   (`rpo_alpha`) from the SFT adapter;
+4. `online`: jobs/configs/dpo_lamini.yaml as it ships, from the SFT adapter: the DPO stage builds
+   its on-policy pairs inside the run (`pairs:`), then trains (its own lr and epochs);
+5. `orpo`: ORPO from the base model (no SFT) on reference pairs answered by the base model;
 
 then `rayft eval`'s comparison of all of them on the same held-out Lamini questions (the SFT
-config's seeded 10% split, never trained on): ROUGE-L, exact match, BLEU, answer loss, greedy
+config's seeded 10% split, or --eval-split, never trained on): ROUGE-L, exact match, BLEU, answer loss, greedy
 decoding, and a paired bootstrap interval of each arm's ROUGE-L gain over SFT. Every step is kept
 in --keep and skipped when a later run finds it done (a long run can be resumed). On a 2-core
 CPU the full-size run takes hours; the flags make it smaller (the figures say what was run).
@@ -22,7 +26,7 @@ Writes bench/results/lamini_alignment.json and its section of docs/benchmarks.md
 
     RAYFT_HOME=... .venv/bin/python bench/lamini_alignment.py [--sft-steps N] [--pairs 400]
         [--samples 4] [--dpo-steps N] [--dpo-lr 5e-5] [--rpo-alpha 1.0] [--eval-examples 120] [--max-new-tokens 96]
-        [--arms dpo rpo recipe orpo] [--keep DIR]
+        [--eval-split 0.1] [--arms dpo rpo recipe online orpo] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -231,9 +235,10 @@ def main() -> int:
                    + (f" --merge-pairs {args.merge_pairs}" if args.merge_pairs else "")
                    + (f" --rejected {args.rejected}" if args.rejected != "worst" else "")
                    + f" --eval-examples {args.eval_examples}"
+                   + (f" --eval-split {args.eval_split:g}" if args.eval_split else "")
                    + f" --max-new-tokens {args.max_new_tokens} --arms {' '.join(args.arms)}",
         "steps": {arm: s.get("global_step") for arm, s in summaries.items()}, "pairs": pairs,
-        "dpo_lr": args.dpo_lr,
+        "dpo_lr": args.dpo_lr, "eval_split": args.eval_split or 0.1,
         "preference_eval": {arm: {k: s.get(k) for k in ("eval_rewards/accuracies", "eval_rewards/margins",
                                                          "eval_loss")} for arm, s in summaries.items() if arm != "sft"},
         "logps": {arm: _logps_trend(s) for arm, s in summaries.items() if arm != "sft"},
@@ -321,11 +326,11 @@ def _body(r: dict) -> str:
 
 SmolLM2-135M-Instruct, LoRA r 16, 2 Ray workers on CPU. SFT (`jobs/configs/sft_lamini.yaml`) ran
 {r['steps'].get('sft')} optimizer steps. Preference arms (`jobs/configs/dpo_lamini.yaml`, beta 0.1, lr
-{r['dpo_lr']:g}; ORPO lr 5e-4):
+{r['dpo_lr']:g}; `online`: that config as it ships, lr 2e-4, 2 epochs; ORPO lr 5e-4):
 
 {chr(10).join(arms)}
 
-Held-out: the first {r['metrics'][0]['n']} questions of the SFT config's seeded 10% split, never
+Held-out: the first {r['metrics'][0]['n']} questions of the seeded {r.get('eval_split', 0.1):g} held-out split, never
 trained on by any arm; greedy decoding. ROUGE-L gain: mean of (arm - SFT) over the same rows with
 a 95% paired bootstrap interval (10,000 resamples). Answer loss: teacher-forced on the reference
 answer tokens.
