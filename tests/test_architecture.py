@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent / "rayft"
 
 # Bottom first. A module belongs to the layer of the longest prefix that names it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("rayft", "rayft.errors", "rayft.paths", "rayft.staging", "rayft.rewards")),
+    ("core", ("rayft", "rayft.errors", "rayft.paths", "rayft.staging", "rayft.rewards", "rayft.figures")),
     ("schema sections", ("rayft.schema",)),
     ("models", ("rayft.models",)),
     ("run records", ("rayft.train.rundir", "rayft.train.checkpoints", "rayft.train.attempts",

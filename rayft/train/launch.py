@@ -90,7 +90,8 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         if getattr(stage, "pairs", None):  # on-policy pairs from the policy the stage starts from
             from rayft.train.onpolicy_pairs import with_onpolicy_pairs
 
-            stage, pairs["pairs"] = with_onpolicy_pairs(pipeline, index, stage_dir, init_adapter, address)
+            ensure_ray(address, pipeline.scaling)  # the pairs are built in a Ray task
+            stage, pairs["pairs"] = with_onpolicy_pairs(pipeline, index, stage_dir, init_adapter)
             pipeline = pipeline.model_copy(update={"stages": [*pipeline.stages[:index], stage,
                                                               *pipeline.stages[index + 1:]]})
         data = impl.prepare_data(stage, tokenizer)

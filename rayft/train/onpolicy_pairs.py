@@ -19,12 +19,9 @@ from typing import Any
 from rayft.errors import UserError
 
 
-def with_onpolicy_pairs(pipeline: Any, index: int, stage_dir: Path, start: Path | None, address: str | None
-                        ) -> tuple[Any, dict[str, Any]]:
+def with_onpolicy_pairs(pipeline: Any, index: int, stage_dir: Path, start: Path | None) -> tuple[Any, dict[str, Any]]:
     """The stage with its `data` replaced by the pairs built from the `start` adapter (None: the base),
-    and the builder's counts."""
-    from rayft.train.launch import ensure_ray
-
+    and the builder's counts. Ray is connected already (the caller's `ensure_ray`)."""
     stage = pipeline.stages[index]
     spec = stage.pairs
     out = stage_dir / "pairs" / "pairs.jsonl"
@@ -38,7 +35,6 @@ def with_onpolicy_pairs(pipeline: Any, index: int, stage_dir: Path, start: Path 
         print(f"rayft: stage '{stage.name}': building on-policy pairs from {adapter or 'the base model'} "
               f"({spec.samples} samples{' + the greedy answer' if spec.greedy else ''} per prompt, "
               f"score {spec.score})", flush=True)
-        ensure_ray(address, pipeline.scaling)
         stats = {**_build_remote(pipeline, index, out, adapter), **made_by}
         stats_file.write_text(json.dumps(stats, indent=2) + "\n")
     data = stage.data.model_copy(update={"path": str(out), "sources": [], "dataset": None, "format": "preference",
