@@ -210,3 +210,17 @@ def test_on_policy_pairs_config_is_checked_when_it_loads(tmp_path):
                                        "{type: dpo, pairs: {score: 'stage:rm', min_gap: 0.1}}]"])
     pairs = loaded.pipeline.stages[2].pairs
     assert (pairs.samples, pairs.greedy, pairs.min_gap, pairs.temperature) == (4, True, 0.1, 0.8)
+
+
+def test_a_pairs_score_that_cannot_be_imported_stops_the_run_before_any_stage(tmp_path):
+    """The stages before the dpo stage may run for hours: a `pairs.score` function that cannot be
+    imported fails at the start, naming the field, and nothing is trained."""
+    from rayft.errors import ConfigError
+    from rayft.train.launch import run_pipeline
+
+    src = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q?", "answer": "a"}])
+    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", f"storage.path={tmp_path}",
+                                "run_name=r", "stages=[{type: sft}, {type: dpo, pairs: {score: 'no_such_mod:f'}}]"])
+    with pytest.raises(ConfigError, match=r"stages.1.pairs.score: cannot import 'no_such_mod'"):
+        run_pipeline(loaded)
+    assert not (tmp_path / "r" / "sft").exists()

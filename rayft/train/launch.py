@@ -69,6 +69,9 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
     (run_dir / "config.yaml").write_text(dump_yaml(pipeline))
     print(f"rayft: run directory {run_dir}", flush=True)
 
+    from rayft.train.onpolicy_pairs import check_pair_scores, with_onpolicy_pairs
+
+    check_pair_scores(pipeline)
     model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
     tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
     result = RunResult(run_dir)
@@ -88,8 +91,6 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         init_adapter = impl.starting_adapter(previous)
         pairs: dict[str, Any] = {}
         if getattr(stage, "pairs", None):  # on-policy pairs from the policy the stage starts from
-            from rayft.train.onpolicy_pairs import with_onpolicy_pairs
-
             ensure_ray(address, pipeline.scaling)  # the pairs are built in a Ray task
             stage, pairs["pairs"] = with_onpolicy_pairs(pipeline, index, stage_dir, init_adapter)
             pipeline = pipeline.model_copy(update={"stages": [*pipeline.stages[:index], stage,

@@ -19,6 +19,17 @@ from typing import Any
 from rayft.errors import UserError
 
 
+def check_pair_scores(pipeline: Any) -> None:
+    """Fail at the start of a run, not after the stages before, on a `pairs.score` reward function
+    that cannot be imported (`stage:` scores were checked when the config loaded)."""
+    from rayft.rl.reward_specs import resolve_reward
+
+    for index, stage in enumerate(pipeline.stages):
+        score = getattr(stage, "pairs", None) and stage.pairs.score
+        if score and score != "rouge_l" and not score.startswith("stage:"):
+            resolve_reward(score, field=f"stages.{index}.pairs.score")
+
+
 def with_onpolicy_pairs(pipeline: Any, index: int, stage_dir: Path, start: Path | None) -> tuple[Any, dict[str, Any]]:
     """The stage with its `data` replaced by the pairs built from the `start` adapter (None: the base),
     and the builder's counts. Ray is connected already (the caller's `ensure_ray`)."""
