@@ -80,6 +80,8 @@ def main() -> int:
     parser.add_argument("--dpo-lr", type=float, default=5e-5,
                         help="learning rate of the dpo / rpo / recipe arms (jobs/configs/dpo_lamini.yaml: 5e-5)")
     parser.add_argument("--eval-examples", type=int, default=120)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="online: rounds of generate -> pair -> DPO (the shipped stage repeated)")
     parser.add_argument("--eval-split", type=float,
                         help="held-out share of the Lamini rows for every arm (the configs' data.eval_split: 0.1)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -201,9 +203,15 @@ def main() -> int:
                            from_sft)
     if "online" in args.arms:  # jobs/configs/dpo_lamini.yaml as it ships: its pairs built inside the run
         run = f"online{split}"
-        stages["online"] = storage / run / "dpo"
-        timed("online", lambda: run_pipeline(load_config(str(DPO_CONFIG), [*common, f"run_name={run}", *from_sft])))
-        pairs["online"] = _summary(stages["online"])["pairs"]
+        shipped = load_config(str(DPO_CONFIG)).pipeline.stages[0].model_dump(mode="json", exclude={"data", "training"})
+        rounds = [{**shipped, "name": "dpo" if k == 1 else f"dpo{k}"} for k in range(1, args.rounds + 1)]
+        more = [f"stages={json.dumps(rounds)}"] if args.rounds > 1 else []  # round k samples from round k-1
+        timed("online", lambda: run_pipeline(load_config(str(DPO_CONFIG), [*common, f"run_name={run}", *from_sft,
+                                                                            *more])))
+        for k, stage in enumerate(rounds, 1):
+            label = "online" if k == 1 else f"online{k}"
+            stages[label] = storage / run / stage["name"]
+            pairs[label] = _summary(stages[label])["pairs"]
     if "orpo" in args.arms:  # one stage from the base: pairs from the base model's own answers
         preference_arm("orpo", f"base-pairs-{answers}", lambda out: build_preference_pairs(
             sft_loaded, out, limit=args.pairs), {"type": "orpo", "beta": 0.1},
@@ -236,6 +244,7 @@ def main() -> int:
                    + (f" --rejected {args.rejected}" if args.rejected != "worst" else "")
                    + f" --eval-examples {args.eval_examples}"
                    + (f" --eval-split {args.eval_split:g}" if args.eval_split else "")
+                   + (f" --rounds {args.rounds}" if args.rounds > 1 else "")
                    + f" --max-new-tokens {args.max_new_tokens} --arms {' '.join(args.arms)}",
         "steps": {arm: s.get("global_step") for arm, s in summaries.items()}, "pairs": pairs,
         "dpo_lr": args.dpo_lr, "eval_split": args.eval_split or 0.1,
