@@ -109,7 +109,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
         "command": f"RAYFT_HOME=/tmp/rh .venv/bin/python bench/reward_quality.py --epochs {args.epochs} "
                    f"--lr {args.lr} --r {args.r} --workers {args.workers}",
-        "pairs": counts, "steps": summary.get("global_step"), "train_loss": summary.get("train_loss"),
+        "lora_r": args.r, "pairs": counts, "steps": summary.get("global_step"), "train_loss": summary.get("train_loss"),
         "reward_model": {"accuracy": summary.get("heldout_accuracy"), "margin": summary.get("heldout_margin"),
                          "pairs": summary.get("heldout_pairs"), "trl_eval_accuracy": summary.get("eval_accuracy")},
         "baselines": baselines, "seconds": {"baselines": baseline_s, "train_and_eval": train_s},
@@ -126,7 +126,7 @@ def _body(r: dict) -> str:
     b, m = r["baselines"], r["reward_model"]
     return f"""## Reward model quality: the embedded model's reward stage vs length and the base model
 
-A reward stage (SmolLM2-135M-Instruct, LoRA r {r['command'].split('--r ')[1].split()[0]}, {r['steps']} steps of
+A reward stage (SmolLM2-135M-Instruct, LoRA r {r['lora_r']}, {r['steps']} steps of
 8 pairs, 1 epoch = {r['pairs']['train'] // 8} steps) on {r['pairs']['train']} HH-shaped implicit-prompt pairs
 built by `bench/reward_set.py`: harmful requests (refusal chosen) and benign requests on the same
 topics (compliance chosen, the unneeded refusal rejected), length-matched templates, so that a
