@@ -93,6 +93,7 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
         jobs.append((label, model_path if is_adapter else str(out), out if is_adapter else None))
     base_logps: tuple[list[float], list[float]] | None = None
     scoring = (cfg.eval.perplexity and held.rows is not None) or held.rejected is not None
+    rule = answer_rule(cfg.eval)  # the same for every model
     for label, path, adapter in jobs:
         # One load per model when it both generates here and is scored teacher-forced.
         model = (load_for_inference(path, cfg.model, adapter, on_gpu=torch.cuda.is_available())
@@ -101,7 +102,7 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
         gens = generate_answers(label, path, adapter, cfg.model, tokenizer, held.prompts, cfg.eval, model)
         comparison.seconds[label] = time.time() - t0
         comparison.answers[label] = [g.text for g in gens]
-        comparison.scores[label] = score_pairs(comparison.answers[label], held.references, answer_rule(cfg.eval))
+        comparison.scores[label] = score_pairs(comparison.answers[label], held.references, rule)
         comparison.tags[label] = [tag_generation(g.text, p, hit_max_tokens=g.hit_max_tokens)
                                   for g, p in zip(gens, held.prompts)]
         if not scoring:
