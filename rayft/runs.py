@@ -7,6 +7,7 @@ and anything else that lists runs. Nothing here starts, changes or deletes a run
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -124,25 +125,38 @@ def _stage_state(stage_dir: Path, name: str, kind: str) -> StageState:
 def curves(stage_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar the stage logged to TensorBoard ({tag: [(step, value)]}, e.g. train/loss,
     train/learning_rate, eval/loss, PPO's rewards); the recent losses of progress.json when the
-    run logs no TensorBoard files. Readable while the run writes."""
-    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
-
+    run logs no TensorBoard files. Readable while the run writes; an event file that has not
+    changed since the last call is not read again (the web UI asks every 2 seconds)."""
     found: dict[str, dict[int, float]] = {}
     folder = stage_dir / "tensorboard"
     for events in sorted(folder.rglob("events.out.tfevents.*")) if folder.is_dir() else []:
-        acc = EventAccumulator(str(events), size_guidance={SCALARS: 0})
         try:
-            acc.Reload()
-        except Exception:  # a file being written can end mid-record; read what is complete next time
+            stat = events.stat()
+        except OSError:
             continue
-        for tag in acc.Tags().get("scalars", []):
-            for event in acc.Scalars(tag):
-                found.setdefault(tag, {})[int(event.step)] = float(event.value)
+        for tag, points in _event_scalars(str(events), stat.st_size, stat.st_mtime_ns):
+            found.setdefault(tag, {}).update(points)
     if not found:
         losses = (read_progress(stage_dir) or {}).get("losses") or []
         if losses:
             found["train/loss"] = {int(step): float(value) for step, value in losses}
     return {tag: sorted(points.items()) for tag, points in sorted(found.items())}
+
+
+@functools.lru_cache(maxsize=256)
+def _event_scalars(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, tuple[tuple[int, float], ...]], ...]:
+    """The scalars of one event file as it is at (size, mtime): cached on them, so an unchanged
+    file is read once. A file being written can end mid-record: what is complete is read now, the
+    rest on a later call (when its size has changed)."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    acc = EventAccumulator(path, size_guidance={SCALARS: 0})
+    try:
+        acc.Reload()
+    except Exception:  # noqa: BLE001 - unreadable for now
+        return ()
+    return tuple((tag, tuple((int(e.step), float(e.value)) for e in acc.Scalars(tag)))
+                 for tag in acc.Tags().get("scalars", []))
 
 
 def list_sweeps(storage: Path) -> list[SweepState]:

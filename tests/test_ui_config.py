@@ -168,3 +168,26 @@ def test_models_are_builtins_or_folders_inside_the_page_s_folders(backend, tmp_p
             assert problem is None, problem
         else:
             assert loaded is None and problem.startswith("model.name:") and words in problem, problem
+
+
+def test_curves_are_read_while_the_run_writes_and_unchanged_files_only_once(tmp_path):
+    """rayft.runs.curves reads TensorBoard event files as they grow (the page asks every 2 s); an
+    event file that has not changed is not parsed again."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rayft.runs import _event_scalars, curves
+
+    writer = SummaryWriter(str(tmp_path / "tensorboard"))
+    for step in (1, 2, 3):
+        writer.add_scalar("train/loss", 1.0 / step, step)
+    writer.flush()
+    assert [s for s, _ in curves(tmp_path)["train/loss"]] == [1, 2, 3]
+    misses = _event_scalars.cache_info().misses
+    assert curves(tmp_path)["train/loss"][-1] == (3, pytest.approx(1 / 3))
+    assert _event_scalars.cache_info().misses == misses, "the unchanged file was parsed again"
+    writer.add_scalar("train/loss", 0.1, 4)
+    writer.add_scalar("eval/loss", 0.2, 4)
+    writer.flush()
+    found = curves(tmp_path)
+    assert found["train/loss"][-1] == (4, pytest.approx(0.1)) and found["eval/loss"] == [(4, pytest.approx(0.2))]
+    writer.close()
