@@ -310,6 +310,18 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _settings(r: dict) -> str:
+    """What each arm of the run trained with."""
+    by_hand = [arm for arm in r["pairs"] if arm in ("dpo", "rpo", "recipe")]
+    parts = [f"{', '.join(f'`{a}`' for a in by_hand)} with `jobs/configs/dpo_lamini.yaml`'s DPO settings (beta 0.1), "
+             f"lr {r['dpo_lr']:g}"] if by_hand else []
+    if any(arm.startswith("online") for arm in r["pairs"]):
+        parts.append("`online`: `jobs/configs/dpo_lamini.yaml` as it ships (beta 0.1, RPO 1.0, lr 2e-4, 2 epochs)")
+    if "orpo" in r["pairs"]:
+        parts.append("`orpo`: lr 5e-4")
+    return "; ".join(parts)
+
+
 def _body(r: dict) -> str:
     gains = r["rouge_l_gain_over_sft"]
     rows = "\n".join(
@@ -334,8 +346,7 @@ def _body(r: dict) -> str:
     return f"""## Alignment quality on the Lamini docs: base, SFT, SFT -> DPO, SFT -> recipe, ORPO (embedded model)
 
 SmolLM2-135M-Instruct, LoRA r 16, 2 Ray workers on CPU. SFT (`jobs/configs/sft_lamini.yaml`) ran
-{r['steps'].get('sft')} optimizer steps. Preference arms (`jobs/configs/dpo_lamini.yaml`, beta 0.1, lr
-{r['dpo_lr']:g}; `online`: that config as it ships, lr 2e-4, 2 epochs; ORPO lr 5e-4):
+{r['steps'].get('sft')} optimizer steps. Preference arms: {_settings(r)}:
 
 {chr(10).join(arms)}
 
