@@ -224,3 +224,20 @@ def test_a_pairs_score_that_cannot_be_imported_stops_the_run_before_any_stage(tm
     with pytest.raises(ConfigError, match=r"stages.1.pairs.score: cannot import 'no_such_mod'"):
         run_pipeline(loaded)
     assert not (tmp_path / "r" / "sft").exists()
+
+
+def test_a_dpo_stage_with_pairs_is_evaluated_on_its_held_out_questions(tmp_path, tiny_tokenizer):
+    """A run whose first stage is `dpo` with `pairs:` (jobs/configs/dpo_lamini.yaml) reads SFT rows:
+    `rayft eval` compares base and tuned on their held-out questions and reference answers (the
+    pairs exist only inside the run)."""
+    from rayft.eval.compare import held_out
+
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(10)]
+    src = write_jsonl(tmp_path / "qa.jsonl", rows)
+    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=3",
+                                "stages=[{type: dpo, pairs: {samples: 2}}]"])
+    held = held_out(loaded, tiny_tokenizer)
+    assert len(held.prompts) == 3 and held.rejected is None
+    answers = {r["question"]: r["answer"] for r in rows}
+    assert all(any(q in p for q in answers) for p in held.prompts)
+    assert set(held.references) <= set(answers.values())

@@ -61,8 +61,13 @@ def dpo_loss_kwargs(cfg: DPOStage) -> dict[str, Any]:
 @register(DPOStage)
 class DPOImpl(StageImpl):
     def prepare_data(self, stage_cfg: DPOStage, tokenizer: Any) -> PreparedData:
-        from rayft.data.preference_data import prepare_preference
+        """Preference pairs; for a stage whose `pairs:` are not built yet, its source rows as
+        prompts and reference answers (what `rayft eval` and `rayft data inspect` read of it). The
+        launcher builds the pairs first and hands the stage its pairs file (rayft.train.onpolicy_pairs)."""
+        from rayft.data.preference_data import prepare_preference, prepare_prompts
 
+        if stage_cfg.pairs is not None:
+            return prepare_prompts(stage_cfg.data, tokenizer, stage="dpo")
         return prepare_preference(stage_cfg.data, tokenizer, stage="dpo")
 
     def build_trainer(self, ctx: WorkerContext) -> Any:

@@ -50,7 +50,7 @@ def with_onpolicy_pairs(pipeline: Any, index: int, stage_dir: Path, start: Path 
         stats_file.write_text(json.dumps(stats, indent=2) + "\n")
     data = stage.data.model_copy(update={"path": str(out), "sources": [], "dataset": None, "format": "preference",
                                          "columns": {}, "eval_path": None, "max_rows": None})
-    return stage.model_copy(update={"data": data}), stats
+    return stage.model_copy(update={"data": data, "pairs": None}), stats  # now a stage on a pairs file
 
 
 def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> dict[str, Any]:
