@@ -272,3 +272,22 @@ def test_pbt_history_comes_from_the_trial_schedule_when_tunes_copy_lost_a_report
 
     (trial / "pbt_schedule.json").write_text("{not json")  # a damaged schedule: Ray's record alone
     assert _row(result, "eval_loss", "min", spec, "sft", {}).history == [(8, 2.5)]
+
+
+def test_a_stop_recorded_by_the_sweep_is_not_overwritten_by_the_failure_it_causes(tmp_path):
+    """Stopping a trial removes its workers; the trial's driver may report that failure after the
+    sweep has recorded the stop (seen once in CI: same second). The stop stays; a stage that was
+    not stopped is marked failed."""
+    from rayft.train.launch import record_failure
+    from rayft.train.rundir import read_summary, write_summary
+
+    stopped, running = tmp_path / "stopped" / "sft", tmp_path / "running" / "sft"
+    for stage_dir in (stopped, running):
+        stage_dir.mkdir(parents=True)
+        write_summary(stage_dir, status="running")
+    write_summary(stopped, status="stopped", error="stopped early by the asha scheduler at step 4")
+    for stage_dir in (stopped, running):
+        record_failure(stage_dir, "The actor is dead: its placement group was removed", 1.0)
+    assert read_summary(stopped)["status"] == "stopped"
+    assert read_summary(stopped)["error"].startswith("stopped early")
+    assert read_summary(running)["status"] == "failed" and "placement group" in read_summary(running)["error"]

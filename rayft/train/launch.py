@@ -141,7 +141,7 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
         error = exc
     if error is not None:
         message = _failure_message(error)
-        write_summary(stage_dir, status="failed", error=message, wall_s=time.time() - t0, **resume_summary(stage_dir))
+        record_failure(stage_dir, message, time.time() - t0)
         raise StageFailed(f"stage '{stage.name}' failed: {message}\n(outputs of earlier stages are kept; "
                           f"details in {stage_dir / 'summary.json'})")
     metrics = pop_worker_metrics(stage_dir)
@@ -149,6 +149,15 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
     plots = plot_training(metrics, stage_dir / "plots")
     return write_summary(stage_dir, status="completed", output=str(output), wall_s=time.time() - t0,
                          plots=[str(p) for p in plots], **metrics, **resume_summary(stage_dir))
+
+
+def record_failure(stage_dir: Path, message: str, wall_s: float) -> None:
+    """Mark the stage failed, unless a sweep's scheduler already marked it stopped: stopping a trial
+    removes its workers, and the failure that causes here can arrive after the sweep recorded the
+    stop (rayft.tune.results), which must not be overwritten."""
+    if (read_summary(stage_dir) or {}).get("status") == "stopped":
+        return
+    write_summary(stage_dir, status="failed", error=message, wall_s=wall_s, **resume_summary(stage_dir))
 
 
 def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks: StageCallbacks):
