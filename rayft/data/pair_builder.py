@@ -101,7 +101,8 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
         sampling = {"do_sample": cfg.eval.do_sample, "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p}
     else:
         sampling = {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.top_p}
-    options = {"max_new_tokens": max_new_tokens or cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size, "on_batch": progress}
+    options = {"max_new_tokens": max_new_tokens or cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size,
+               "on_batch": progress}
     texts = [g.text for g in generate(model, tokenizer, [p for p in prompts for _ in range(samples)], **options,
                                       **sampling)]
     if samples == 1:

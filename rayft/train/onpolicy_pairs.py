@@ -71,8 +71,7 @@ def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> 
         score = str(out.parents[2] / score[len("stage:"):])
     task = ray.remote(_build).options(**options)
     try:
-        return ray.get(task.remote(pipeline, stage.data, out, adapter, spec.limit, spec.samples, score,
-                                   spec.temperature, spec.min_gap, spec.greedy, spec.seed, spec.max_new_tokens, threads))
+        return ray.get(task.remote(pipeline, stage.data, out, adapter, score, spec, threads))
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, UserError):  # e.g. no pairs: the message says why and what to change
@@ -80,12 +79,14 @@ def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> 
         raise
 
 
-def _build(pipeline, data, out, adapter, limit, samples, score, temperature, min_gap, greedy, seed, max_new_tokens,
-           threads):
+def _build(pipeline: Any, data: Any, out: Path, adapter: str | None, score: str, spec: Any, threads: int
+           ) -> dict[str, Any]:
+    """The Ray task: `spec` (the stage's `pairs:`) as the builder's arguments, on the training split."""
     import torch
 
     from rayft.data.pair_builder import build_pairs
 
     torch.set_num_threads(threads)
-    return build_pairs(pipeline, data, out, adapter, limit, "train", samples, score, temperature, min_gap, greedy,
-                       seed, max_new_tokens)
+    return build_pairs(pipeline, data, out, adapter, limit=spec.limit, split="train", samples=spec.samples,
+                       score=score, temperature=spec.temperature, min_gap=spec.min_gap, greedy=spec.greedy,
+                       seed=spec.seed, max_new_tokens=spec.max_new_tokens)
