@@ -10,7 +10,7 @@ per word `w0`..`w31995`), so nothing is downloaded. The training rows are random
 Figures, from the stage's summary.json: tokens/s after the first logged step (`steady_tokens_per_s`:
 leaves out one-off warm-up) and over the whole run (`tokens_per_s`), each worker's
 `torch.cuda.max_memory_allocated` (`peak_gpu_mem_mib_per_worker`), and MFU = training FLOPs per
-token x steady tokens/s / (peak dense bf16 FLOP/s x GPUs), FLOPs from rayft.train.flops (full:
+token x steady tokens/s / (peak dense bf16 FLOP/s x GPUs), FLOPs from rayft.compute.flops (full:
 6N + 12·L·d·T per token; LoRA / QLoRA: 4N + 12·L·d·T + 6 per adapter weight, since the frozen
 base runs forward and backward through its activations but forms no weight gradients).
 Writes bench/results/gpu_training.json and the `gpu_training` section of docs/benchmarks.md.
@@ -87,7 +87,7 @@ def build_model(size: str, target: Path, on_gpu: bool) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from rayft.staging import staged_folder
+    from rayft.core.publish import staged_folder
 
     with staged_folder(target) as staging:
         vocab = {tok: i for i, tok in enumerate(SPECIALS)}
@@ -121,7 +121,7 @@ def write_rows(path: Path, rows: int, max_length: int, seed: int = 0) -> Path:
 
 def run_method(name: str, args: argparse.Namespace, model_dir: Path, data: Path, storage: Path,
                on_gpu: bool) -> dict:
-    from rayft.config_io import load_config
+    from rayft.config.load import load_pipeline
     from rayft.train.launch import run_pipeline
 
     adapter, _, extra = METHODS[name]
@@ -134,7 +134,7 @@ def run_method(name: str, args: argparse.Namespace, model_dir: Path, data: Path,
                  "eval.enabled=false", "tracking.tensorboard=false", f"storage.path={storage}",
                  f"run_name={name}", *extra]
     t0 = time.time()
-    run_pipeline(load_config(None, overrides))
+    run_pipeline(load_pipeline(None, overrides))
     summary = json.loads((storage / name / "sft" / "summary.json").read_text())
     return {"method": name, "adapter": adapter, "strategy_in_effect": summary.get("strategy"),
             "precision": "bf16" if on_gpu else "fp32", "global_step": summary.get("global_step"),
@@ -147,7 +147,7 @@ def run_method(name: str, args: argparse.Namespace, model_dir: Path, data: Path,
 
 def add_flops(row: dict, shape, max_length: int, peak: float | None, devices: int) -> dict:
     """FLOPs per token, achieved TFLOP/s per device and MFU (None without a known peak)."""
-    from rayft.train.flops import model_flops_utilisation, training_flops_per_token
+    from rayft.compute.flops import model_flops_utilisation, training_flops_per_token
 
     flops = training_flops_per_token(shape, max_length, METHODS[row["method"]][1], LORA_R)
     tps = row["steady_tokens_per_s"] or row["tokens_per_s"] or 0.0
@@ -182,7 +182,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per sequence")
     parser.add_argument("--num-workers", type=int, default=None, help="default: one per GPU (1 on CPU)")
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="peak dense bf16 TFLOP/s of one GPU (default: from its name, rayft.train.flops)")
+                        help="peak dense bf16 TFLOP/s of one GPU (default: from its name, rayft.compute.flops)")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "gpu_training.json")
     args = parser.parse_args(argv)
@@ -201,9 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     import ray
     import torch
 
-    from rayft.paths import rayft_home
-    from rayft.train.flops import peak_flops
-    from rayft.train.memory import ModelShape
+    from rayft.core.paths import rayft_home
+    from rayft.compute.flops import peak_flops
+    from rayft.compute.memory import ModelShape
 
     on_gpu = torch.cuda.is_available()
     args.num_workers = args.num_workers or (torch.cuda.device_count() if on_gpu else 1)
@@ -266,7 +266,7 @@ def render(result: dict) -> str:
              "worker(s), fp32) that checks the script end to end; its figures are not GPU measurements")
     versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v)
     peak = (f"{result['peak_tflops_per_device']:.0f} TFLOP/s dense bf16 per GPU" if result["peak_tflops_per_device"]
-            else "unknown: MFU is n/a without a GPU, or for a GPU not in rayft.train.flops.PEAK_BF16_TFLOPS "
+            else "unknown: MFU is n/a without a GPU, or for a GPU not in rayft.compute.flops.PEAK_BF16_TFLOPS "
             "(pass --peak-tflops)")
     params = result["params"]
     size = f"{params / 1e9:.2f}B" if params >= 1e8 else f"{params / 1e6:.1f}M"
@@ -295,7 +295,7 @@ def render(result: dict) -> str:
         "set-up); it is the figure MFU uses. Peak GPU memory = each worker's `torch.cuda.max_memory_allocated` "
         "(summary.json `peak_gpu_mem_mib_per_worker`; the allocator's reserve and the CUDA context come on top). "
         f"MFU = model FLOPs per token x tokens/s / the GPUs' peak; peak: {peak}. FLOPs per token "
-        "(rayft/train/flops.py, the PaLM-paper estimate, matmuls only): full fine-tune 6N + 12·L·d·T, with N the "
+        "(rayft/compute/flops.py, the PaLM-paper estimate, matmuls only): full fine-tune 6N + 12·L·d·T, with N the "
         "weights used in matmuls (blocks' linear layers and the LM head), L layers, d the attention width and T "
         "the sequence length; LoRA / QLoRA 4N + 12·L·d·T + 6 per adapter weight, because the frozen base still "
         "runs forward (2N) and passes gradients back through its activations (2N) but forms no weight gradients. "

@@ -95,7 +95,7 @@ def main() -> int:
     os.environ["RAY_ADDRESS"] = "local"
     import ray
 
-    from rayft.config_io import load_config
+    from rayft.config.load import load_pipeline
     from rayft.eval.compare import evaluate_config
     from rayft.train.launch import run_pipeline
 
@@ -114,9 +114,9 @@ def main() -> int:
         return out
 
     sft_stage = storage / f"sft-lamini{split}" / "sft"
-    timed("sft", lambda: run_pipeline(load_config(str(SFT_CONFIG), [*common, f"run_name=sft-lamini{split}",
+    timed("sft", lambda: run_pipeline(load_pipeline(str(SFT_CONFIG), [*common, f"run_name=sft-lamini{split}",
                                                                      *_steps(args.sft_steps)])))
-    sft_loaded = load_config(str(SFT_CONFIG), [*common, f"eval.max_new_tokens={args.max_new_tokens}"])
+    sft_loaded = load_pipeline(str(SFT_CONFIG), [*common, f"eval.max_new_tokens={args.max_new_tokens}"])
     pairs, stages = {}, {"sft": sft_stage}
 
     def preference_arm(arm: str, pairs_file: str, build, stage: dict, sets: list[str]) -> None:
@@ -128,11 +128,11 @@ def main() -> int:
             (f"-s{args.dpo_steps}" if args.dpo_steps else "")
         stages[arm] = storage / run / stage["type"]
         lr = [] if stage["type"] == "orpo" else [f"training.lr={args.dpo_lr}"]
-        timed(arm, lambda: run_pipeline(load_config(str(DPO_CONFIG), [
+        timed(arm, lambda: run_pipeline(load_pipeline(str(DPO_CONFIG), [
             *common, f"run_name={run}", f"data.path={pairs_path}", "data.format=preference",
             f"stages=[{json.dumps(stage)}]", *sets, *lr, *_steps(args.dpo_steps)])))
 
-    from rayft.data.pair_builder import build_preference_pairs
+    from rayft.datatools.pair_builder import build_preference_pairs
 
     sft_adapter = str(sft_stage / "adapter")
     from_sft = [f"adapter.init_from={sft_adapter}"]
@@ -175,7 +175,7 @@ def main() -> int:
             """The pool's best answers against the SFT model's greedy ones (those of the reference
             pairs' builder run, whose rejected side is the greedy answer), where the best beats the
             greedy answer by more than --min-gap."""
-            from rayft.eval.metrics import rouge_l
+            from rayft.metrics.text import rouge_l
 
             stats = _pairs(storage / f"{pool}.jsonl", onpolicy_pairs)
             greedy_file = storage / f"reference-pairs-{answers}.jsonl"
@@ -203,10 +203,10 @@ def main() -> int:
                            from_sft)
     if "online" in args.arms:  # jobs/configs/dpo_lamini.yaml as it ships: its pairs built inside the run
         run = f"online{split}"
-        shipped = load_config(str(DPO_CONFIG)).pipeline.stages[0].model_dump(mode="json", exclude={"data", "training"})
+        shipped = load_pipeline(str(DPO_CONFIG)).pipeline.stages[0].model_dump(mode="json", exclude={"data", "training"})
         rounds = [{**shipped, "name": "dpo" if k == 1 else f"dpo{k}"} for k in range(1, args.rounds + 1)]
         more = [f"stages={json.dumps(rounds)}"] if args.rounds > 1 else []  # round k samples from round k-1
-        timed("online", lambda: run_pipeline(load_config(str(DPO_CONFIG), [*common, f"run_name={run}", *from_sft,
+        timed("online", lambda: run_pipeline(load_pipeline(str(DPO_CONFIG), [*common, f"run_name={run}", *from_sft,
                                                                             *more])))
         for k, stage in enumerate(rounds, 1):
             label = "online" if k == 1 else f"online{k}"
@@ -221,13 +221,13 @@ def main() -> int:
     eval_dir = storage / (f"eval-{args.eval_examples}-{args.max_new_tokens}-" + "-".join(
         sorted(f"{arm}.{path.parent.name}" for arm, path in stages.items())))
     models = ", ".join(f"{k}: '{v}'" for k, v in stages.items())
-    eval_loaded = load_config(str(SFT_CONFIG), [
+    eval_loaded = load_pipeline(str(SFT_CONFIG), [
         *common, f"eval.models={{{models}}}", f"eval.num_examples={args.eval_examples}",
         f"eval.max_new_tokens={args.max_new_tokens}"])
     if not (eval_dir / "eval.json").is_file():
         timed("eval", lambda: evaluate_config(eval_loaded, eval_dir))
     report = json.loads((eval_dir / "eval.json").read_text())
-    from rayft.eval.metrics import paired_bootstrap
+    from rayft.metrics.text import paired_bootstrap
 
     per = {label: [e[label]["rouge_l"] for e in report["examples"]] for label in ("base", *stages)}
     gains = {label: paired_bootstrap(per["sft"], per[label]) for label in per if label != "sft"}

@@ -40,7 +40,7 @@ METHODS = {
 
 
 def run_method(name: str, adapter: str, extra: list[str], args: argparse.Namespace, storage: Path) -> dict:
-    from rayft.config_io import load_config
+    from rayft.config.load import load_pipeline
     from rayft.train.launch import run_pipeline
 
     overrides = [f"model.name={args.model}", f"adapter.type={adapter}",
@@ -50,7 +50,7 @@ def run_method(name: str, adapter: str, extra: list[str], args: argparse.Namespa
                  "training.logging_steps=1", "scaling.num_workers=2", "eval.enabled=false",
                  f"storage.path={storage}", f"run_name={name}", *extra]
     t0 = time.time()
-    run_pipeline(load_config(None, overrides))
+    run_pipeline(load_pipeline(None, overrides))
     summary = json.loads((storage / name / "sft" / "summary.json").read_text())
     return {"method": name, "adapter": adapter, "strategy_in_effect": summary["strategy"],
             "peak_rss_mib_per_worker": summary["peak_rss_mib_per_worker"],

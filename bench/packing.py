@@ -157,7 +157,7 @@ def main() -> None:
     from rayft.schema.sections import DataConfig
     from rayft.data.build import prepare
     from rayft.models.loader import load_tokenizer, resolve_model
-    from rayft.train.rundir import versions
+    from rayft.records.rundir import versions
     torch.set_num_threads(a.threads)
     tokenizer = load_tokenizer(path := resolve_model(MODEL))
     data = {name: prepare(DataConfig(path=str(DATA), format="qa", max_length=MAX_LENGTH, eval_split=0,

@@ -29,7 +29,7 @@ from docs_section import write_section  # noqa: E402
 def run_mode(reference: str, steps: int) -> dict:
     import torch
 
-    from rayft.config_io import validate
+    from rayft.config.load import validate
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.rewards import short_answer
     from rayft.rl.ppo_trainer import PPOTrainer

@@ -49,7 +49,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import ray
 
-    from rayft.config_io import load_config
+    from rayft.config.load import load_pipeline
     from rayft.train.launch import run_pipeline
 
     storage = Path(tempfile.mkdtemp(prefix="rayft-overhead-"))
@@ -58,7 +58,7 @@ def main() -> None:
     for i in range(args.runs):
         workers = args.workers[i % len(args.workers)]
         cpu0, wall0 = busy_cpu_seconds(), time.time()
-        run_pipeline(load_config(None, [
+        run_pipeline(load_pipeline(None, [
             "model.name=builtin:tiny-random", f"data.path={DEMO}", "data.template=alpaca", "data.max_length=160",
             "data.eval_split=8", f"training.max_steps={args.steps}", "training.batch_size=4",
             "training.logging_steps=2", f"scaling.num_workers={workers}", f"run_name=r{i}", f"storage.path={storage}",

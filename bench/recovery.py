@@ -42,11 +42,11 @@ def _registered(stage: Path) -> list[int]:
 
 
 def run_once(storage: Path, name: str, save_steps: int, max_steps: int, kill_at: int | None) -> dict:
-    from rayft.config_io import load_config
-    from rayft.train.attempts import read_attempts, read_progress
+    from rayft.config.load import load_pipeline
+    from rayft.records.attempts import read_attempts, read_progress
     from rayft.train.launch import run_pipeline
 
-    loaded = load_config(None, [*SETS, f"storage.path={storage}", f"run_name={name}",
+    loaded = load_pipeline(None, [*SETS, f"storage.path={storage}", f"run_name={name}",
                                 f"training.save_steps={save_steps}", f"training.max_steps={max_steps}"])
     stage = storage / name / "sft"
     t0 = time.time()

@@ -51,7 +51,7 @@ def _config(storage: Path, data: Path, args: argparse.Namespace) -> dict:
 def _baselines(loaded, model_path: str) -> dict:
     """Length and base-model implicit score on the held-out pairs, as the reward stage sees them."""
     from rayft.eval.compare import held_out
-    from rayft.eval.scoring import completion_logprobs, pairwise_accuracy
+    from rayft.metrics.teacher_forced import completion_logprobs, pairwise_accuracy
     from rayft.models.adapters import load_for_inference
     from rayft.models.loader import load_tokenizer
 
@@ -87,15 +87,15 @@ def main() -> int:
     import ray
     import yaml
 
-    from rayft.config_io import load_config
+    from rayft.config.load import load_pipeline
     from rayft.models.loader import resolve_model
-    from rayft.workflow import train_and_evaluate
+    from rayft.train.run_and_evaluate import train_and_evaluate
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="rayft-bench-reward-")).resolve()
     counts = build(root / "data")
     config = root / "reward.yaml"
     config.write_text(yaml.safe_dump(_config(root / "runs", root / "data", args)))
-    loaded = load_config(config)
+    loaded = load_pipeline(config)
     t0 = time.time()
     baselines = _baselines(loaded, resolve_model(loaded.pipeline.model.name))
     baseline_s = time.time() - t0

@@ -153,10 +153,10 @@ def main() -> None:
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from rayft.config_io import load_config
-    from rayft.train.rundir import versions
+    from rayft.config.load import load_pipeline
+    from rayft.records.rundir import versions
 
-    cfg = load_config(a.config, [f"training.max_steps={a.steps}"]).pipeline
+    cfg = load_pipeline(a.config, [f"training.max_steps={a.steps}"]).pipeline
     runs: dict[str, list[dict]] = {"plain": [], "rayft": []}
     with tempfile.TemporaryDirectory(prefix="rayft-bench-") as tmp:
         work = Path(tmp)

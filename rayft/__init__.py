@@ -2,7 +2,9 @@
 
 import logging as _logging
 
-__version__ = "0.1.0"
+from rayft.core.version import __version__
+
+__all__ = ["__version__"]
 
 # bitsandbytes (imported by PEFT on every adapter load) warns, on CPUs with AVX512-BF16, that it could
 # not fetch an optional 4-bit CPU kernel from the Hugging Face hub; rayft never downloads at run time,

@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 
 
 def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = verbs.add_parser("data", help="data tools")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
-    inspect = data_verbs.add_parser("inspect", help="show each stage's data stats and examples as tokenised")
+    inspect = data_verbs.add_parser("inspect", help="show each stage's data stats and examples as tokenized")
     _config_args(inspect)
     inspect.add_argument("--examples", type=int, default=2, help="examples to show per stage")
     inspect.set_defaults(handler=_data_inspect)
@@ -144,24 +144,24 @@ def main(argv: list[str] | None = None) -> int:
 # it calls, so `rayft --help` and the light verbs start without torch or Ray.
 
 def _config_schema(args: argparse.Namespace, started_at: float) -> int:
-    from rayft.config_io import json_schema
+    from rayft.config.load import json_schema
 
     print(json_schema())
     return 0
 
 
 def _config_show(args: argparse.Namespace, started_at: float) -> int:
-    from rayft.config_io import dump_yaml, load_config
+    from rayft.config.load import dump_yaml, load_pipeline
 
-    print(dump_yaml(load_config(args.config, args.overrides).pipeline), end="")
+    print(dump_yaml(load_pipeline(args.config, args.overrides).pipeline), end="")
     return 0
 
 
 def _data_preference(args: argparse.Namespace, started_at: float) -> int:
-    from rayft.config_io import load_config
-    from rayft.data.pair_builder import build_preference_pairs
+    from rayft.config.load import load_pipeline
+    from rayft.datatools.pair_builder import build_preference_pairs
 
-    build_preference_pairs(load_config(args.config, args.overrides), args.out, args.adapter, args.limit, args.split,
+    build_preference_pairs(load_pipeline(args.config, args.overrides), args.out, args.adapter, args.limit, args.split,
                            samples=args.samples, score=args.score, temperature=args.temperature, min_gap=args.min_gap,
                            greedy=args.greedy, seed=args.seed)
     return 0
@@ -175,10 +175,10 @@ def _data_datasets(args: argparse.Namespace, started_at: float) -> int:
 
 
 def _data_inspect(args: argparse.Namespace, started_at: float) -> int:
-    from rayft.config_io import load_config
-    from rayft.data.inspect import inspect_data
+    from rayft.config.load import load_pipeline
+    from rayft.datatools.inspect import inspect_data
 
-    inspect_data(load_config(args.config, args.overrides), examples=args.examples)
+    inspect_data(load_pipeline(args.config, args.overrides), examples=args.examples)
     return 0
 
 
@@ -203,10 +203,10 @@ def _models(args: argparse.Namespace, started_at: float) -> int:
 
 
 def _train(args: argparse.Namespace, started_at: float) -> int:
-    from rayft.config_io import load_config
-    from rayft.workflow import train_and_evaluate
+    from rayft.config.load import load_pipeline
+    from rayft.train.run_and_evaluate import train_and_evaluate
 
-    loaded = load_config(args.config, args.overrides)
+    loaded = load_pipeline(args.config, args.overrides)
     outcome = train_and_evaluate(loaded, address=args.address, run_name=args.run_name, started_at=started_at)
     result = outcome.run
     for stage in result.stages:
@@ -226,15 +226,15 @@ def _tune(args: argparse.Namespace, started_at: float) -> int:
 
 
 def _eval(args: argparse.Namespace, started_at: float) -> int:
-    from rayft.config_io import load_config
+    from rayft.config.load import load_pipeline
     from rayft.eval.compare import evaluate_config, evaluate_run
 
     target = Path(args.run)
     if target.is_file():  # a config: base vs eval.models
-        report = evaluate_config(load_config(target, args.overrides), args.out)
+        report = evaluate_config(load_pipeline(target, args.overrides), args.out)
     else:
         config = args.config or str(target / "config.yaml")
-        report = evaluate_run(load_config(config, args.overrides), target)
+        report = evaluate_run(load_pipeline(config, args.overrides), target)
     print(f"rayft: report written to {report}")
     return 0
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import write_jsonl
-from rayft.config_io import load_config
-from rayft.errors import UserError
+from rayft.config.load import load_pipeline
+from rayft.core.errors import UserError
 
 pytestmark = pytest.mark.ray
 
@@ -61,7 +61,7 @@ def sft_reward_dpo(ray_cluster, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("align")
     storage = tmp / "runs"
-    loaded = load_config(_config(tmp, SFT_REWARD_DPO, "srd", storage, "hh.jsonl"))
+    loaded = load_pipeline(_config(tmp, SFT_REWARD_DPO, "srd", storage, "hh.jsonl"))
     return tmp, storage, run_pipeline(loaded)
 
 
@@ -108,7 +108,7 @@ def test_aligned_adapters_reload(sft_reward_dpo, tiny_model_path):
 
 
 def test_reward_scorer(sft_reward_dpo, tiny_tokenizer):
-    from rayft.stages.reward import RewardScorer
+    from rayft.models.reward_model import RewardScorer
 
     _, _, result = sft_reward_dpo
     scorer = RewardScorer(result.run_dir / "reward")  # the base model comes from the stage's config
@@ -140,11 +140,11 @@ def test_reward_stage_scored_after_training_as_training_scored_it(sft_reward_dpo
 def test_on_policy_pairs_ranked_by_the_runs_reward_model(sft_reward_dpo, tiny_tokenizer):
     """`rayft data preference --samples 3 --score runs/<run>/reward`: the reward stage's model ranks
     the SFT policy's sampled answers; chosen is the one it scores highest."""
-    from rayft.data.pair_builder import build_preference_pairs
-    from rayft.stages.reward import RewardScorer
+    from rayft.datatools.pair_builder import build_preference_pairs
+    from rayft.models.reward_model import RewardScorer
 
     tmp, _, result = sft_reward_dpo
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={tmp / 'qa.jsonl'}",
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.path={tmp / 'qa.jsonl'}",
                                 "data.template=chat", "data.eval_split=0", "eval.max_new_tokens=8"])
     stats = build_preference_pairs(loaded, tmp / "ranked.jsonl", adapter=str(result.run_dir / "sft" / "adapter"),
                                    limit=4, samples=3, score=str(result.run_dir / "reward"))
@@ -168,7 +168,7 @@ def test_grpo_scored_by_the_runs_reward_model(sft_reward_dpo):
     tmp, storage, first = sft_reward_dpo
     grpo = {"type": "grpo", "rewards": ["stage:reward", "rayft.rewards:length_penalty"], "num_generations": 4,
             "max_completion_length": 8, "training": {"max_steps": 2, "batch_size": 2}, "data": {"eval_split": 2}}
-    result = run_pipeline(load_config(_config(tmp, [*SFT_REWARD_DPO, grpo], "srd", storage, "hh.jsonl")))
+    result = run_pipeline(load_pipeline(_config(tmp, [*SFT_REWARD_DPO, grpo], "srd", storage, "hh.jsonl")))
     assert result.run_dir == first.run_dir
     summary = _summary(result.run_dir, "grpo")
     assert summary["global_step"] == 2 and summary["init_adapter"] == str(result.run_dir / "dpo" / "adapter")
@@ -181,7 +181,7 @@ def test_orpo_cpo_kto_pipeline(ray_cluster, tmp_path):
 
     stages = [{"type": "orpo", "beta": 0.2}, {"type": "cpo", "loss_type": "simpo", "cpo_alpha": 0.5},
               {"type": "kto", "desirable_weight": 1.0, "undesirable_weight": 1.5}]
-    result = run_pipeline(load_config(_config(tmp_path, stages, "ock", tmp_path / "runs")))
+    result = run_pipeline(load_pipeline(_config(tmp_path, stages, "ock", tmp_path / "runs")))
     run = result.run_dir
     orpo, cpo, kto = (_summary(run, s) for s in ("orpo", "cpo", "kto"))
     assert "eval_rewards/accuracies" in orpo and "eval_log_odds_ratio" in orpo
@@ -207,7 +207,7 @@ def test_on_policy_dpo_rounds_in_one_pipeline(sft_reward_dpo):
               "data": {"path": "qa.jsonl", "template": "chat", "eval_split": 2},
               "pairs": {"samples": 3, "score": "stage:reward", "greedy": True, "max_new_tokens": 8, "limit": 8}}
     stages = [*SFT_REWARD_DPO, {**round_, "name": "round1"}, {**round_, "name": "round2"}]
-    loaded = load_config(_config(tmp, stages, "srd", storage, "hh.jsonl"))
+    loaded = load_pipeline(_config(tmp, stages, "srd", storage, "hh.jsonl"))
     result = run_pipeline(loaded)
     run = result.run_dir
     assert run == first.run_dir and result.final_output == run / "round2" / "adapter"
@@ -231,7 +231,7 @@ def test_on_policy_dpo_rounds_in_one_pipeline(sft_reward_dpo):
     # stage's field and why, and no stage trained.
     never = {**round_, "name": "never", "pairs": {**round_["pairs"], "score": "rayft.rewards:exact_match"}}
     with pytest.raises(UserError, match=r"stages.5.pairs: no preference pairs from 8 prompt\(s\), nothing written"):
-        run_pipeline(load_config(_config(tmp, [*stages, never], "srd", storage, "hh.jsonl")))
+        run_pipeline(load_pipeline(_config(tmp, [*stages, never], "srd", storage, "hh.jsonl")))
     assert not (run / "never" / "adapter").exists() and not (run / "never" / "pairs" / "pairs.jsonl").exists()
 
 

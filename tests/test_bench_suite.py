@@ -39,7 +39,7 @@ def test_list_and_unknown_names():
 def test_serve_benchmark_app_args_are_a_valid_config_with_its_adapter_store(tmp_path):
     """The serving benchmark's app must serve the adapters it registers (a joined line once
     commented the store out, and every adapter request got 404)."""
-    from rayft.config_io import validate
+    from rayft.config.load import validate
     from serve_throughput import app_args
 
     store = tmp_path / "store"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rayft.train.checkpoints import MANIFEST, verify_checkpoint, write_manifest
+from rayft.records.checkpoints import MANIFEST, verify_checkpoint, write_manifest
 
 
 @pytest.fixture

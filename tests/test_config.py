@@ -9,8 +9,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from rayft.config_io import apply_override, json_schema, load_config, parse_override, validate
-from rayft.errors import ConfigError
+from rayft.config.load import apply_override, json_schema, load_pipeline, parse_override, validate
+from rayft.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml")) + [REPO / "rayft" / "demo" / "demo.yaml"]
@@ -18,7 +18,7 @@ CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml")) + [REPO / "rayft" /
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
-    loaded = load_config(path)
+    loaded = load_pipeline(path)
     assert loaded.pipeline.stages, "a pipeline has at least one stage"
     for stage in loaded.pipeline.stages:
         assert Path(stage.data.path).is_absolute(), "data paths resolve against the config's folder"
@@ -41,7 +41,7 @@ def test_no_stages_means_one_sft_stage_with_top_level_settings():
 def test_set_overrides(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {path: d.jsonl}\nstages: [{type: sft}]\n")
-    loaded = load_config(cfg, ["training.lr=1e-4", "stages.0.training.max_steps=3", "adapter.target_modules=[q_proj]",
+    loaded = load_pipeline(cfg, ["training.lr=1e-4", "stages.0.training.max_steps=3", "adapter.target_modules=[q_proj]",
                                "scaling.resources_per_worker.CPU=2", "run_name=r1"])
     p = loaded.pipeline
     assert p.training.lr == 1e-4 and p.stages[0].training.lr == 1e-4
@@ -79,6 +79,12 @@ INVALID = [
     ({"run_name": "../escape"}, "run_name: String should match pattern"),
     ({"model": {"dtype": "int3"}}, "model.dtype"),
     ({"eval": {"max_new_tokens": 0}}, "eval.max_new_tokens"),
+    # what a stage type refuses is refused when the config loads, not when its data is prepared
+    ({"data": {"packing": True}, "stages": [{"type": "sft"}, {"type": "dpo"}]},
+     "data.packing: the dpo stage trains on prompts / pairs and cannot pack"),
+    ({"stages": [{"type": "sft"}, {"type": "kto", "data": {"packing": True}}]}, "stages.1.data.packing: the kto stage"),
+    ({"stages": [{"type": "ppo", "rewards": ["rayft.rewards:short_answer"]}]},
+     "training.max_steps: PPO runs a fixed number of rollout steps"),
 ]
 
 
@@ -109,19 +115,19 @@ def test_override_into_a_missing_stage_index(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("stages: [{type: sft}]\n")
     with pytest.raises(ConfigError, match="stages.3: expected a list index below 1"):
-        load_config(cfg, ["stages.3.type=sft"])
+        load_pipeline(cfg, ["stages.3.type=sft"])
 
 
 def test_yaml_errors_name_the_line(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("model:\n  name: x\n training: [\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:\d+: not valid YAML"):
-        load_config(cfg)
+        load_pipeline(cfg)
     cfg.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
-        load_config(cfg)
+        load_pipeline(cfg)
     with pytest.raises(ConfigError, match="config file not found"):
-        load_config(tmp_path / "missing.yaml")
+        load_pipeline(tmp_path / "missing.yaml")
 
 
 def test_json_schema_is_valid_and_describes_the_sections():

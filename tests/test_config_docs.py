@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from rayft import config_docs
-from rayft.schema.pipeline import Pipeline
+from rayft.config import docs as config_docs
+from rayft.config.pipeline import Pipeline
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 
@@ -30,7 +30,7 @@ def _dotted_fields() -> list[str]:
 def test_config_doc_is_up_to_date():
     assert config_docs.is_up_to_date(DOC), (
         "docs/config.md is out of date with the schema (rayft/schema/); run "
-        "`python -m rayft.config_docs --write docs/config.md`")
+        "`python -m rayft.config.docs --write docs/config.md`")
 
 
 def test_every_field_of_every_section_is_documented():

@@ -11,7 +11,7 @@ from rayft.schema.sections import DataConfig
 from rayft.data.build import prepare, split_rows
 from rayft.data.readers import Row, read_rows
 from rayft.data.tokenize import IGNORE_INDEX
-from rayft.errors import DataError
+from rayft.core.errors import DataError
 
 
 def _answer_text(tokenizer, item) -> str:
@@ -153,8 +153,8 @@ def test_sources_mixed_by_weight_after_the_split(tmp_path, tiny_tokenizer):
 
 
 def test_path_and_sources_together_is_a_config_error():
-    from rayft.config_io import validate
-    from rayft.errors import ConfigError
+    from rayft.config.load import validate
+    from rayft.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="give one of `path`, `sources` or `dataset`, not path and sources"):
         validate({"data": {"path": "a.jsonl", "sources": [{"path": "b.jsonl"}]}})

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rayft.data.packing import PackedCollator, pack_examples
-from rayft.data.tokenize import IGNORE_INDEX, tokenise
+from rayft.data.tokenize import IGNORE_INDEX, tokenize
 
 TEXT = st.text(alphabet=st.characters(codec="ascii", categories=("L", "N", "P", "Zs")), min_size=1, max_size=60)
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -18,7 +18,7 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
        side=st.sampled_from(["right", "left"]))
 def test_every_label_token_belongs_to_an_answer(tiny_tokenizer, turns, max_length, side):
     segments = [seg for user, answer in turns for seg in ((user, False), (answer, True))]
-    tok = tokenise(segments, tiny_tokenizer, max_length=max_length, truncation_side=side)
+    tok = tokenize(segments, tiny_tokenizer, max_length=max_length, truncation_side=side)
     if tok is None:  # truncation cut every answer token: dropped (and counted by the caller)
         return
     assert len(tok.input_ids) == len(tok.labels) <= max_length

@@ -2,7 +2,7 @@ import json
 import random
 import time
 
-from rayft.data.dedup import DedupResult, Removed, dedup_rows, normalise_text, write_removed
+from rayft.data.dedup import DedupResult, Removed, dedup_rows, normalize_text, write_removed
 from rayft.data.readers import Row
 
 
@@ -18,13 +18,13 @@ def random_text(rng: random.Random, n_words: int, vocab_size: int = 5000) -> lis
     return [f"w{rng.randrange(vocab_size)}" for _ in range(n_words)]
 
 
-def test_normalise_text():
-    assert normalise_text("  Hello,\tWORLD!!  ") == "hello world"
-    assert normalise_text("ＦＵＬＬ　width") == "full width"  # NFKC: full-width letters and space
-    assert normalise_text("Straße") == normalise_text("STRASSE")  # casefold, not lower
-    assert normalise_text("pi is 3.14, don't panic") == "pi is 3.14 don't panic"  # inner kept
-    assert normalise_text("a - b") == "a b"  # word of pure punctuation disappears
-    assert normalise_text("x = 1") == "x = 1"  # symbols are not punctuation
+def test_normalize_text():
+    assert normalize_text("  Hello,\tWORLD!!  ") == "hello world"
+    assert normalize_text("ＦＵＬＬ　width") == "full width"  # NFKC: full-width letters and space
+    assert normalize_text("Straße") == normalize_text("STRASSE")  # casefold, not lower
+    assert normalize_text("pi is 3.14, don't panic") == "pi is 3.14 don't panic"  # inner kept
+    assert normalize_text("a - b") == "a b"  # word of pure punctuation disappears
+    assert normalize_text("x = 1") == "x = 1"  # symbols are not punctuation
 
 
 def test_exact_duplicates_removed_first_kept():

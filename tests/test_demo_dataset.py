@@ -65,7 +65,7 @@ def test_values_derive_from_input():
         assert str(q) in words or (q < len(ds.NUMBER_WORDS) and ds.NUMBER_WORDS[q] in words)
 
 
-def test_plural_item_normalised_to_singular():
+def test_plural_item_normalized_to_singular():
     plural = [r for r in ROWS if json.loads(r["output"])["quantity"] > 1]
     assert plural
     for row in plural:
@@ -73,7 +73,7 @@ def test_plural_item_normalised_to_singular():
         assert ds.ITEMS[obj["item"]] in row["input"].lower()
 
 
-def test_quantity_words_normalised():
+def test_quantity_words_normalized():
     hits = 0
     for row in ROWS:
         obj = json.loads(row["output"])
@@ -85,7 +85,7 @@ def test_quantity_words_normalised():
     assert hits >= 100  # a healthy share of quantities are spelled out
 
 
-def test_day_variants_normalised():
+def test_day_variants_normalized():
     abbrev = [r for r in ROWS if json.loads(r["output"])["day"] not in r["input"].lower()]
     assert len(abbrev) >= 30  # e.g. "Fri" -> "friday"
     for row in abbrev:

@@ -29,11 +29,11 @@ def test_demo_tuned_beats_base_on_held_out_rows(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "| base |" in report and "| sft |" in report and "![sft loss](sft/plots/loss.png)" in report
     # The evaluated rows are held out: no training message appears in any evaluated prompt.
-    from rayft.config_io import load_config
+    from rayft.config.load import load_pipeline
     from rayft.data.build import split_rows
     from rayft.data.readers import read_rows
 
-    data = load_config(run_dir / "config.yaml").pipeline.data
+    data = load_pipeline(run_dir / "config.yaml").pipeline.data
     train_rows, _ = split_rows(read_rows(data.path), data.eval_split, data.seed)
     train_inputs = {r.data["input"] for r in train_rows}
     examples = json.loads((run_dir / "eval.json").read_text())["examples"]

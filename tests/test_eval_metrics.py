@@ -1,10 +1,10 @@
-"""Tests for rayft.eval.metrics on hand-checkable inputs."""
+"""Tests for rayft.metrics.text on hand-checkable inputs."""
 
 from __future__ import annotations
 
 import pytest
 
-from rayft.eval.metrics import (
+from rayft.metrics.text import (
     TAGS,
     corpus_bleu,
     exact_match,
@@ -149,19 +149,19 @@ def test_tag_order_is_fixed() -> None:
     assert TAGS == ("empty", "truncated", "repetition", "copied_prompt")
 
 
-def test_number_normalisation() -> None:
-    from rayft.eval.answers import normalise_numbers
+def test_number_normalization() -> None:
+    from rayft.metrics.answers import normalize_numbers
 
     cases = {"1,000": "1000", "$5": "5", "3.50": "3.5", "42.0": "42", "-0.0": "0", "007": "7",
              "paid 1,234,567.10 in total": "paid 1234567.1 in total", "v1.2.3": "v1.2.3", "x12": "x12"}
     for text, expected in cases.items():
-        assert normalise_numbers(text) == expected, text
+        assert normalize_numbers(text) == expected, text
 
 
 def test_answer_pattern_exact_match_on_benchmark_style_answers() -> None:
     """GSM8K-style references ("... #### 72"): without a pattern nothing matches exactly; with
-    `#### (\\S+)` and number normalisation the right final answers do, whatever the reasoning."""
-    from rayft.eval.answers import AnswerRule
+    `#### (\\S+)` and number normalization the right final answers do, whatever the reasoning."""
+    from rayft.metrics.answers import AnswerRule
 
     refs = ["She sold 48 + 24 = 72 clips.\n#### 72", "Total is 1,000 dollars.\n#### 1000", "#### 5"]
     preds = ["48 + 24 = 72 so #### 72.", "The total: #### 1,000", "I think it is 6"]
@@ -179,8 +179,8 @@ def test_answer_pattern_exact_match_on_benchmark_style_answers() -> None:
 
 
 def test_answer_pattern_is_checked_in_the_config() -> None:
-    from rayft.config_io import validate
-    from rayft.errors import ConfigError
+    from rayft.config.load import validate
+    from rayft.core.errors import ConfigError
 
     for pattern, message in [("#### \\S+", "needs a group"), ("(unclosed", "not a valid regular expression")]:
         with pytest.raises(ConfigError, match="eval.answer_pattern") as err:
@@ -193,7 +193,7 @@ def test_answer_pattern_is_checked_in_the_config() -> None:
 def test_paired_bootstrap_interval_sees_a_consistent_gain_and_not_noise():
     import random
 
-    from rayft.eval.metrics import paired_bootstrap
+    from rayft.metrics.text import paired_bootstrap
 
     rng = random.Random(1)
     base = [rng.random() for _ in range(120)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEMO_DATA, write_jsonl
-from rayft.config_io import load_config
+from rayft.config.load import load_pipeline
 
 
 def _random_lora(tiny_model_path: str, out: Path, seed: int, task_type: str = "CAUSAL_LM") -> Path:
@@ -28,7 +28,7 @@ def _random_lora(tiny_model_path: str, out: Path, seed: int, task_type: str = "C
 
     torch.manual_seed(seed)
     if task_type == "SEQ_CLS":
-        from rayft.stages.reward import load_reward_model
+        from rayft.models.reward_model import load_reward_model
 
         tok = load_tokenizer(tiny_model_path)
         base = load_reward_model(tiny_model_path, ModelConfig(dtype="float32"), pad_token_id=tok.pad_token_id)
@@ -120,7 +120,7 @@ def test_answer_loss_matches_transformers(tiny_model_path, tiny_tokenizer):
     from datasets import Dataset
 
     from rayft.schema.sections import ModelConfig
-    from rayft.eval.scoring import answer_loss
+    from rayft.metrics.teacher_forced import answer_loss
     from rayft.models.loader import load_causal_lm
 
     model = load_causal_lm(tiny_model_path, ModelConfig(dtype="float32"), False).eval()
@@ -134,7 +134,7 @@ def test_answer_loss_matches_transformers(tiny_model_path, tiny_tokenizer):
 
 
 def test_implicit_dpo_and_pairwise_accuracy_known_values():
-    from rayft.eval.scoring import implicit_dpo_rewards, pairwise_accuracy
+    from rayft.metrics.teacher_forced import implicit_dpo_rewards, pairwise_accuracy
 
     r = implicit_dpo_rewards(0.5, [-1.0, -2.0], [-3.0, -1.0], [-2.0, -2.0], [-2.0, -2.0])
     # chosen rewards 0.5, 0; rejected -0.5, 0.5 -> margins 1.0, -0.5
@@ -172,7 +172,7 @@ def test_preference_eval_implicit_reward_and_reward_model(tmp_path, tiny_model_p
 def _reward_only_run(tmp_path: Path, tiny_model_path: str, eval_split: int) -> Path:
     """A run folder as `rayft train` leaves it after a config with one reward stage: config.yaml,
     reward/summary.json (completed) and reward/adapter (a random SEQ_CLS LoRA with its score head)."""
-    from rayft.train.rundir import write_summary
+    from rayft.records.rundir import write_summary
 
     pairs = [{"prompt": f"Is {i} a small number?", "chosen": f"Yes, {i} is small.",
               "rejected": "Numbers are a social construct and I will not answer."} for i in range(20)]
@@ -271,11 +271,11 @@ def test_plots_and_html_of_a_run_directory(tmp_path, tiny_model_path):
     """A run folder with a finished SFT and PPO stage: loss / lr / reward / KL plots are written and
     embedded in report.html even without the comparison (eval disabled)."""
     from rayft.eval.html_report import write_html_report
-    from rayft.eval.plots import plot_training
-    from rayft.train.rundir import write_summary
+    from rayft.records.plots import plot_training
+    from rayft.records.rundir import write_summary
 
-    loaded = load_config(None, ["model.name=builtin:tiny-random", "stages=[{type: sft}, {type: ppo, rewards: "
-                                "['rayft.rewards:short_answer']}]"])
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", "stages=[{type: sft}, {type: ppo, rewards: "
+                                  "['rayft.rewards:short_answer'], training: {max_steps: 2}}]"])
     sft = {"loss_history": [[1, 2.0], [2, 1.5], [3, 1.2]], "eval_loss_history": [[3, 1.4]],
            "lr_history": [[1, 1e-4], [2, 2e-4], [3, 1e-4]]}
     ppo = {"ppo_history": [{"step": 1, "reward": 0.1, "kl": 0.0}, {"step": 2, "reward": 0.4, "kl": 0.3}]}
@@ -291,7 +291,7 @@ def test_plots_and_html_of_a_run_directory(tmp_path, tiny_model_path):
 @pytest.mark.ray
 def test_generation_spread_over_ray_workers_matches_in_process(ray_cluster, tmp_path, tiny_model_path, tiny_tokenizer):
     from rayft.schema.sections import EvalConfig, ModelConfig
-    from rayft.eval.parallel import generate_answers
+    from rayft.generation.parallel import generate_answers
 
     prompts = [f"Count to {i}:" for i in range(7)]
     one = generate_answers("base", tiny_model_path, None, ModelConfig(dtype="float32"), tiny_tokenizer, prompts,

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from rayft.train.flops import matmul_params, model_flops_utilisation, peak_flops, training_flops_per_token
-from rayft.train.memory import ModelShape
+from rayft.compute.flops import matmul_params, model_flops_utilisation, peak_flops, training_flops_per_token
+from rayft.compute.memory import ModelShape
 
 # TinyLlama-1.1B: 22 layers, hidden 2048, MLP 5632, 4 KV heads of 64, vocab 32000, untied LM head.
 TINYLLAMA = ModelShape("TinyLlama-1.1B", 32000, 2048, 22, 5632, 256, False)

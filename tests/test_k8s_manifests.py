@@ -131,7 +131,7 @@ def test_rendered_manifests_validate(variant, tmp_path, crds, monkeypatch, capsy
 def _check_serve_args(rayservice: dict) -> None:
     """The RayService's serveConfigV2 builds rayft's serve app: its args must be a valid rayft
     config for `rayft.serve.app:build_app` (which validates them the same way)."""
-    from rayft.config_io import validate
+    from rayft.config.load import validate
 
     apps = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
     assert [a["import_path"] for a in apps] == ["rayft.serve.app:build_app"]

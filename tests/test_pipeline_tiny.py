@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from rayft.config_io import load_config
+from rayft.config.load import load_pipeline
 
 pytestmark = pytest.mark.ray
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ray
 def test_sft_reward_ppo_pipeline(ray_cluster, tmp_path):
     from rayft.train.launch import run_pipeline
 
-    loaded = load_config(REPO / "jobs" / "configs" / "pipeline_tiny.yaml", [f"storage.path={tmp_path}"])
+    loaded = load_pipeline(REPO / "jobs" / "configs" / "pipeline_tiny.yaml", [f"storage.path={tmp_path}"])
     result = run_pipeline(loaded)
     run = result.run_dir
     summaries = {s: json.loads((run / s / "summary.json").read_text()) for s in ("sft", "reward", "ppo")}

@@ -8,13 +8,13 @@ import json
 import pytest
 
 from conftest import DEMO_DATA
-from rayft.config_io import load_config
+from rayft.config.load import load_pipeline
 
 pytestmark = pytest.mark.ray
 
 
 def _ppo_config(tmp_path, model: str, steps: int, extra: list[str]):
-    return load_config(None, [
+    return load_pipeline(None, [
         f"model.name={model}", f"data.path={DEMO_DATA}", "data.eval_split=0", f"storage.path={tmp_path}",
         "run_name=ppo", "eval.enabled=false",
         "stages=[{type: ppo, rewards: ['rayft.rewards:letter_share']}]",

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from conftest import write_jsonl
-from rayft.config_io import load_config
-from rayft.data.pair_builder import build_preference_pairs
-from rayft.errors import UserError
+from rayft.config.load import load_pipeline
+from rayft.datatools.pair_builder import build_preference_pairs
+from rayft.core.errors import UserError
 
 
 def test_pairs_from_the_tiny_model(tmp_path, tiny_model_path):
@@ -23,7 +23,7 @@ def test_pairs_from_the_tiny_model(tmp_path, tiny_model_path):
     src = write_jsonl(tmp_path / "sft.jsonl", rows[:12])
     chat = write_jsonl(tmp_path / "chat.jsonl", rows[12:])
     before = src.read_bytes()
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.sources=[{{path: {src}}}, {{path: {chat}}}]",
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.sources=[{{path: {src}}}, {{path: {chat}}}]",
                                 "data.eval_split=0", "eval.max_new_tokens=8", "eval.batch_size=5",
                                 "eval.do_sample=true"])  # the random model greedily emits only newlines
     stats = build_preference_pairs(loaded, tmp_path / "pairs.jsonl")
@@ -40,7 +40,7 @@ def test_pairs_from_the_tiny_model(tmp_path, tiny_model_path):
     # The output is valid rayft preference data.
     from rayft.data.build import collect
 
-    out_cfg = load_config(None, [f"data.path={tmp_path / 'pairs.jsonl'}", "data.eval_split=0"]).pipeline.data
+    out_cfg = load_pipeline(None, [f"data.path={tmp_path / 'pairs.jsonl'}", "data.eval_split=0"]).pipeline.data
     assert collect(out_cfg).stats["formats"] == ["preference"]
 
 
@@ -53,7 +53,7 @@ def test_pairs_come_from_the_training_split_by_default(tmp_path):
             "eval.max_new_tokens=6", "eval.do_sample=true"]
     from rayft.data.build import collect
 
-    loaded = load_config(None, sets)
+    loaded = load_pipeline(None, sets)
     collected = collect(loaded.pipeline.stages[0].data)
     held = {e["turns"][-1][0] for e in collected.eval}
     counts = {}
@@ -73,7 +73,7 @@ def test_pairs_come_from_the_training_split_by_default(tmp_path):
 
 def test_refuses_to_overwrite_an_input(tmp_path):
     src = write_jsonl(tmp_path / "sft.jsonl", [{"question": "q", "answer": "a"}])
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}"])
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.path={src}"])
     with pytest.raises(UserError, match="input files are never modified"):
         build_preference_pairs(loaded, src)
 
@@ -95,7 +95,7 @@ def test_on_policy_pairs_are_the_best_and_worst_of_sampled_answers(tmp_path):
     programmatic reward (shorter is better)."""
     rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(6)]
     src = write_jsonl(tmp_path / "sft.jsonl", rows)
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
                                 "eval.max_new_tokens=12", "eval.batch_size=8"])
     stats = build_preference_pairs(loaded, tmp_path / "short.jsonl", samples=4, score="rayft.rewards:length_penalty")
     pairs = [json.loads(line) for line in (tmp_path / "short.jsonl").read_text().splitlines()]
@@ -111,21 +111,21 @@ def test_on_policy_pairs_are_the_best_and_worst_of_sampled_answers(tmp_path):
 
     from rayft.data.build import collect
 
-    out_cfg = load_config(None, [f"data.path={tmp_path / 'short.jsonl'}", "data.eval_split=0"]).pipeline.data
+    out_cfg = load_pipeline(None, [f"data.path={tmp_path / 'short.jsonl'}", "data.eval_split=0"]).pipeline.data
     assert collect(out_cfg).stats["formats"] == ["preference"]
 
 
 def test_rouge_l_ranks_answers_by_their_overlap_with_the_reference():
     """--score rouge_l, on answers chosen for it (the tiny random model's samples all score 0
     against any reference): closest chosen, farthest rejected, ties and empty answers skipped."""
-    from rayft.data.pair_builder import _ranked_pairs, resolve_score
-    from rayft.eval.metrics import rouge_l
+    from rayft.datatools.pair_builder import _ranked_pairs, resolve_score
+    from rayft.metrics.text import rouge_l
 
     examples = [{"turns": [("What is two plus two?", "Two plus two is four.")], "_origin": "f.jsonl:1"},
                 {"turns": [("Name a colour.", "Blue is a colour.")], "_origin": "f.jsonl:2"},
                 {"turns": [("Say hi.", "Hi there.")], "_origin": "f.jsonl:3"}]
     texts = [["Two plus two is four.", "It is four.", "Bananas."],  # ranked: exact > partial > none
-             ["Red.", "red.", ""],  # same text (normalised) and an empty one: tied, no pair
+             ["Red.", "red.", ""],  # same text (normalized) and an empty one: tied, no pair
              ["Hi there friend.", "", ""]]  # one non-empty answer: too few
     pairs, counts = _ranked_pairs(examples, ["p1", "p2", "p3"], texts, resolve_score("rouge_l"), 0.0)
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("Two plus two is four.", "Bananas.")]
@@ -149,7 +149,7 @@ def test_greedy_candidate_and_seeded_samples(tmp_path):
     the samples repeatable and another seed gives others."""
     rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(5)]
     src = write_jsonl(tmp_path / "sft.jsonl", rows)
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
                                 "eval.max_new_tokens=10", "eval.batch_size=8"])
     score = "rayft.rewards:length_penalty"
     runs = {name: build_preference_pairs(loaded, tmp_path / f"{name}.jsonl", samples=3, score=score, seed=seed,
@@ -173,7 +173,7 @@ def test_no_pairs_is_an_error_that_says_why_and_writes_nothing(tmp_path):
     """Every sampled answer scores the same (a constant reward): no pair, no empty file to train on,
     and the message names the reason and what to change."""
     src = write_jsonl(tmp_path / "sft.jsonl", [{"question": f"q{i}?", "answer": f"a{i}"} for i in range(3)])
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=0",
                                 "eval.max_new_tokens=4"])
     with pytest.raises(UserError, match=r"no preference pairs from 3 prompt\(s\), nothing written \(3 prompt\(s\): "
                        r"the best and worst answers scored within --min-gap.*\): sample more varied answers"):
@@ -191,7 +191,7 @@ def test_no_pairs_is_an_error_that_says_why_and_writes_nothing(tmp_path):
 ])
 def test_bad_sampling_options_are_refused_before_the_model_loads(tmp_path, kwargs, message):
     src = write_jsonl(tmp_path / "sft.jsonl", [{"question": "q", "answer": "a"}])
-    loaded = load_config(None, ["model.name=builtin:no-such-model", f"data.path={src}"])  # never reached
+    loaded = load_pipeline(None, ["model.name=builtin:no-such-model", f"data.path={src}"])  # never reached
     with pytest.raises(UserError, match=message):
         build_preference_pairs(loaded, tmp_path / "x.jsonl", **kwargs)
 
@@ -199,14 +199,14 @@ def test_bad_sampling_options_are_refused_before_the_model_loads(tmp_path, kwarg
 def test_on_policy_pairs_config_is_checked_when_it_loads(tmp_path):
     """A `pairs:` section of a dpo stage: bad fields and a `stage:` score that names no earlier reward
     stage are config errors naming the field, before any model loads."""
-    from rayft.errors import ConfigError
+    from rayft.core.errors import ConfigError
 
     sets = ["model.name=builtin:tiny-random", "data.path=x.jsonl"]
     with pytest.raises(ConfigError, match=r"stages.1.pairs.score: 'stage:rm' names no earlier `reward` stage"):
-        load_config(None, [*sets, "stages=[{type: sft}, {type: dpo, pairs: {score: 'stage:rm'}}]"])
+        load_pipeline(None, [*sets, "stages=[{type: sft}, {type: dpo, pairs: {score: 'stage:rm'}}]"])
     with pytest.raises(ConfigError, match=r"stages.0.pairs.samples"):
-        load_config(None, [*sets, "stages=[{type: dpo, pairs: {samples: 1}}]"])
-    loaded = load_config(None, [*sets, "stages=[{type: sft}, {type: reward, name: rm}, "
+        load_pipeline(None, [*sets, "stages=[{type: dpo, pairs: {samples: 1}}]"])
+    loaded = load_pipeline(None, [*sets, "stages=[{type: sft}, {type: reward, name: rm}, "
                                        "{type: dpo, pairs: {score: 'stage:rm', min_gap: 0.1}}]"])
     pairs = loaded.pipeline.stages[2].pairs
     assert (pairs.samples, pairs.greedy, pairs.min_gap, pairs.temperature) == (4, True, 0.1, 0.8)
@@ -215,11 +215,11 @@ def test_on_policy_pairs_config_is_checked_when_it_loads(tmp_path):
 def test_a_pairs_score_that_cannot_be_imported_stops_the_run_before_any_stage(tmp_path):
     """The stages before the dpo stage may run for hours: a `pairs.score` function that cannot be
     imported fails at the start, naming the field, and nothing is trained."""
-    from rayft.errors import ConfigError
+    from rayft.core.errors import ConfigError
     from rayft.train.launch import run_pipeline
 
     src = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q?", "answer": "a"}])
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", f"storage.path={tmp_path}",
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.path={src}", f"storage.path={tmp_path}",
                                 "run_name=r", "stages=[{type: sft}, {type: dpo, pairs: {score: 'no_such_mod:f'}}]"])
     with pytest.raises(ConfigError, match=r"stages.1.pairs.score: cannot import 'no_such_mod'"):
         run_pipeline(loaded)
@@ -234,7 +234,7 @@ def test_a_dpo_stage_with_pairs_is_evaluated_on_its_held_out_questions(tmp_path,
 
     rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(10)]
     src = write_jsonl(tmp_path / "qa.jsonl", rows)
-    loaded = load_config(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=3",
+    loaded = load_pipeline(None, ["model.name=builtin:tiny-random", f"data.path={src}", "data.eval_split=3",
                                 "stages=[{type: dpo, pairs: {samples: 2}}]"])
     held = held_out(loaded, tiny_tokenizer)
     assert len(held.prompts) == 3 and held.rejected is None

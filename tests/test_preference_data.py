@@ -8,10 +8,10 @@ import pytest
 
 from conftest import write_jsonl
 from rayft.schema.sections import DataConfig
-from rayft.config_io import validate
+from rayft.config.load import validate
 from rayft.data.preference_data import prepare_preference, prepare_prompts, unpair
 from rayft.data.templates import prompt_for_generation, render, resolve_template
-from rayft.errors import ConfigError, DataError
+from rayft.core.errors import ConfigError, DataError
 
 PAIRS = [{"prompt": f"What color is the sky on day {i}?", "chosen": "Blue.", "rejected": "Green, probably."}
          for i in range(10)]
@@ -50,10 +50,10 @@ def test_rows_that_are_not_pairs_name_file_and_line(tmp_path, tiny_tokenizer):
         prepare_preference(DataConfig(path=str(qa), eval_split=0), tiny_tokenizer, stage="reward")
 
 
-def test_packing_is_refused_for_pairs(tmp_path, tiny_tokenizer):
+def test_packing_is_refused_for_pairs_when_the_config_loads(tmp_path):
     path = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     with pytest.raises(ConfigError, match="data.packing: the dpo stage"):
-        prepare_preference(DataConfig(path=str(path), packing=True), tiny_tokenizer, stage="dpo")
+        validate({"data": {"path": str(path), "packing": True}, "stages": [{"type": "dpo"}]})
 
 
 def test_kto_unpairing(tmp_path, tiny_tokenizer):
@@ -104,11 +104,11 @@ def test_alignment_config_checks():
     validate({"stages": [{"type": "reward"}, {"type": "grpo", "rewards": ["stage:reward"]}]})
 
 
-def test_unknown_reward_function_fails_on_the_driver(tmp_path, tiny_tokenizer):
+def test_unknown_reward_function_fails_on_the_driver_before_the_first_stage(tmp_path):
     from rayft.stages import get_stage
 
     path = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     stage = validate({"data": {"path": str(path)},
                       "stages": [{"type": "grpo", "rewards": ["rayft.rewards:no_such"]}]}).stages[0]
-    with pytest.raises(ConfigError, match="has no function 'no_such'"):
-        get_stage("grpo").prepare_data(stage, tiny_tokenizer)
+    with pytest.raises(ConfigError, match="stages.0.rewards: 'rayft.rewards' has no function 'no_such'"):
+        get_stage("grpo").preflight(stage, 0)

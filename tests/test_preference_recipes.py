@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from rayft.config_io import load_config
-from rayft.errors import ConfigError
+from rayft.config.load import load_pipeline
+from rayft.core.errors import ConfigError
 
 
 def _dpo(*sets: str):
-    return load_config(None, ["model.name=builtin:tiny-random", "data.path=pairs.jsonl",
+    return load_pipeline(None, ["model.name=builtin:tiny-random", "data.path=pairs.jsonl",
                               "stages=[{type: dpo}]", *sets]).pipeline.stages[0]
 
 
@@ -38,8 +38,8 @@ def test_bad_recipe_values_name_their_field(field, value, message):
 def test_preference_log_probs_per_step_reach_the_summary_and_a_plot(tmp_path):
     from types import SimpleNamespace
 
-    from rayft.eval.plots import plot_training
-    from rayft.train.progress import ProgressCallback
+    from rayft.records.plots import plot_training
+    from rayft.records.progress import ProgressCallback
 
     callback = ProgressCallback("dpo", 0.0)
     for step, chosen in ((1, -40.0), (2, -38.5), (3, -41.0)):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import write_jsonl
 from rayft.data.preference_data import prepare_preference
-from rayft.errors import DataError
+from rayft.core.errors import DataError
 from rayft.schema.sections import DataConfig
 
 QUESTIONS = [f"How do I get back at neighbour {i}?" for i in range(8)]
@@ -50,7 +50,7 @@ def test_hh_transcripts_give_the_same_pairs_as_explicit_prompts(tmp_path, tiny_t
 def test_every_preference_stage_reads_implicit_pairs(tmp_path, tiny_tokenizer):
     """reward / dpo / orpo / cpo / kto all take implicit-prompt pairs."""
     from rayft.stages import get_stage
-    from rayft.config_io import validate
+    from rayft.config.load import validate
 
     path = write_jsonl(tmp_path / "hh.jsonl", HH)
     stages = [{"type": t} for t in ("reward", "dpo", "orpo", "cpo", "kto")]
@@ -199,16 +199,16 @@ def test_sharegpt_is_the_chat_format_with_every_assistant_turn_trained(tmp_path,
 
 
 def test_sharegpt_tool_turns_and_bad_rows(tmp_path, tiny_tokenizer):
-    from rayft.data.formats import normalise
+    from rayft.data.formats import normalize
 
     row = {"conversations": [{"from": "human", "value": "Weather?"}, {"from": "function_call", "value": "get()"},
                              {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "Sunny."}]}
-    ex = normalise(row, "sharegpt", "f.jsonl:1")
+    ex = normalize(row, "sharegpt", "f.jsonl:1")
     assert ex["turns"] == [("Weather?", "get()"), ("[observation result]\nsunny", "Sunny.")]
     for conversation, reason in [([{"from": "alien", "value": "hi"}], "unknown speaker 'alien'"),
                                  ([{"from": "human", "value": 3}], "must be {from, value}"),
                                  ([{"from": "human", "value": "hi"}], "must end with an assistant reply"),
                                  ("not a list", "non-empty list")]:
         with pytest.raises(DataError, match="f.jsonl:2: ") as err:
-            normalise({"conversations": conversation}, "sharegpt", "f.jsonl:2")
+            normalize({"conversations": conversation}, "sharegpt", "f.jsonl:2")
         assert reason in str(err.value)

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from rayft.config_io import load_config
-from rayft.train.attempts import read_attempts
+from rayft.config.load import load_pipeline
+from rayft.records.attempts import read_attempts
 from conftest import DEMO_DATA
 from resilience import TINY_SFT, assert_adapter_loads, current_step, logged_steps, registered_steps, wait_for
 
@@ -24,7 +24,7 @@ MAX_STEPS, SAVE_STEPS = 10, 2
 def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tmp_path, tiny_model_path):
     from rayft.train.launch import run_pipeline
 
-    loaded = load_config(None, [*TINY_SFT, f"storage.path={tmp_path}", "run_name=killed",
+    loaded = load_pipeline(None, [*TINY_SFT, f"storage.path={tmp_path}", "run_name=killed",
                                 f"training.max_steps={MAX_STEPS}", f"training.save_steps={SAVE_STEPS}",
                                 "scaling.max_failures=1"])
     outcome: dict = {}
@@ -78,7 +78,7 @@ def test_killed_ppo_worker_resumes(ray_cluster, tmp_path):
     after the kill it continues from its checkpoint instead of from step 1."""
     from rayft.train.launch import run_pipeline
 
-    loaded = load_config(None, [
+    loaded = load_pipeline(None, [
         "model.name=builtin:tiny-random", f"data.path={DEMO_DATA}", "data.eval_split=0", "data.template=alpaca",
         f"storage.path={tmp_path}", "run_name=ppo", "eval.enabled=false", "scaling.max_failures=1",
         "stages=[{type: ppo, rewards: ['rayft.rewards:letter_share']}]", "stages.0.training.max_steps=6",

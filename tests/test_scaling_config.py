@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from rayft.config_io import load_config
-from rayft.errors import ConfigError
+from rayft.config.load import load_pipeline
+from rayft.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("overrides,expected", [
@@ -39,18 +39,18 @@ from rayft.errors import ConfigError
 ])
 def test_impossible_combinations_name_the_field(overrides, expected):
     with pytest.raises(ConfigError) as err:
-        load_config(None, overrides)
+        load_pipeline(None, overrides)
     assert expected in str(err.value)
 
 
 def test_possible_combinations_validate():
-    qlora = load_config(None, ["model.quantization=4bit", "training.strategy=deepspeed"]).pipeline
+    qlora = load_pipeline(None, ["model.quantization=4bit", "training.strategy=deepspeed"]).pipeline
     assert qlora.model.quantization.mode == "4bit" and qlora.model.quantization.quant_type == "nf4"
     assert qlora.model.quantization.double_quant and qlora.stages[0].training.deepspeed.stage == 2
-    gpu = load_config(None, ["scaling.use_gpu=true", "training.precision=bf16", "training.strategy=fsdp",
+    gpu = load_pipeline(None, ["scaling.use_gpu=true", "training.precision=bf16", "training.strategy=fsdp",
                              "training.fsdp.cpu_offload=true", "training.gradient_checkpointing=true"]).pipeline
     assert gpu.stages[0].training.fsdp.cpu_offload
-    zero3 = load_config(None, ["training.strategy=deepspeed", "training.deepspeed.stage=3",
+    zero3 = load_pipeline(None, ["training.strategy=deepspeed", "training.deepspeed.stage=3",
                                "training.deepspeed.offload_params=true",
                                "training.deepspeed.offload_optimizer=true"]).pipeline
     assert zero3.stages[0].training.deepspeed.offload_params
@@ -58,7 +58,7 @@ def test_possible_combinations_validate():
 
 def test_generated_deepspeed_config_leaves_numbers_to_transformers():
     from rayft.schema.sections import TrainingConfig
-    from rayft.train.strategy import strategy_kwargs
+    from rayft.compute.strategy import strategy_kwargs
 
     training = TrainingConfig(strategy="deepspeed", deepspeed={"stage": 3, "offload_optimizer": True,
                                                                "offload_params": True})
@@ -86,7 +86,7 @@ def test_generated_deepspeed_config_leaves_numbers_to_transformers():
 
 def test_fsdp_kwargs_use_fsdp2_with_full_state_dict():
     from rayft.schema.sections import TrainingConfig
-    from rayft.train.strategy import strategy_kwargs
+    from rayft.compute.strategy import strategy_kwargs
 
     kwargs = strategy_kwargs(TrainingConfig(strategy="fsdp", fsdp={"sharding": "shard_grad_op",
                                                                    "wrap_layers": ["LlamaDecoderLayer"]}), True)
@@ -97,11 +97,11 @@ def test_fsdp_kwargs_use_fsdp2_with_full_state_dict():
 
 
 def test_user_deepspeed_file_replaces_the_generated_one(tmp_path):
-    from rayft.train.strategy import load_user_deepspeed_config, strategy_kwargs
+    from rayft.compute.strategy import load_user_deepspeed_config, strategy_kwargs
 
     (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 1}, "train_batch_size": "auto"}))
     (tmp_path / "run.yaml").write_text("training: {strategy: deepspeed, deepspeed: {config_file: ds.json}}\n")
-    loaded = load_config(tmp_path / "run.yaml")
+    loaded = load_pipeline(tmp_path / "run.yaml")
     path = loaded.pipeline.stages[0].training.deepspeed.config_file
     assert path == str(tmp_path / "ds.json"), "relative to the config file"
     user = load_user_deepspeed_config(path)
@@ -109,7 +109,7 @@ def test_user_deepspeed_file_replaces_the_generated_one(tmp_path):
 
 
 def test_user_deepspeed_file_errors_name_field_and_line(tmp_path):
-    from rayft.train.strategy import load_user_deepspeed_config
+    from rayft.compute.strategy import load_user_deepspeed_config
 
     with pytest.raises(ConfigError, match="training.deepspeed.config_file: cannot read"):
         load_user_deepspeed_config(str(tmp_path / "missing.json"))
@@ -134,7 +134,7 @@ def test_memory_estimate_shapes_match_real_models(tiny_model_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from rayft.train.memory import SHAPES, ModelShape
+    from rayft.compute.memory import SHAPES, ModelShape
 
     assert abs(SHAPES["135M"].params() - 134.5e6) < 1e6
     assert abs(SHAPES["1B"].params() - 1.236e9) < 5e6
@@ -148,7 +148,7 @@ def test_memory_estimate_shapes_match_real_models(tiny_model_path):
 
 
 def test_memory_estimate_sharding():
-    from rayft.train.memory import SHAPES, estimate_gib, estimate_table
+    from rayft.compute.memory import SHAPES, estimate_gib, estimate_table
 
     shape = SHAPES["7B"]
     ddp = estimate_gib(shape, "full", "ddp", 8)
@@ -166,9 +166,9 @@ def test_memory_estimate_sharding():
 
 
 def test_scaling_doc_holds_the_current_estimate_tables():
-    """docs/scaling.md's tables are `python -m rayft.train.memory`'s output, kept in step."""
+    """docs/scaling.md's tables are `python -m rayft.compute.memory`'s output, kept in step."""
     from conftest import REPO
-    from rayft.train.memory import breakdown_table, estimate_table
+    from rayft.compute.memory import breakdown_table, estimate_table
 
     doc = (REPO / "docs" / "scaling.md").read_text()
     assert estimate_table() in doc and breakdown_table() in doc

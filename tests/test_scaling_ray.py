@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import DEMO_DATA
-from rayft.config_io import load_config
+from rayft.config.load import load_pipeline
 
 pytestmark = pytest.mark.ray
 
@@ -23,7 +23,7 @@ OVERRIDES = ["model.name=builtin:tiny-random", f"data.path={DEMO_DATA}", "data.t
 def _run(tmp_path, name: str, extra: list[str]) -> dict:
     from rayft.train.launch import run_pipeline
 
-    loaded = load_config(None, [*OVERRIDES, f"storage.path={tmp_path}", f"run_name={name}", *extra])
+    loaded = load_pipeline(None, [*OVERRIDES, f"storage.path={tmp_path}", f"run_name={name}", *extra])
     result = run_pipeline(loaded)
     summary = json.loads((result.run_dir / "sft" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 3

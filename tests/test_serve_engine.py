@@ -1,7 +1,7 @@
 """rayft's serving engine without Ray: requests for different LoRA adapters and the base share one
 generation (PEFT's mixed-batch inference) and each gets the answer its model gives alone; evicted
 adapters are deleted (the last one unloads PEFT's wrapper); and the parts of a Serve batch meet
-for one run (rayft.serve.mixing.Meeting), a failing part failing alone."""
+for one run (rayft.serve.joint_batch.Meeting), a failing part failing alone."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_a_released_adapter_the_current_call_uses_is_kept(tiny_model_path, adapt
 
 
 def test_parts_of_a_batch_meet_for_one_run_and_fail_alone():
-    from rayft.serve.mixing import Meeting
+    from rayft.serve.joint_batch import Meeting
 
     runs: list[list] = []
 
@@ -90,7 +90,7 @@ def test_parts_of_a_batch_meet_for_one_run_and_fail_alone():
 
 
 def test_a_failing_run_fails_every_part_of_its_meeting():
-    from rayft.serve.mixing import Meeting
+    from rayft.serve.joint_batch import Meeting
 
     async def run(parts):
         raise RuntimeError("engine failed")

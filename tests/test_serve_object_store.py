@@ -15,7 +15,7 @@ import pytest
 from serve_helpers import QUESTION, train_adapter
 
 from rayft.cli import main
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 from rayft.models.loader import load_tokenizer
 from rayft.schema.serve import ServeConfig
 from rayft.serve.object_store import ObjectAdapterStore
@@ -129,6 +129,7 @@ def test_cli_register_into_an_object_store(tmp_path, capsys):
 def test_a_model_replica_serves_an_adapter_from_an_object_store(tmp_path, tiny_model_path, monkeypatch):
     """The model deployment's class, in this process (no Ray): an adapter registered into a
     `local://` object store is fetched into the node cache, loaded and answers like it was trained."""
+    from rayft.schema.sections import ModelConfig
     from rayft.serve.deployments import ModelServer
 
     monkeypatch.setenv("RAYFT_HOME", str(tmp_path / "home"))
@@ -136,7 +137,7 @@ def test_a_model_replica_serves_an_adapter_from_an_object_store(tmp_path, tiny_m
     adapter = train_adapter(tiny_model_path, "apples are red", tmp_path / "alpha")
     ref = open_store(uri).register(adapter, "alpha")
     cfg = ServeConfig.model_validate({"adapter_store": uri, "batching": {"enabled": False}})
-    server = ModelServer.func_or_class(tiny_model_path, {"name": tiny_model_path}, cfg.model_dump(), uri)
+    server = ModelServer.func_or_class(tiny_model_path, ModelConfig(name=tiny_model_path), cfg, uri)
     tokenizer = load_tokenizer(tiny_model_path)
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False,
                                            add_generation_prompt=True)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from rayft.cli import main
-from rayft.config_io import load_config, validate
-from rayft.errors import ConfigError, UserError
+from rayft.config.load import load_pipeline, validate
+from rayft.core.errors import ConfigError, UserError
 from rayft.serve.protocol import ApiError, ChatRequest, CompletionRequest, parse_body
 from rayft.serve.store import LocalAdapterStore, find_adapter, open_store, valid_id
 
@@ -180,7 +180,7 @@ def test_a_rayft_config_with_a_serve_section_is_an_app(tmp_path):
                                       "serve": {"http": {"port": 9001}, "app_name": "mine"}}))
     apps, http = apps_from_file(str(config), [])
     assert http == {"host": "127.0.0.1", "port": 9001} and apps[0]["name"] == "mine"
-    assert load_config(config).pipeline.serve.http.port == 9001
+    assert load_pipeline(config).pipeline.serve.http.port == 9001
 
 
 def test_vllm_gpu_file_matches_ray_serve_llm():

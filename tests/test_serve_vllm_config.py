@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from rayft.config_io import validate
-from rayft.errors import ConfigError
+from rayft.config.load import validate
+from rayft.core.errors import ConfigError
 
 
 def _pipeline(tmp_path, **serve):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import DEMO_DATA
-from rayft.config_io import load_config
+from rayft.config.load import load_pipeline
 
 pytestmark = pytest.mark.ray
 
@@ -25,7 +25,7 @@ def sft_run(ray_cluster, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
     broken = storage / "broken.jsonl"
     broken.write_text('{"instruction": "Say hi", "output": "hi"}\n{"instruction": "x"}\n{oops\n')
-    loaded = load_config(None, [*OVERRIDES, f"storage.path={storage}", "data.on_error=skip",
+    loaded = load_pipeline(None, [*OVERRIDES, f"storage.path={storage}", "data.on_error=skip",
                                 f"tracking.mlflow.tracking_uri=file://{storage}/mlruns",
                                 f"data.path=[{DEMO_DATA}, {broken}]"])
     return loaded, run_pipeline(loaded)
@@ -94,7 +94,7 @@ def test_stage_failure_is_recorded(ray_cluster, tmp_path):
     in summary.json, instead of a traceback."""
     from rayft.train.launch import StageFailed, run_pipeline
 
-    loaded = load_config(None, [*OVERRIDES, f"storage.path={tmp_path}", "run_name=bad",
+    loaded = load_pipeline(None, [*OVERRIDES, f"storage.path={tmp_path}", "run_name=bad",
                                 "adapter.target_modules=[no_such_proj]"])
     with pytest.raises(StageFailed, match="no_such_proj"):
         run_pipeline(loaded)

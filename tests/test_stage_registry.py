@@ -25,7 +25,7 @@ def test_the_docs_example_adds_a_stage_type(tmp_path):
     probe = f"""
 import json, rayft.stages
 rayft.stages.__path__.append({str(tmp_path)!r})  # a second folder of the same package
-from rayft.config_io import json_schema, validate
+from rayft.config.load import json_schema, validate
 from rayft.stages import get_stage
 pipeline = validate({{"stages": [{{"type": "sft"}}, {{"type": "sft_neftune", "noise_alpha": 2}}]}})
 print(json.dumps({{"noise_alpha": pipeline.stages[1].noise_alpha, "name": pipeline.stages[1].name,

@@ -1,4 +1,4 @@
-"""rayft.staging.staged_folder: a folder appears whole or not at all."""
+"""rayft.core.publish.staged_folder: a folder appears whole or not at all."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rayft.staging import staged_folder
+from rayft.core.publish import staged_folder
 
 
 def test_finished_block_renames_the_staging_folder_into_place(tmp_path: Path) -> None:

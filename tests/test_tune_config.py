@@ -8,8 +8,8 @@ import yaml
 
 from conftest import DEMO_DATA
 from rayft.cli import main
-from rayft.config_io import load_config
-from rayft.errors import ConfigError
+from rayft.config.load import load_pipeline
+from rayft.core.errors import ConfigError
 from rayft.schema.search_space import Domain, parse_domain
 from rayft.tune.sweep import expected_trials, load_sweep, param_space, plan_concurrency
 from rayft.tune.trial import trial_config
@@ -61,7 +61,7 @@ def test_bad_domains_say_why(spec, message):
 
 def test_unknown_path_is_named_with_a_hint():
     with pytest.raises(ConfigError) as err:
-        load_config(None, ['tune.search_space={adapter.alhpa: "choice[4, 8]", training.lr: "uniform[1e-4, 1e-3]"}'])
+        load_pipeline(None, ['tune.search_space={adapter.alhpa: "choice[4, 8]", training.lr: "uniform[1e-4, 1e-3]"}'])
     assert "tune.search_space: 'adapter.alhpa': 'alhpa' is not a field of adapter; did you mean 'alpha'?" in str(err.value)
 
 
@@ -72,11 +72,11 @@ def test_unknown_path_is_named_with_a_hint():
 ])
 def test_paths_that_are_not_fields(path, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(None, [f'tune.search_space={{{path}: "choice[1, 2]"}}'])
+        load_pipeline(None, [f'tune.search_space={{{path}: "choice[1, 2]"}}'])
 
 
 def test_nested_and_stage_paths_are_fields():
-    loaded = load_config(None, ['tune.search_space={stages.0.training.lr: "choice[1e-4]", '
+    loaded = load_pipeline(None, ['tune.search_space={stages.0.training.lr: "choice[1e-4]", '
                                 'data.columns.question: "choice[q]", adapter.target_modules: "choice[[q_proj]]"}'])
     assert list(loaded.pipeline.tune.search_space) == ["stages.0.training.lr", "data.columns.question",
                                                        "adapter.target_modules"]
@@ -175,13 +175,13 @@ def test_trial_config_sets_values_like_set(tmp_path):
 
 
 def test_trials_never_oversubscribe():
-    loaded = load_config(None, ['tune.search_space={training.lr: "choice[1e-4]"}', "scaling.num_workers=1"])
+    loaded = load_pipeline(None, ['tune.search_space={training.lr: "choice[1e-4]"}', "scaling.num_workers=1"])
     assert plan_concurrency(loaded.pipeline, {"CPU": 2}) == (2, {"CPU": 1})
     loaded.pipeline.tune.max_concurrent_trials = 8
     assert plan_concurrency(loaded.pipeline, {"CPU": 2})[0] == 2
     loaded.pipeline.tune.max_concurrent_trials = 1
     assert plan_concurrency(loaded.pipeline, {"CPU": 2})[0] == 1
-    loaded = load_config(None, ['tune.search_space={training.lr: "choice[1e-4]"}', "scaling.num_workers=2",
+    loaded = load_pipeline(None, ['tune.search_space={training.lr: "choice[1e-4]"}', "scaling.num_workers=2",
                                 "scaling.use_gpu=true", "scaling.resources_per_worker={CPU: 4}"])
     assert plan_concurrency(loaded.pipeline, {"CPU": 32, "GPU": 5}) == (2, {"CPU": 8, "GPU": 2})
 
@@ -189,7 +189,7 @@ def test_trials_never_oversubscribe():
 def test_data_problems_fail_before_any_trial(tmp_path):
     """The base config's data is prepared once on the driver, so rows that cannot train fail the
     sweep with exit 2 before Ray or any trial starts."""
-    from rayft.errors import DataError
+    from rayft.core.errors import DataError
     from rayft.tune.sweep import check_sweep_data
 
     config = write(tmp_path, {"search_space": {"training.lr": "choice[1e-4]"}},
@@ -204,7 +204,7 @@ def test_schedulers_count_optimizer_steps():
 
     from rayft.tune.sweep import make_scheduler
 
-    loaded = load_config(None, ['tune.search_space={training.lr: "choice[1e-4]"}', "training.max_steps=24",
+    loaded = load_pipeline(None, ['tune.search_space={training.lr: "choice[1e-4]"}', "training.max_steps=24",
                                 "training.eval_steps=4"])
     tune = loaded.pipeline.tune
     asha = make_scheduler(loaded.pipeline, {})
@@ -279,7 +279,7 @@ def test_a_stop_recorded_by_the_sweep_is_not_overwritten_by_the_failure_it_cause
     sweep has recorded the stop (seen once in CI: same second). The stop stays; a stage that was
     not stopped is marked failed."""
     from rayft.train.launch import record_failure
-    from rayft.train.rundir import read_summary, write_summary
+    from rayft.records.rundir import read_summary, write_summary
 
     stopped, running = tmp_path / "stopped" / "sft", tmp_path / "running" / "sft"
     for stage_dir in (stopped, running):

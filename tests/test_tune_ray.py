@@ -89,9 +89,9 @@ def test_outputs(sweep):
 
 
 def test_the_ui_listing_reads_the_sweep_and_its_trials(sweep):
-    """rayft.runs (what `rayft ui`'s Sweeps and Runs tabs show) on this real sweep: every trial with its
+    """rayft.records.listing (what `rayft ui`'s Sweeps and Runs tabs show) on this real sweep: every trial with its
     params, status, history and the best one; a sweep folder is not listed as a run."""
-    from rayft.runs import curves, list_runs, list_sweeps, run_state
+    from rayft.records.listing import curves, list_runs, list_sweeps, run_state
 
     storage = sweep.sweep_dir.parent
     found = {s.name: s for s in list_sweeps(storage)}

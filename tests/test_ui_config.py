@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DEMO_DATA
 from rayft.cli import main
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 from rayft.ui.backend import Backend
 from rayft.ui.config_form import DEMO_DATASET, Form, check_config, check_run_name, form_to_config, to_yaml
 
@@ -108,7 +108,7 @@ def test_cli_refuses_a_public_host_without_a_token(tmp_path, capsys, monkeypatch
 
 def test_run_states_from_the_files_runs_write(tmp_path):
     """Status precedence and the current stage, on run folders laid out as the launcher writes them."""
-    from rayft.runs import list_runs, run_state
+    from rayft.records.listing import list_runs, run_state
 
     run = tmp_path / "r1"
     (run / "sft").mkdir(parents=True)
@@ -171,11 +171,11 @@ def test_models_are_builtins_or_folders_inside_the_page_s_folders(backend, tmp_p
 
 
 def test_curves_are_read_while_the_run_writes_and_unchanged_files_only_once(tmp_path):
-    """rayft.runs.curves reads TensorBoard event files as they grow (the page asks every 2 s); an
+    """rayft.records.listing.curves reads TensorBoard event files as they grow (the page asks every 2 s); an
     event file that has not changed is not parsed again."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from rayft.runs import _event_scalars, curves
+    from rayft.records.listing import _event_scalars, curves
 
     writer = SummaryWriter(str(tmp_path / "tensorboard"))
     for step in (1, 2, 3):

@@ -39,10 +39,10 @@ def add_parsers(verbs, config_args) -> None:
 
 def run_k8s(args: argparse.Namespace) -> int:
     if args.k8s_verb == "render":
-        from rayft import config_io
+        from rayft.config import load as config_io
         from rayft.cluster.render import render_all, write_all
 
-        loaded = config_io.load_config(args.config, args.overrides)
+        loaded = config_io.load_pipeline(args.config, args.overrides)
         for path in write_all(render_all(loaded), args.out, args.config):
             print(f"rayft: wrote {path}")
         return 0

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import jsonschema
 import yaml
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader reads a 25k-line CRD in ~1 s
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from rayft.schema.cluster import ClusterConfig, WorkerGroupConfig
-from rayft.config_io import LoadedConfig
-from rayft.errors import ConfigError
+from rayft.config.load import LoadedConfig
+from rayft.core.errors import ConfigError
 
 RAY_VERSION = "2.60.0"
 # Training libraries pinned in the RayJob's runtime_env when `cluster.pip` is null; ray and
@@ -179,7 +179,7 @@ def _runtime_env(cluster: ClusterConfig) -> dict:
 
 def default_pip() -> list[str]:
     """rayft and its training libraries at the versions installed here (tested together)."""
-    from rayft import __version__
+    from rayft.core.version import __version__
 
     return [f"rayft=={__version__}", *(f"{name}=={importlib.metadata.version(name)}" for name in PINNED)]
 

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 
 # Never uploaded, even without a .rayignore in the working directory (Ray also honours
 # .gitignore and .rayignore there). Patterns are gitignore-style, relative to the working dir.
@@ -153,9 +153,9 @@ def train_entrypoint(config: Path, working_dir: Path, overrides: list[str], pyth
 def prepare_entrypoint(config: str, overrides: list[str], working_dir: str = ".", python: str = "python") -> str:
     """Check the config here (a bad field fails now, named, not minutes later on the cluster) and
     build the job's entrypoint."""
-    from rayft import config_io
+    from rayft.config import load as config_io
 
-    config_io.load_config(config, overrides)
+    config_io.load_pipeline(config, overrides)
     return train_entrypoint(Path(config), Path(working_dir), overrides, python)
 
 

@@ -1,1 +1,1 @@
-"""Data pipeline: read -> normalise -> template -> tokenise (answer-only loss) -> split."""
+"""Data pipeline: read -> normalize -> template -> tokenize (answer-only loss) -> split."""

@@ -1,6 +1,6 @@
-"""The data pipeline of one stage: read -> normalise -> split -> template -> tokenise.
+"""The data pipeline of one stage: read -> normalize -> split -> template -> tokenize.
 
-Runs once on the driver; the workers receive the tokenised datasets. Every row that does not
+Runs once on the driver; the workers receive the tokenized datasets. Every row that does not
 make it into training is counted in `stats` (and reported), never dropped silently.
 """
 
@@ -12,13 +12,13 @@ from typing import Any
 
 from rayft.schema.sections import DataConfig
 from rayft.data.dedup import dedup_rows
-from rayft.data.problems import RowProblem, count_by_reason, raise_if_any
-from rayft.data.formats import detect_format, normalise, rename_columns
+from rayft.data.bad_rows import RowProblem, count_by_reason, raise_if_any
+from rayft.data.formats import detect_format, normalize, rename_columns
 from rayft.data.readers import Row, read_rows
 from rayft.data.sources import apply_weights, load_sources
 from rayft.data.templates import last_turn_only, prompt_for_generation, render, resolve_template
-from rayft.data.tokenize import tokenise
-from rayft.errors import DataError
+from rayft.data.tokenize import tokenize
+from rayft.core.errors import DataError
 
 
 @dataclass
@@ -27,7 +27,7 @@ class PreparedData:
     eval: Any | None  # same columns plus prompt / reference text for generation
     stats: dict[str, Any] = field(default_factory=dict)
     removed: list[Any] = field(default_factory=list)  # rayft.data.dedup.Removed, one per dropped duplicate
-    problems: list[Any] = field(default_factory=list)  # rayft.data.problems.RowProblem, bad rows skipped
+    problems: list[Any] = field(default_factory=list)  # rayft.data.bad_rows.RowProblem, bad rows skipped
 
 
 def split_rows(rows: list[Row], eval_split: float, seed: int) -> tuple[list[Row], list[Row]]:
@@ -45,7 +45,7 @@ def split_rows(rows: list[Row], eval_split: float, seed: int) -> tuple[list[Row]
 
 @dataclass
 class Collected:
-    """Normalised examples (see rayft.data.formats) after dedup, split and source weights."""
+    """Normalized examples (see rayft.data.formats) after dedup, split and source weights."""
 
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
@@ -57,8 +57,8 @@ class Collected:
 def collect(cfg: DataConfig) -> Collected:
     problems: list[RowProblem] = []
     read, described = load_sources(cfg, problems)
-    rows = _normalised(read, problems)  # each row's data becomes its normalised example
-    held_file = _normalised(_eval_file_rows(cfg, problems), problems) if cfg.eval_path else []
+    rows = _normalized(read, problems)  # each row's data becomes its normalized example
+    held_file = _normalized(_eval_file_rows(cfg, problems), problems) if cfg.eval_path else []
     raise_if_any(problems, cfg.on_error)
     if not rows:
         raise DataError(f"data.path: no usable rows ({len(problems)} bad rows skipped)")
@@ -82,14 +82,14 @@ def collect(cfg: DataConfig) -> Collected:
 
 
 def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
-    """Tokenised SFT data: prompt + answer per example, loss on the answer (preference rows: on `chosen`)."""
+    """Tokenized SFT data: prompt + answer per example, loss on the answer (preference rows: on `chosen`)."""
     collected = collect(cfg)
     templates: dict[str, str] = {}
     for ex in collected.train + collected.eval:
         if ex["_format"] not in templates:
             templates[ex["_format"]] = resolve_template(cfg.template, ex["_format"], tokenizer)
-    train, train_stats = _tokenise(collected.train, cfg, templates, tokenizer, with_text=False)
-    held, eval_stats = _tokenise(collected.eval, cfg, templates, tokenizer, with_text=True)
+    train, train_stats = _tokenize(collected.train, cfg, templates, tokenizer, with_text=False)
+    held, eval_stats = _tokenize(collected.eval, cfg, templates, tokenizer, with_text=True)
     if not train:
         raise DataError(f"data.path: no usable training rows ({train_stats})")
     if cfg.packing:
@@ -123,12 +123,12 @@ def _eval_file_rows(cfg: DataConfig, problems: list[RowProblem]) -> list[Row]:
     return rows
 
 
-def _normalised(rows: list[Row], problems: list[RowProblem]) -> list[Row]:
-    """Rows whose `data` is the normalised example; a bad row becomes a problem instead."""
+def _normalized(rows: list[Row], problems: list[RowProblem]) -> list[Row]:
+    """Rows whose `data` is the normalized example; a bad row becomes a problem instead."""
     out = []
     for row in rows:
         try:
-            example = normalise(rename_columns(row, row.columns or {}), row.format, row.origin)
+            example = normalize(rename_columns(row, row.columns or {}), row.format, row.origin)
         except DataError as exc:
             problems.append(RowProblem(row.origin, exc.reason, str(exc)))
             continue
@@ -145,7 +145,7 @@ def _example_text(example: dict[str, Any]) -> str:
     return text + ("\n" + example["rejected"] if "rejected" in example else "")
 
 
-def _tokenise(examples: list[dict[str, Any]], cfg: DataConfig, templates: dict[str, str], tokenizer: Any,
+def _tokenize(examples: list[dict[str, Any]], cfg: DataConfig, templates: dict[str, str], tokenizer: Any,
               with_text: bool) -> tuple[list[dict], dict[str, Any]]:
     out: list[dict] = []
     truncated = dropped = tokens = 0
@@ -153,7 +153,7 @@ def _tokenise(examples: list[dict[str, Any]], cfg: DataConfig, templates: dict[s
         segments = render(example, templates[example["_format"]], tokenizer)
         if cfg.train_on == "last_turn" and example["turns"]:
             segments = last_turn_only(segments)
-        tok = tokenise(segments, tokenizer, max_length=cfg.max_length, truncation_side=cfg.truncation_side,
+        tok = tokenize(segments, tokenizer, max_length=cfg.max_length, truncation_side=cfg.truncation_side,
                        train_on_prompt=cfg.train_on_prompt, add_eos=cfg.add_eos)
         if tok is None:
             dropped += 1

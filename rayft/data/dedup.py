@@ -1,4 +1,4 @@
-"""Remove duplicate training rows: exact (after normalisation) and near (MinHash LSH).
+"""Remove duplicate training rows: exact (after normalization) and near (MinHash LSH).
 
 Duplicates make a model memorise the repeated rows and leak between train and eval splits, so
 they are removed before training. Nothing is dropped silently: every removed row is reported
@@ -24,7 +24,7 @@ def _is_punct(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
 
 
-def normalise_text(text: str) -> str:
+def normalize_text(text: str) -> str:
     """Canonical form under which two texts count as the same.
 
     - NFKC folds compatibility forms (full-width letters, ligatures, non-breaking spaces) that
@@ -92,19 +92,19 @@ def dedup_rows(
 ) -> DedupResult:
     """Keep the first occurrence of each text; report every later duplicate.
 
-    The exact pass (hash of the normalised text) runs first because it is cheap and certain; the
+    The exact pass (hash of the normalized text) runs first because it is cheap and certain; the
     near pass then sees only survivors. In the near pass LSH only proposes candidates, and a row
     is removed only if a kept candidate's estimated Jaccard reaches `threshold`, so LSH false
     positives never remove anything. Deterministic for a given `seed`.
     """
-    normalised = [normalise_text(text_of(row)) for row in rows]
+    normalized = [normalize_text(text_of(row)) for row in rows]
     removed: list[Removed] = []
     survivors = list(range(len(rows)))
 
     if exact:
         first: dict[bytes, int] = {}
         survivors = []
-        for i, text in enumerate(normalised):
+        for i, text in enumerate(normalized):
             key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
             if key in first:
                 removed.append(Removed(rows[i].origin, rows[first[key]].origin, "exact", 1.0))
@@ -122,7 +122,7 @@ def dedup_rows(
         kept: list[int] = []
         for i in survivors:
             sketch = MinHash(num_perm=num_perm, seed=seed)
-            sketch.update_batch(_shingles(normalised[i].split(), ngram))
+            sketch.update_batch(_shingles(normalized[i].split(), ngram))
             scored = [(sketches[j].jaccard(sketch), j) for j in lsh.query(sketch)]
             best = min(scored, key=lambda s: (-s[0], s[1]), default=None)
             if best is not None and best[0] >= threshold:

@@ -1,6 +1,6 @@
 """Row formats: detect them from columns and check each row, naming file:line on a bad one.
 
-Every format is normalised into `messages`-like *turns* so that one templating step serves all:
+Every format is normalized into `messages`-like *turns* so that one templating step serves all:
 a row becomes `{"system": str|None, "turns": [(user_text, assistant_text), ...]}` plus the
 original fields (templates such as Alpaca use `instruction` / `input` directly).
 """
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rayft.data.readers import Row
-from rayft.errors import DataError
+from rayft.core.errors import DataError
 
 @dataclass(frozen=True)
 class RowFormat:
     """One row format: rayft's names of its required and optional columns (`data.columns` maps them
-    to a dataset's own names) and its normaliser, which turns a row that has the required columns
+    to a dataset's own names) and its normalizer, which turns a row that has the required columns
     into the row plus `system` and `turns`. `text_columns`: the columns must hold text."""
 
     name: str
@@ -61,7 +61,7 @@ def rename_columns(row: Row, columns: dict[str, str]) -> dict[str, Any]:
     return data
 
 
-def normalise(data: dict[str, Any], fmt: str, origin: str) -> dict[str, Any]:
+def normalize(data: dict[str, Any], fmt: str, origin: str) -> dict[str, Any]:
     """Check a row of format `fmt` and add its `turns` / `system`; raise DataError naming `origin`."""
     spec = FORMATS[fmt]
     for column in spec.columns:
@@ -85,7 +85,7 @@ def _fitting_format(data: dict[str, Any]) -> str:
 
 
 def _one_turn(prompt_of: Callable[[dict[str, Any]], str], answer: str):
-    """The normaliser of a single-turn format: the prompt built from the row, the answer column."""
+    """The normalizer of a single-turn format: the prompt built from the row, the answer column."""
     def to_example(data: dict[str, Any], origin: str) -> dict[str, Any]:
         example = {**data, "system": data.get("system") or None, "turns": [(prompt_of(data), data[answer])]}
         _check_answers(example, origin)

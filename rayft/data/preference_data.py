@@ -7,7 +7,7 @@
 
 The prompt is rendered with the same template as SFT (`resolve_template` / `render` /
 `prompt_for_generation`), so a policy sees the same text in every stage; TRL appends EOS to the
-answers and tokenises prompt + answer itself. Rows come from `rayft.data.build.collect` (same
+answers and tokenizes prompt + answer itself. Rows come from `rayft.data.build.collect` (same
 readers, dedup, split and source weights as SFT), and every row that is not used is counted.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from rayft.schema.sections import DataConfig
 from rayft.data.build import PreparedData, collect, prepared
 from rayft.data.templates import prompt_for_generation, render, resolve_template
-from rayft.errors import ConfigError, DataError
+from rayft.core.errors import DataError
 
 
 def prepare_preference(cfg: DataConfig, tokenizer: Any, stage: str = "this", drop_too_long: bool = False
@@ -27,7 +27,6 @@ def prepare_preference(cfg: DataConfig, tokenizer: Any, stage: str = "this", dro
     """Preference pairs. Pairs longer than `cfg.max_length` tokens (prompt + longer answer + EOS)
     are counted as `too_long`; with `drop_too_long` (the reward model, whose TRL trainer would
     otherwise drop them silently) they are also removed here."""
-    _refuse_packing(cfg, stage)
     collected = collect(cfg)
     templates: dict[str, str] = {}
     train, train_stats = _pairs(collected.train, cfg, templates, tokenizer, stage, drop_too_long)
@@ -40,7 +39,6 @@ def prepare_preference(cfg: DataConfig, tokenizer: Any, stage: str = "this", dro
 def prepare_prompts(cfg: DataConfig, tokenizer: Any, stage: str = "this") -> PreparedData:
     """Prompts for online RL: `prompt` (templated) plus the row's other text fields (which reach
     reward functions as keyword arguments) and `reference`, the row's own final answer."""
-    _refuse_packing(cfg, stage)
     collected = collect(cfg)
     templates: dict[str, str] = {}
     train, held = (_prompts(rows, cfg, templates, tokenizer) for rows in (collected.train, collected.eval))
@@ -69,12 +67,6 @@ def unpair(dataset: Any, seed: int = 42) -> Any:
     return Dataset.from_list(rows)
 
 
-def _refuse_packing(cfg: DataConfig, stage: str) -> None:
-    if cfg.packing:
-        raise ConfigError(f"data.packing: the {stage} stage trains on prompts / pairs and cannot pack; "
-                          "set `packing: false` in this stage's `data`")
-
-
 def _template(ex: dict[str, Any], cfg: DataConfig, templates: dict[str, str], tokenizer: Any) -> str:
     if ex["_format"] not in templates:
         templates[ex["_format"]] = resolve_template(cfg.template, ex["_format"], tokenizer)
@@ -100,7 +92,7 @@ def _pairs(examples: list[dict[str, Any]], cfg: DataConfig, templates: dict[str,
 
 
 def _pair_lengths(rows: list[dict[str, str]], tokenizer: Any) -> list[int]:
-    """Tokens of prompt + the longer answer + EOS, as TRL tokenises them."""
+    """Tokens of prompt + the longer answer + EOS, as TRL tokenizes them."""
     if not rows:
         return []
     eos = tokenizer.eos_token or ""

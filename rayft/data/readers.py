@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from rayft.data.problems import RowProblem
-from rayft.errors import DataError
+from rayft.data.bad_rows import RowProblem
+from rayft.core.errors import DataError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rayft.errors import ConfigError
-from rayft.paths import resolve_path
+from rayft.core.errors import ConfigError
+from rayft.core.paths import resolve_path
 from rayft.schema.datasets import DatasetEntry, DatasetRegistry
 
 DEFAULT_REGISTRY = "datasets.yaml"

@@ -15,7 +15,7 @@ from typing import Any
 from rayft.schema.sections import DataConfig
 from rayft.data.formats import detect_format
 from rayft.data.readers import Row, read_rows
-from rayft.errors import DataError
+from rayft.core.errors import DataError
 
 
 def load_sources(cfg: DataConfig, problems: list | None = None) -> tuple[list[Row], list[dict[str, Any]]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from rayft.errors import DataError
+from rayft.core.errors import DataError
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -50,7 +50,7 @@ def resolve_template(name: str, fmt: str, tokenizer: Any) -> str:
 
 
 def render(example: dict[str, Any], template: str, tokenizer: Any) -> Segments:
-    """Segments for one normalised example (see rayft.data.formats)."""
+    """Segments for one normalized example (see rayft.data.formats)."""
     if not example["turns"]:  # raw text: all of it is trained on
         return [(example["text"], True)]
     if template == "chat":

@@ -1,4 +1,4 @@
-"""Tokenise rendered segments into `input_ids` + `labels`, with the loss on answers only.
+"""Tokenize rendered segments into `input_ids` + `labels`, with the loss on answers only.
 
 Labels are -100 on prompt tokens unless `train_on_prompt`. EOS is appended to the last answer
 (unless the template already ends it with EOS) so the tuned model learns to stop. Examples
@@ -17,14 +17,14 @@ IGNORE_INDEX = -100
 
 
 @dataclass
-class Tokenised:
+class Tokenized:
     input_ids: list[int]
     labels: list[int]
     truncated: bool
 
 
-def tokenise(segments: Segments, tokenizer: Any, *, max_length: int, truncation_side: str = "right",
-             train_on_prompt: bool = False, add_eos: bool = True) -> Tokenised | None:
+def tokenize(segments: Segments, tokenizer: Any, *, max_length: int, truncation_side: str = "right",
+             train_on_prompt: bool = False, add_eos: bool = True) -> Tokenized | None:
     """Token ids and labels for one example; None when truncation leaves no answer token."""
     input_ids: list[int] = []
     labels: list[int] = []
@@ -45,4 +45,4 @@ def tokenise(segments: Segments, tokenizer: Any, *, max_length: int, truncation_
         input_ids, labels = input_ids[keep], labels[keep]
     if all(label == IGNORE_INDEX for label in labels):
         return None
-    return Tokenised(input_ids, labels, truncated)
+    return Tokenized(input_ids, labels, truncated)

@@ -9,7 +9,7 @@ turned into a single-line JSON object with fixed keys in a fixed order::
 The answer is always ``json.dumps(obj, separators=(",", ":"))`` (compact: ~30
 tokens, at most 35, so CPU generation with ``max_new_tokens=48`` is cheap).
 
-Normalisation rules (all stated in :data:`INSTRUCTION`): ``item`` singular and
+Normalization rules (all stated in :data:`INSTRUCTION`): ``item`` singular and
 lowercase, ``quantity`` an integer (``"three"`` -> ``3``), ``color`` and ``day``
 lowercase (``"Fri"`` -> ``"friday"``), ``name`` and ``city`` copied as written.
 

@@ -9,11 +9,11 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 
 def run_demo(overrides: list[str], started_at: float | None = None, config_path: str | None = None) -> dict:
-    from rayft.config_io import load_config
-    from rayft.workflow import train_and_evaluate
+    from rayft.config.load import load_pipeline
+    from rayft.train.run_and_evaluate import train_and_evaluate
 
     started_at = started_at or time.time()
-    loaded = load_config(config_path or DEMO_CONFIG, overrides)
+    loaded = load_pipeline(config_path or DEMO_CONFIG, overrides)
     print("rayft demo: LoRA fine-tuning SmolLM2-135M-Instruct on 2 Ray workers to extract orders as JSON",
           flush=True)
     loaded.pipeline.eval.enabled = True

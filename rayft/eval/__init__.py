@@ -1,1 +1,2 @@
-"""Evaluation utilities for rayft: text metrics, generation tagging and related helpers."""
+"""Evaluation drivers: base vs tuned on held-out rows (compare.py) and the run's reports (terminal,
+report.md, report.html)."""

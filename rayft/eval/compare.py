@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayft.config_io import LoadedConfig
-from rayft.errors import UserError
-from rayft.eval.metrics import score_pairs, tag_generation
-from rayft.eval.answers import AnswerRule
+from rayft.config.load import LoadedConfig
+from rayft.core.errors import UserError
+from rayft.metrics.text import score_pairs, tag_generation
+from rayft.metrics.answers import AnswerRule
 
 BASE = "base"
 
@@ -25,7 +25,7 @@ class HeldOut:
 
     prompts: list[str]
     references: list[str]
-    rows: Any = None  # tokenised rows (input_ids, labels) for the answer loss, when the data has them
+    rows: Any = None  # tokenized rows (input_ids, labels) for the answer loss, when the data has them
     rejected: list[str] | None = None  # preference data: the rejected answer of each pair
 
 
@@ -67,7 +67,7 @@ class Comparison:
 
 
 def answer_rule(eval_cfg: Any) -> AnswerRule | None:
-    """How exact match reads an answer: None for the default (SQuAD-normalised whole texts)."""
+    """How exact match reads an answer: None for the default (SQuAD-normalized whole texts)."""
     if eval_cfg.answer_pattern is None and list(eval_cfg.normalize) == ["squad"]:
         return None
     return AnswerRule(eval_cfg.answer_pattern, tuple(eval_cfg.normalize))
@@ -77,8 +77,8 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
                    include_base: bool = True) -> Comparison:
     """Answer and score the held-out rows with the base model (if asked) and each output (adapter or
     model folder)."""
-    from rayft.eval.parallel import generate_answers
-    from rayft.eval.scoring import answer_loss, completion_logprobs, implicit_dpo_rewards
+    from rayft.generation.parallel import generate_answers
+    from rayft.metrics.teacher_forced import answer_loss, completion_logprobs, implicit_dpo_rewards
     import torch
 
     from rayft.models.adapters import load_for_inference
@@ -125,7 +125,7 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
 
 
 def _base_logps(model_path: str, cfg: Any, tokenizer: Any, held: HeldOut) -> tuple[list[float], list[float]]:
-    from rayft.eval.scoring import completion_logprobs
+    from rayft.metrics.teacher_forced import completion_logprobs
     from rayft.models.adapters import load_for_inference
 
     model = load_for_inference(model_path, cfg.model, None)
@@ -145,16 +145,16 @@ def held_out(loaded: LoadedConfig, tokenizer: Any, stage_index: int = 0) -> Held
         raise UserError("eval: no held-out rows with answers; set data.eval_split > 0 or data.eval_path")
     n = min(loaded.pipeline.eval.num_examples, len(data.eval))
     rows = data.eval.select(range(n))
-    tokenised = {"input_ids", "labels"} <= set(columns)
-    return HeldOut(list(rows["prompt"]), list(rows[answer]), rows if tokenised else None,
+    tokenized = {"input_ids", "labels"} <= set(columns)
+    return HeldOut(list(rows["prompt"]), list(rows[answer]), rows if tokenized else None,
                    list(rows["rejected"]) if "rejected" in columns else None)
 
 
 def score_reward_models(loaded: LoadedConfig, reward_dirs: dict[str, Path], held: HeldOut) -> dict[str, dict]:
     """Pairwise accuracy and mean margin of each reward model on held-out preference pairs, with
     each pair's two scores (`scores.chosen`, `scores.rejected`: the report's histogram)."""
-    from rayft.eval.scoring import pairwise_accuracy
-    from rayft.stages.reward import RewardScorer
+    from rayft.metrics.teacher_forced import pairwise_accuracy
+    from rayft.models.reward_model import RewardScorer
 
     if held.rejected is None:
         return {}
@@ -173,7 +173,7 @@ def _score_reward_stages(loaded: LoadedConfig, run_dir: Path, names: list[str], 
                          comparison: Comparison) -> None:
     """Each completed reward stage on its own held-out pairs; the figures also go into the stage's
     summary.json (`heldout_accuracy`, `heldout_margin`, `heldout_pairs`)."""
-    from rayft.train.rundir import write_summary
+    from rayft.records.rundir import write_summary
 
     for index, stage in enumerate(loaded.pipeline.stages):
         if stage.name not in names:
@@ -197,7 +197,7 @@ def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
     stages is a reward-model evaluation: no answers are generated."""
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
-    from rayft.train.rundir import read_summary, stage_output
+    from rayft.records.rundir import read_summary, stage_output
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -245,7 +245,7 @@ def evaluate_config(loaded: LoadedConfig, out_dir: str | Path | None = None) -> 
         out_dir = Path(cfg.storage.path) / f"eval-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from rayft.config_io import dump_yaml
+    from rayft.config.load import dump_yaml
 
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     return _write_outputs(out_dir, loaded, comparison)
@@ -253,7 +253,7 @@ def evaluate_config(loaded: LoadedConfig, out_dir: str | Path | None = None) -> 
 
 def _named_models(loaded: LoadedConfig) -> dict[str, Path]:
     """`eval.models`, each resolved to an adapter or model folder (a stage folder -> its output)."""
-    from rayft.train.rundir import stage_output
+    from rayft.records.rundir import stage_output
 
     found: dict[str, Path] = {}
     for label, path in loaded.pipeline.eval.models.items():
@@ -272,7 +272,7 @@ def _named_models(loaded: LoadedConfig) -> dict[str, Path]:
 
 def _write_outputs(out_dir: Path, loaded: LoadedConfig, comparison: Comparison) -> Path:
     from rayft.eval.html_report import write_html_report
-    from rayft.eval.plots import plot_reward_histogram
+    from rayft.records.plots import plot_reward_histogram
     from rayft.eval.report import print_comparison, write_report
 
     for name, result in comparison.reward_models.items():

@@ -10,8 +10,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from rayft.config_io import LoadedConfig, dump_yaml
-from rayft.train.rundir import read_summary
+from rayft.config.load import LoadedConfig, dump_yaml
+from rayft.records.rundir import read_summary
 
 EXAMPLES_SHOWN = 20
 STAGE_FIGURES = ("status", "global_step", "train_loss", "eval_loss", "tokens_per_s", "time_to_first_step_s",

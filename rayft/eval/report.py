@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rayft.config_io import LoadedConfig
-from rayft.train.rundir import read_summary
+from rayft.config.load import LoadedConfig
+from rayft.records.rundir import read_summary
 
 EXAMPLES_SHOWN = 5
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rayft.schema.sections import AdapterConfig, ModelConfig
-from rayft.errors import ModelError
+from rayft.core.errors import ModelError
 
 
 def lora_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):

@@ -22,9 +22,9 @@ from typing import Callable
 
 from filelock import FileLock
 
-from rayft.errors import ModelError
-from rayft.paths import rayft_home
-from rayft.staging import staged_folder
+from rayft.core.errors import ModelError
+from rayft.core.paths import rayft_home
+from rayft.core.publish import staged_folder
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from rayft.schema.sections import ModelConfig
-from rayft.errors import ModelError
+from rayft.core.errors import ModelError
 from rayft.models.builtin import builtin_path
 
 BUILTIN_PREFIX = "builtin:"

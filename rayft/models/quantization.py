@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayft.errors import ModelError
+from rayft.core.errors import ModelError
 
 
 def compute_dtype(quant: Any, on_gpu: bool):

@@ -1,5 +1,5 @@
 """Checkpoints of rayft's PPO loop, through Ray Train like the Trainer-based stages
-(rayft.train.checkpoints): the same manifests, the same verified newest-first resume.
+(rayft.records.checkpoints): the same manifests, the same verified newest-first resume.
 
 Rank 0 writes `ppo_state.pt` (the trainable weights - adapter and value head - in the trainer's
 parameter order, the optimizer, the step and the step history; replicas are identical, so one copy
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rayft.train.checkpoints import HF_FOLDER, write_manifest
+from rayft.records.checkpoints import HF_FOLDER, write_manifest
 
 STATE = "ppo_state.pt"
 RNG = "ppo_rng_rank{rank}.pt"

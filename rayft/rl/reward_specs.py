@@ -1,8 +1,7 @@
 """Resolve reward specs (`module:function` or `stage:<name>`) into callables
-`f(prompts, completions, **row_fields) -> list[float]`, shared by the RL stages. A `stage:` spec
-is scored by the reward model the caller knows how to load (`load_reward_model`, e.g.
-rayft.stages.reward.reward_model_fn): this layer sits below the stages. (The built-in reward
-functions that specs name are in rayft.rewards.)"""
+`f(prompts, completions, **row_fields) -> list[float]`, shared by the RL stages and the pair
+builder. A `stage:` spec is scored by that stage's reward model (rayft.models.reward_model). (The
+built-in reward functions that specs name are in rayft.rewards.)"""
 
 from __future__ import annotations
 
@@ -10,17 +9,14 @@ import importlib
 from pathlib import Path
 from typing import Callable
 
-from rayft.errors import ConfigError
+from rayft.core.errors import ConfigError
 
 RewardFn = Callable[..., list[float]]
 
 
-def resolve_reward(spec: str, run_dir: Path | None = None, field: str = "rewards",
-                   load_reward_model: Callable[[Path], RewardFn] | None = None) -> RewardFn:
+def resolve_reward(spec: str, run_dir: Path | None = None, field: str = "rewards") -> RewardFn:
     if spec.startswith("stage:"):
-        if load_reward_model is None:
-            raise ValueError(f"resolve_reward('{spec}') needs load_reward_model to score with a reward stage")
-        return _reward_model(spec[len("stage:"):], run_dir, field, load_reward_model)
+        return _reward_model(spec[len("stage:"):], run_dir, field)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{field}: '{spec}' is neither `module:function` nor `stage:<name>`")
@@ -34,12 +30,21 @@ def resolve_reward(spec: str, run_dir: Path | None = None, field: str = "rewards
     return fn
 
 
-def _reward_model(stage_name: str, run_dir: Path | None, field: str,
-                  load_reward_model: Callable[[Path], RewardFn]) -> RewardFn:
-    from rayft.train.rundir import stage_output
+def _reward_model(stage_name: str, run_dir: Path | None, field: str) -> RewardFn:
+    from rayft.models.reward_model import reward_model_fn
+    from rayft.records.rundir import stage_output
 
     output = stage_output(run_dir / stage_name) if run_dir else None
     if output is None:
         raise ConfigError(f"{field}: 'stage:{stage_name}' names no completed stage of this run "
                           "(a reward stage must come earlier in `stages`)")
-    return load_reward_model(output)
+    return reward_model_fn(output)
+
+
+def check_importable(specs: list[str], field: str) -> None:
+    """Import every `module:function` spec now (a `stage:` spec needs the run's earlier stage, and
+    was checked when the config loaded): a run stops before its first stage, not after the ones
+    before, on a reward function that cannot be imported. `rouge_l` is built in."""
+    for spec in specs:
+        if spec != "rouge_l" and not spec.startswith("stage:"):
+            resolve_reward(spec, field=field)

@@ -5,5 +5,5 @@ scaling, storage, eval, tracking), scaling.py (strategy / QLoRA options and thei
 stage.py (`StageBase`, what every stage config shares), tune.py + search_space.py (`tune:`),
 serve.py (`serve:`), cluster.py (`cluster:`), and pipeline.py: `Pipeline`, the whole file, whose
 `stages` accept every stage type registered in rayft.stages (each stage module declares its own
-config class). Loading, `--set` and error messages live in rayft.config_io.
+config class). Loading, `--set` and error messages live in rayft.config.load.
 """

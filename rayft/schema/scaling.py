@@ -2,7 +2,7 @@
 `training.deepspeed`, `training.fsdp`) and a quantized base for QLoRA (`model.quantization`),
 plus `check_scaling`, which rejects combinations that cannot work before any worker starts.
 
-Mapping these onto TrainingArguments lives in rayft.train.strategy, loading a quantized model in
+Mapping these onto TrainingArguments lives in rayft.compute.strategy, loading a quantized model in
 rayft.models.quantization.
 """
 

@@ -1,6 +1,6 @@
 """The sections of the config that every run has: `model`, `adapter`, `data`, `training`,
 `scaling`, `storage`, `eval`, `tracking`. Top-level `data` and `training` are defaults that a
-stage may override field by field (rayft.schema.pipeline merges them before validation).
+stage may override field by field (rayft.config.pipeline merges them before validation).
 """
 
 from __future__ import annotations

@@ -4,12 +4,29 @@ it; `Pipeline` accepts every registered one."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar, Protocol, Sequence
 
 from pydantic import Field
 
 from rayft.schema.base import Strict
-from rayft.schema.sections import DataConfig, TrainingConfig
+from rayft.schema.sections import (AdapterConfig, DataConfig, EvalConfig, ModelConfig, ScalingConfig, StorageConfig,
+                                   TrackingConfig, TrainingConfig)
+
+
+class RunSections(Protocol):
+    """What a stage sees of the whole config: its sections and the list of stages. The config's
+    `Pipeline` (rayft.config.pipeline) is built from the registered stage types, so it sits above
+    the stages; they name it through this shape instead."""
+
+    model: ModelConfig
+    adapter: AdapterConfig
+    data: DataConfig
+    training: TrainingConfig
+    scaling: ScalingConfig
+    storage: StorageConfig
+    eval: EvalConfig
+    tracking: TrackingConfig
+    stages: Sequence[StageBase]
 
 
 class StageBase(Strict):
@@ -17,13 +34,24 @@ class StageBase(Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     data: DataConfig = Field(default_factory=DataConfig)
 
-    def check(self, pipeline: Any, index: int) -> str | None:
+    packs: ClassVar[bool] = False  # trains on packed rows (`data.packing`); SFT only
+
+    def problems(self, pipeline: RunSections, index: int) -> str | None:
+        """Everything the config loader refuses of this stage: what every stage type refuses, then
+        its own `check`. None when fine, else a message naming the field."""
+        if self.data.packing and not self.packs:
+            where = "data" if self.data == pipeline.data else f"stages.{index}.data"
+            return (f"{where}.packing: the {getattr(self, 'type', 'this')} stage trains on prompts / pairs and "
+                    "cannot pack; set `packing: false` in this stage's `data`")
+        return self.check(pipeline, index)
+
+    def check(self, pipeline: RunSections, index: int) -> str | None:
         """What this stage type needs of the whole config (e.g. batch shapes), checked when the
         config loads, before any worker starts: None when fine, else a message naming the field."""
         return None
 
 
-def check_reward_sources(pipeline: Any, index: int) -> str | None:
+def check_reward_sources(pipeline: RunSections, index: int) -> str | None:
     """A `stage:<name>` reward must name an earlier `reward` stage of the pipeline."""
     for spec in pipeline.stages[index].rewards:
         problem = check_reward_spec(pipeline, index, spec, f"stages.{index}.rewards")
@@ -32,7 +60,7 @@ def check_reward_sources(pipeline: Any, index: int) -> str | None:
     return None
 
 
-def check_reward_spec(pipeline: Any, index: int, spec: str, where: str) -> str | None:
+def check_reward_spec(pipeline: RunSections, index: int, spec: str, where: str) -> str | None:
     """`stage:<name>` must name an earlier `reward` stage; other specs are checked when resolved."""
     earlier = {s.name: s.type for s in pipeline.stages[:index]}
     name = spec[len("stage:"):] if spec.startswith("stage:") else None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 from rayft.schema.serve import NAME_PATTERN
 
 VERSIONS = ".versions"

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayft.schema.pipeline import Pipeline
-from rayft.errors import ConfigError
-from rayft.paths import absolute_path
+from rayft.config.pipeline import Pipeline
+from rayft.core.errors import ConfigError
+from rayft.core.paths import absolute_path
 from rayft.schema.serve import default_model_name
 
 BUILDER = "rayft.serve.app:build_app"
@@ -24,9 +24,9 @@ BUILDER = "rayft.serve.app:build_app"
 
 def build_app(args: dict[str, Any] | None = None):
     """Serve app builder: `args` are rayft config sections (`model`, `serve`), validated as a config."""
-    from rayft.config_io import validate
+    from rayft.config.load import load_pipeline
 
-    pipeline = validate(dict(args or {}), "serve app args")
+    pipeline = load_pipeline(raw=dict(args or {}), label="serve app args").pipeline
     if pipeline.serve.engine == "vllm":
         from rayft.serve.vllm_app import build_vllm_application
 
@@ -47,32 +47,32 @@ def build_application(pipeline: Pipeline):
     open_store(cfg.adapter_store)  # an unsupported URI fails here, before anything starts
     base_name = cfg.model_name or default_model_name(pipeline.model.name)
     base_path = resolve_model(pipeline.model.name, pipeline.model.revision)
-    serve_cfg, model_cfg = cfg.model_dump(mode="json"), pipeline.model.model_dump(mode="json")
+    model_cfg = pipeline.model
     options = cfg.replicas.deployment_options()
     base = ModelServer.options(name=f"model-{base_name}", **options).bind(
-        base_path, model_cfg, serve_cfg, cfg.adapter_store)
+        base_path, model_cfg, cfg, cfg.adapter_store)
     merged, handles = [], []
     for entry in cfg.merged_models:
         path = resolve_model(absolute_path(entry.path))
         merged.append((entry.name, path))
         handles.append(ModelServer.options(name=f"merged-{entry.name}", **options).bind(
-            path, {**model_cfg, "name": path}, serve_cfg, None))
+            path, model_cfg.model_copy(update={"name": path}), cfg, None))
     return OpenAIIngress.options(
         name="openai", num_replicas=cfg.replicas.ingress_replicas,
         max_ongoing_requests=cfg.replicas.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replicas.ingress_num_cpus},
-    ).bind(base_name, base_path, base, merged, handles, serve_cfg)
+    ).bind(base_name, base_path, base, merged, handles, cfg)
 
 
 # ---- `rayft serve CONFIG` -------------------------------------------------------------------------
 def apps_from_file(path: str, overrides: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """[{name, route_prefix, import_path, args}] and http options, from a Serve config file
     (`applications:`) or a rayft config (its `serve:` section)."""
-    from rayft.config_io import apply_override, load_config, parse_override, read_yaml, validate
+    from rayft.config.load import load_pipeline, read_yaml
 
     raw = read_yaml(Path(path))
     if "applications" not in raw:
-        pipeline = load_config(path, overrides).pipeline
+        pipeline = load_pipeline(path, overrides).pipeline
         http = pipeline.serve.http
         return ([{"name": pipeline.serve.app_name, "route_prefix": http.route_prefix, "import_path": BUILDER,
                   "args": pipeline.model_dump(mode="json")}], {"host": http.host, "port": http.port})
@@ -86,11 +86,9 @@ def apps_from_file(path: str, overrides: list[str]) -> tuple[list[dict[str, Any]
             raise ConfigError(f"{path}: applications.{i}.deployments: `rayft serve` takes replicas and resources "
                               "from args.serve.replicas; use `serve run` for per-deployment overrides")
         if app["import_path"] == BUILDER:
-            args = dict(app.get("args") or {})
-            for text in overrides:
-                apply_override(args, *parse_override(text))
-            validate(args, f"{path}: applications.{i}.args")  # errors name the dotted field, exit 2
-            app["args"] = args
+            # errors name the dotted field, exit 2
+            app["args"] = load_pipeline(path, overrides, raw=dict(app.get("args") or {}),
+                                        label=f"{path}: applications.{i}.args").raw
     http = raw.get("http_options") or {}
     return apps, {"host": http.get("host", "127.0.0.1"), "port": int(http.get("port", 8000))}
 

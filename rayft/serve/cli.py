@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:

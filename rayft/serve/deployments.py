@@ -12,11 +12,13 @@ from typing import Any
 from ray import serve
 
 from rayft.schema.sections import ModelConfig
-from rayft.schema.serve import ServeConfig
+from rayft.schema.serve import BatchingConfig, ServeConfig
 from rayft.serve.engine import GenerationEngine
-from rayft.serve.mixing import Meeting
+from rayft.serve.joint_batch import Meeting
 from rayft.serve.protocol import ApiError, GenRequest, GenResult
 from rayft.serve.store import open_store
+
+BATCHING = BatchingConfig()  # the schema's defaults: each replica sets its config's own in __init__
 
 log = logging.getLogger("ray.serve")
 
@@ -39,12 +41,11 @@ class AdapterLease:
 class ModelServer:
     """One model per replica: the base (adapters hot-swapped onto it) or a merged model."""
 
-    def __init__(self, model_path: str, model_cfg: dict[str, Any], serve_cfg: dict[str, Any],
-                 store_uri: str | None):
-        cfg = ServeConfig.model_validate(serve_cfg)
+    def __init__(self, model_path: str, model_cfg: ModelConfig, cfg: ServeConfig, store_uri: str | None):
+        # The sections come validated from the loader (rayft.serve.app.build_app); Ray pickles them as they are.
         device = "cuda" if cfg.replicas.num_gpus > 0 else "cpu"
         threads = cfg.replicas.torch_threads or max(1, int(cfg.replicas.num_cpus))
-        self.engine = GenerationEngine(model_path, ModelConfig.model_validate(model_cfg), device, threads)
+        self.engine = GenerationEngine(model_path, model_cfg, device, threads)
         self.store = open_store(store_uri) if store_uri else None
         self.lock = asyncio.Lock()
         self.batching = cfg.batching.enabled
@@ -142,10 +143,10 @@ class ModelServer:
             if self.in_flight == 0:
                 self.idle.set()
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)  # both replaced from the config in __init__
+    @serve.batch(max_batch_size=BATCHING.max_batch_size, batch_wait_timeout_s=BATCHING.batch_wait_timeout_s)
     async def generate_batch(self, items: list[tuple[str | None, GenRequest]]) -> list[GenResult]:
         # Serve calls this once per multiplexed model id of a batch, all at the same time; the calls
-        # meet and run as one generation, each row with its own adapter (rayft.serve.mixing).
+        # meet and run as one generation, each row with its own adapter (rayft.serve.joint_batch).
         return await self.meeting.submit(items)
 
     async def stream(self, request: GenRequest):

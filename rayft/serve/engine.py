@@ -49,7 +49,7 @@ class GenerationEngine:
         import torch
         import transformers
 
-        from rayft.eval.generate import _eos_ids
+        from rayft.generation.hf import _eos_ids
         from rayft.models.loader import load_causal_lm, load_tokenizer
 
         transformers.utils.logging.set_verbosity_error()  # no load report tables per adapter

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-import rayft
+from rayft.core.version import __version__
 from rayft.schema.serve import ServeConfig
 from rayft.serve.engine import adds_bos
 from rayft.serve.openapi import SSE_EVENT, errors, openapi_document, request_body
@@ -117,10 +117,10 @@ class _Model:
 @serve.ingress(app)
 class OpenAIIngress:
     def __init__(self, base_name: str, base_path: str, base_handle: Any, merged: list[tuple[str, str]],
-                 merged_handles: list[Any], serve_cfg: dict[str, Any]):
+                 merged_handles: list[Any], cfg: ServeConfig):
         from rayft.models.loader import load_tokenizer
 
-        self.cfg = ServeConfig.model_validate(serve_cfg)
+        self.cfg = cfg  # validated by the loader (rayft.serve.app.build_app)
         self.limits = self.cfg.limits
         self.store = open_store(self.cfg.adapter_store)
         self.base = _Model(base_name, base_handle, load_tokenizer(base_path))
@@ -243,7 +243,7 @@ class OpenAIIngress:
         """The OpenAPI document (built once per replica from the routes and the request models)."""
         self._authorize(request)
         if self.openapi_doc is None:
-            self.openapi_doc = openapi_document(request.app.routes, rayft.__version__,
+            self.openapi_doc = openapi_document(request.app.routes, __version__,
                                                 request.scope.get("root_path", ""), keyed=bool(self.api_keys))
         return self.openapi_doc
 

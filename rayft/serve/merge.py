@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 from rayft.serve.store import find_adapter
-from rayft.staging import staged_folder
+from rayft.core.publish import staged_folder
 
 MERGE_META = "rayft-merged.json"
 

@@ -33,11 +33,11 @@ import time
 from fnmatch import fnmatch
 from pathlib import Path
 
-from rayft.errors import UserError
-from rayft.paths import rayft_home
+from rayft.core.errors import UserError
+from rayft.core.paths import rayft_home
 from rayft.serve.adapter_ref import (LATEST, META_FILE, NOT_COPIED, VERSIONS, AdapterRef, check_source, source_meta,
                                      valid_id, valid_version)
-from rayft.staging import staged_folder
+from rayft.core.publish import staged_folder
 
 
 class ObjectAdapterStore:

@@ -26,11 +26,11 @@ import shutil
 import time
 from pathlib import Path
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 from rayft.serve.adapter_ref import (META_FILE, NOT_COPIED, VERSIONS, AdapterRef, AdapterStore, check_source,
                                      source_meta, valid_id, valid_version)
 from rayft.serve.object_store import ObjectAdapterStore
-from rayft.staging import staged_folder
+from rayft.core.publish import staged_folder
 
 class LocalAdapterStore:
     """A store on a (local or shared) filesystem."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rayft.errors import ConfigError
-from rayft.paths import absolute_path
-from rayft.schema.pipeline import Pipeline
+from rayft.core.errors import ConfigError
+from rayft.core.paths import absolute_path
+from rayft.config.pipeline import Pipeline
 from rayft.schema.serve import VLLM_ADAPTER_SCHEMES, default_model_name
 from rayft.serve.adapter_ref import LATEST
 

@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rayft.schema.stage import StageBase
+from rayft.schema.stage import RunSections, StageBase
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from rayft.data.build import PreparedData
-    from rayft.schema.pipeline import Pipeline
     from rayft.schema.sections import AdapterConfig
-    from rayft.train.checkpoints import ResumePoint
+    from rayft.records.checkpoints import ResumePoint
 
 STAGES: dict[str, type["StageImpl"]] = {}
 STAGE_CONFIGS: dict[str, type[StageBase]] = {}
@@ -35,12 +34,12 @@ BUILTIN_ORDER = ("sft", "reward", "dpo", "orpo", "cpo", "kto", "grpo", "ppo")
 class WorkerContext:
     """What a stage's `build_trainer` / `run_loop` gets on each worker."""
 
-    pipeline: Pipeline
+    pipeline: RunSections  # the whole config
     stage: StageBase  # the stage's config: the StageBase subclass its module registered
     model: PreTrainedModel  # from `load_model` (a PeftModel with LoRA)
     tokenizer: PreTrainedTokenizerBase
     data: PreparedData
-    training_args: dict[str, Any]  # TrainingArguments keywords (rayft.train.args)
+    training_args: dict[str, Any]  # TrainingArguments keywords (rayft.compute.training_args)
     on_gpu: bool
     run_dir: Path  # earlier stages' outputs are at run_dir / <stage name> (e.g. a reward model)
     init_adapter: str | None = None  # the adapter this stage started from (the previous stage's)
@@ -57,11 +56,15 @@ class StageImpl:
         """The adapter this stage continues from, given the previous policy's (None: a fresh one)."""
         return previous
 
-    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+    def preflight(self, stage: Any, index: int) -> None:
+        """Runs on the driver when the run starts, before its first stage: what the config cannot
+        check by itself (a reward function that must import). Raises a UserError naming the field."""
+
+    def prepare_data(self, stage: Any, tokenizer: Any) -> PreparedData:
         """Runs on the driver, once: the datasets and their stats."""
         raise NotImplementedError
 
-    def load_model(self, model_path: str, pipeline: Pipeline, adapter_cfg: AdapterConfig, on_gpu: bool) -> Any:
+    def load_model(self, model_path: str, pipeline: RunSections, adapter_cfg: AdapterConfig, on_gpu: bool) -> Any:
         """Runs on each worker: the model to train (default: the causal LM with the adapter)."""
         from rayft.models.adapters import apply_adapter
         from rayft.models.loader import load_causal_lm
@@ -78,6 +81,12 @@ class StageImpl:
         """Runs on each worker, for a stage with its own explicit loop (PPO): train, and return the
         metrics and the model to save. None (the default): the launcher trains `build_trainer`'s Trainer."""
         return None
+
+    def training_figures(self, ctx: WorkerContext, trainer: Any, world_size: int,
+                         metrics: dict[str, Any]) -> dict[str, Any]:
+        """Runs on each worker after `build_trainer`'s Trainer trained: figures of the stage's own to
+        add to (or correct in) the metrics that summary.json gets."""
+        return {}
 
     def save_extra(self, staging: Path) -> None:
         """Runs on rank 0 while the output is staged: stage-specific files beside the weights."""

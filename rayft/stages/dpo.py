@@ -51,34 +51,40 @@ class DPOStage(StageBase):
             else None
 
 
-def dpo_loss_kwargs(cfg: DPOStage) -> dict[str, Any]:
+def dpo_loss_kwargs(stage: DPOStage) -> dict[str, Any]:
     """The stage's loss choices as TRL's DPOConfig takes them (RPO = the loss plus a weighted `sft`)."""
-    return {"beta": cfg.beta, "loss_type": [cfg.loss_type, "sft"] if cfg.rpo_alpha else [cfg.loss_type],
-            "loss_weights": [1.0, cfg.rpo_alpha] if cfg.rpo_alpha else None, "ld_alpha": cfg.ld_alpha,
-            "label_smoothing": cfg.label_smoothing}
+    return {"beta": stage.beta, "loss_type": [stage.loss_type, "sft"] if stage.rpo_alpha else [stage.loss_type],
+            "loss_weights": [1.0, stage.rpo_alpha] if stage.rpo_alpha else None, "ld_alpha": stage.ld_alpha,
+            "label_smoothing": stage.label_smoothing}
 
 
 @register(DPOStage)
 class DPOImpl(StageImpl):
-    def prepare_data(self, stage_cfg: DPOStage, tokenizer: Any) -> PreparedData:
+    def preflight(self, stage: DPOStage, index: int) -> None:
+        from rayft.rl.reward_specs import check_importable
+
+        if stage.pairs is not None:
+            check_importable([stage.pairs.score], f"stages.{index}.pairs.score")
+
+    def prepare_data(self, stage: DPOStage, tokenizer: Any) -> PreparedData:
         """Preference pairs; for a stage whose `pairs:` are not built yet, its source rows as
         prompts and reference answers (what `rayft eval` and `rayft data inspect` read of it). The
         launcher builds the pairs first and hands the stage its pairs file (rayft.train.onpolicy_pairs)."""
         from rayft.data.preference_data import prepare_preference, prepare_prompts
 
-        if stage_cfg.pairs is not None:
-            return prepare_prompts(stage_cfg.data, tokenizer, stage="dpo")
-        return prepare_preference(stage_cfg.data, tokenizer, stage="dpo")
+        if stage.pairs is not None:
+            return prepare_prompts(stage.data, tokenizer, stage="dpo")
+        return prepare_preference(stage.data, tokenizer, stage="dpo")
 
     def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import DPOConfig, DPOTrainer
 
-        cfg = ctx.stage
-        args = DPOConfig(**ctx.training_args, **dpo_loss_kwargs(cfg), max_length=cfg.data.max_length,
+        stage = ctx.stage
+        args = DPOConfig(**ctx.training_args, **dpo_loss_kwargs(stage), max_length=stage.data.max_length,
                          dataset_num_proc=None)
         # TRL logs rewards/{chosen,rejected,margins,accuracies} and logps/{chosen,rejected} (eval_
         # prefixed on evaluate): summary.json keeps the held-out ones and `preference_history`
-        # (rayft.train.progress) the per-step log-probs, to see whether the chosen answers' log-probs fall.
+        # (rayft.records.progress) the per-step log-probs, to see whether the chosen answers' log-probs fall.
         trainer = DPOTrainer(model=ctx.model, ref_model=None, args=args, train_dataset=ctx.data.train,
                              eval_dataset=ctx.data.eval, processing_class=ctx.tokenizer)
         check_shared_reference(trainer, ctx.pipeline.adapter.type)

@@ -43,28 +43,28 @@ class GRPOStage(StageBase):
 
 @register(GRPOStage)
 class GRPOImpl(StageImpl):
-    def prepare_data(self, stage_cfg: GRPOStage, tokenizer: Any) -> PreparedData:
-        from rayft.data.preference_data import prepare_prompts
-        from rayft.rl.reward_specs import resolve_reward
+    def preflight(self, stage: GRPOStage, index: int) -> None:
+        from rayft.rl.reward_specs import check_importable
 
-        for spec in stage_cfg.rewards:  # fail on the driver, before workers start, on a bad import
-            if not spec.startswith("stage:"):
-                resolve_reward(spec, None, f"stages.{stage_cfg.name}.rewards")
-        return prepare_prompts(stage_cfg.data, tokenizer, stage="grpo")
+        check_importable(stage.rewards, f"stages.{index}.rewards")
+
+    def prepare_data(self, stage: GRPOStage, tokenizer: Any) -> PreparedData:
+        from rayft.data.preference_data import prepare_prompts
+
+        return prepare_prompts(stage.data, tokenizer, stage="grpo")
 
     def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import GRPOConfig, GRPOTrainer
 
         from rayft.rl.reward_specs import resolve_reward
-        from rayft.stages.reward import reward_model_fn
 
-        cfg = ctx.stage
-        index = [s.name for s in ctx.pipeline.stages].index(cfg.name)
+        stage = ctx.stage
+        index = [s.name for s in ctx.pipeline.stages].index(stage.name)
         # Batch divisibility by num_generations is checked when the config loads (GRPOStage.check).
-        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{index}.rewards", reward_model_fn) for spec in cfg.rewards]
-        args = GRPOConfig(**ctx.training_args, num_generations=cfg.num_generations,
-                          max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-                          beta=cfg.beta, loss_type=cfg.loss_type)
+        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{index}.rewards") for spec in stage.rewards]
+        args = GRPOConfig(**ctx.training_args, num_generations=stage.num_generations,
+                          max_completion_length=stage.max_completion_length, temperature=stage.temperature,
+                          beta=stage.beta, loss_type=stage.loss_type)
         trainer = GRPOTrainer(model=ctx.model, reward_funcs=rewards, args=args, train_dataset=ctx.data.train,
                               eval_dataset=ctx.data.eval, processing_class=ctx.tokenizer)
         check_shared_reference(trainer, ctx.pipeline.adapter.type)

@@ -37,12 +37,12 @@ class KTOStage(StageBase):
 
 @register(KTOStage)
 class KTOImpl(StageImpl):
-    def prepare_data(self, stage_cfg: KTOStage, tokenizer: Any) -> PreparedData:
+    def prepare_data(self, stage: KTOStage, tokenizer: Any) -> PreparedData:
         from rayft.data.build import PreparedData
         from rayft.data.preference_data import prepare_preference, unpair
 
-        pairs = prepare_preference(stage_cfg.data, tokenizer, stage="kto")
-        seed = stage_cfg.data.seed
+        pairs = prepare_preference(stage.data, tokenizer, stage="kto")
+        seed = stage.data.seed
         data = PreparedData(unpair(pairs.train, seed), unpair(pairs.eval, seed), pairs.stats, pairs.removed, pairs.problems)
         data.stats["train"]["unpaired_rows"] = len(data.train)
         return data
@@ -50,9 +50,9 @@ class KTOImpl(StageImpl):
     def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import KTOConfig, KTOTrainer
 
-        cfg = ctx.stage
-        args = KTOConfig(**ctx.training_args, beta=cfg.beta, desirable_weight=cfg.desirable_weight,
-                         undesirable_weight=cfg.undesirable_weight, max_length=cfg.data.max_length,
+        stage = ctx.stage
+        args = KTOConfig(**ctx.training_args, beta=stage.beta, desirable_weight=stage.desirable_weight,
+                         undesirable_weight=stage.undesirable_weight, max_length=stage.data.max_length,
                          dataset_num_proc=None)
         trainer = KTOTrainer(model=ctx.model, ref_model=None, args=args, train_dataset=ctx.data.train,
                              eval_dataset=ctx.data.eval, processing_class=ctx.tokenizer)

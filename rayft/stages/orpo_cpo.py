@@ -35,10 +35,10 @@ class CPOStage(StageBase):
 
 
 class _ReferenceFreeImpl(StageImpl):
-    def prepare_data(self, stage_cfg: Any, tokenizer: Any) -> PreparedData:
+    def prepare_data(self, stage: Any, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_preference
 
-        return prepare_preference(stage_cfg.data, tokenizer, stage=stage_cfg.type)
+        return prepare_preference(stage.data, tokenizer, stage=stage.type)
 
 
 @register(ORPOStage)
@@ -61,8 +61,8 @@ class CPOImpl(_ReferenceFreeImpl):
             warnings.simplefilter("ignore")
             from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-        cfg = ctx.stage
-        args = CPOConfig(**ctx.training_args, beta=cfg.beta, loss_type=cfg.loss_type, cpo_alpha=cfg.cpo_alpha,
-                         simpo_gamma=cfg.simpo_gamma, max_length=cfg.data.max_length, dataset_num_proc=None)
+        stage = ctx.stage
+        args = CPOConfig(**ctx.training_args, beta=stage.beta, loss_type=stage.loss_type, cpo_alpha=stage.cpo_alpha,
+                         simpo_gamma=stage.simpo_gamma, max_length=stage.data.max_length, dataset_num_proc=None)
         return CPOTrainer(model=ctx.model, args=args, train_dataset=ctx.data.train, eval_dataset=ctx.data.eval,
                           processing_class=ctx.tokenizer)

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from rayft.errors import ConfigError
 from rayft.schema.scaling import training_field
 from rayft.schema.stage import StageBase, check_reward_sources
 from rayft.stages import StageImpl, WorkerContext, register
@@ -54,18 +53,23 @@ class PPOStage(StageBase):
         if self.training.strategy != "ddp":
             return (f"{training_field(pipeline, index)}.strategy: the PPO stage runs rayft's own training loop, "
                     f"which supports ddp only (got {self.training.strategy})")
+        if self.training.max_steps < 1:
+            return (f"{training_field(pipeline, index)}.max_steps: PPO runs a fixed number of rollout steps; "
+                    "set it (e.g. 20)")
         return check_reward_sources(pipeline, index)
 
 
 @register(PPOStage)
 class PPOImpl(StageImpl):
-    def prepare_data(self, stage_cfg: PPOStage, tokenizer: Any) -> PreparedData:
+    def preflight(self, stage: PPOStage, index: int) -> None:
+        from rayft.rl.reward_specs import check_importable
+
+        check_importable(stage.rewards, f"stages.{index}.rewards")
+
+    def prepare_data(self, stage: PPOStage, tokenizer: Any) -> PreparedData:
         from rayft.data.preference_data import prepare_prompts
 
-        if stage_cfg.training.max_steps < 1:
-            raise ConfigError(f"stages.{stage_cfg.name}.training.max_steps: PPO runs a fixed number of rollout "
-                              "steps; set it (e.g. 20)")
-        prepared = prepare_prompts(stage_cfg.data, tokenizer, stage=stage_cfg.name)
+        prepared = prepare_prompts(stage.data, tokenizer, stage=stage.name)
         prepared.eval = None  # PPO reports rollout rewards; held-out prompts are not scored yet
         return prepared
 
@@ -74,31 +78,30 @@ class PPOImpl(StageImpl):
 
         from rayft.rl.ppo_checkpoint import load_ppo_checkpoint, save_ppo_checkpoint
         from rayft.rl.ppo_trainer import PPOTrainer
-        from rayft.train.attempts import PROGRESS_FILE
-        from rayft.train.rundir import write_json_atomic
+        from rayft.records.attempts import PROGRESS_FILE
+        from rayft.records.rundir import write_json_atomic
         from rayft.rl.reward_specs import resolve_reward
-        from rayft.stages.reward import reward_model_fn
-        from rayft.train.tracking import StepLogger
+        from rayft.records.tracking import StepLogger
 
-        cfg, training = ctx.stage, ctx.stage.training
+        stage, training = ctx.stage, ctx.stage.training
         rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
         rows = ctx.data.train.to_list()
         shard = rows[rank::world] or rows  # each worker rolls out its own shard of the prompts
-        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{cfg.name}.rewards", reward_model_fn)
-                   for spec in cfg.rewards]
+        index = [s.name for s in ctx.pipeline.stages].index(stage.name)
+        rewards = [resolve_reward(spec, ctx.run_dir, f"stages.{index}.rewards") for spec in stage.rewards]
         import torch
 
         torch.manual_seed(training.seed + rank)  # different samples per worker; weights are broadcast
         ref_model = None
-        if cfg.reference == "copy" or ctx.pipeline.adapter.type == "full":
+        if stage.reference == "copy" or ctx.pipeline.adapter.type == "full":
             ref_model = frozen_reference_copy(ctx.pipeline, ctx.init_adapter, ctx.on_gpu)
-        trainer = PPOTrainer(ctx.model, ctx.tokenizer, cfg, training.lr, rewards, shard, training.batch_size,
+        trainer = PPOTrainer(ctx.model, ctx.tokenizer, stage, training.lr, rewards, shard, training.batch_size,
                              training.seed + rank, training.max_grad_norm, log=print, ref_adapter=ctx.init_adapter,
                              ref_model=ref_model)
         self._trainer = trainer
-        writer = StepLogger(ctx.training_args.get("report_to"), ctx.run_dir / cfg.name / "tensorboard",
-                            ctx.training_args.get("run_name") or cfg.name,
-                            params={"lr": training.lr, **cfg.model_dump(exclude={"training", "data"})}
+        writer = StepLogger(ctx.training_args.get("report_to"), ctx.run_dir / stage.name / "tensorboard",
+                            ctx.training_args.get("run_name") or stage.name,
+                            params={"lr": training.lr, **stage.model_dump(exclude={"training", "data"})}
                             ) if rank == 0 else None
         history: list[dict[str, Any]] = []
         if ctx.resume is not None and ctx.resume.checkpoint is not None:  # a restart or a re-run
@@ -110,7 +113,7 @@ class PPOImpl(StageImpl):
             first_step_at = first_step_at or time.time()
             history.append({"step": step, **figures})
             if rank == 0 and (step % training.logging_steps == 0 or step in (1, training.max_steps)):
-                print(f"[{cfg.name}] step {step}/{training.max_steps}  reward {figures['reward']:.4g}  "
+                print(f"[{stage.name}] step {step}/{training.max_steps}  reward {figures['reward']:.4g}  "
                       f"kl {figures['kl']:.4g}  entropy {figures['entropy']:.4g}  "
                       f"clip {figures['clip_fraction']:.3f}  value_loss {figures['value_loss']:.4g}  "
                       f"generation {100 * figures['generation_share']:.0f}% of step time", flush=True)
@@ -118,7 +121,7 @@ class PPOImpl(StageImpl):
                 for key, value in figures.items():
                     writer.add_scalar(f"ppo/{key}", value, step)
             if rank == 0:  # the step reached, for the attempts record if this attempt dies
-                write_json_atomic(ctx.run_dir / cfg.name / PROGRESS_FILE, {"global_step": step, "time": time.time()})
+                write_json_atomic(ctx.run_dir / stage.name / PROGRESS_FILE, {"global_step": step, "time": time.time()})
             if training.save_steps and step % training.save_steps == 0:
                 save_ppo_checkpoint(trainer, history, rank, world)
         if writer is not None:

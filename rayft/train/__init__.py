@@ -1,1 +1,2 @@
-"""Ray Train launch of pipeline stages (driver: launch.py; workers: worker.py)."""
+"""The `rayft train` driver: launch.py runs each stage as a Ray Train TorchTrainer; worker.py is
+each worker's side."""

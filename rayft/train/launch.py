@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rayft.config_io import LoadedConfig, dump_yaml
-from rayft.errors import UserError
-from rayft.train.attempts import resume_summary
-from rayft.train.rundir import pop_worker_metrics, read_summary, stage_output, write_summary
+from rayft.config.load import LoadedConfig, dump_yaml
+from rayft.core.errors import UserError
+from rayft.records.attempts import resume_summary
+from rayft.records.rundir import pop_worker_metrics, read_summary, stage_output, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,10 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
     (run_dir / "config.yaml").write_text(dump_yaml(pipeline))
     print(f"rayft: run directory {run_dir}", flush=True)
 
-    from rayft.train.onpolicy_pairs import check_pair_scores, with_onpolicy_pairs
+    from rayft.train.onpolicy_pairs import with_onpolicy_pairs
 
-    check_pair_scores(pipeline)
+    for index, stage in enumerate(pipeline.stages):  # e.g. reward functions that must import
+        get_stage(stage.type).preflight(stage, index)
     model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
     tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
     result = RunResult(run_dir)
@@ -110,7 +111,7 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
 def _record_data(name: str, stage_dir: Path, data: Any) -> None:
     """One line of counts; skipped rows and removed duplicates go to files beside the stage."""
     from rayft.data.dedup import write_removed
-    from rayft.data.problems import write_problems
+    from rayft.data.bad_rows import write_problems
 
     train, held = data.stats.get("train", {}), data.stats.get("eval") or {}
     print(f"rayft: stage '{name}' data: {data.stats.get('rows_read')} rows read, "
@@ -125,7 +126,7 @@ def _record_data(name: str, stage_dir: Path, data: Any) -> None:
 
 def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None,
                address: str | None, started_at: float, callbacks: StageCallbacks) -> dict[str, Any]:
-    from rayft.eval.plots import plot_training
+    from rayft.records.plots import plot_training
 
     stage = pipeline.stages[index]
     t0 = time.time()
@@ -165,7 +166,7 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbac
     from ray.train.torch import TorchTrainer
 
     from rayft.train.stage_job import JOB_KEY, StageJob
-    from rayft.train.strategy import load_user_deepspeed_config
+    from rayft.compute.strategy import load_user_deepspeed_config
     from rayft.train.worker import train_stage_worker
 
     scaling = pipeline.scaling

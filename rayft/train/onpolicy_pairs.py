@@ -16,18 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rayft.errors import UserError
-
-
-def check_pair_scores(pipeline: Any) -> None:
-    """Fail at the start of a run, not after the stages before, on a `pairs.score` reward function
-    that cannot be imported (`stage:` scores were checked when the config loaded)."""
-    from rayft.rl.reward_specs import resolve_reward
-
-    for index, stage in enumerate(pipeline.stages):
-        score = getattr(stage, "pairs", None) and stage.pairs.score
-        if score and score != "rouge_l" and not score.startswith("stage:"):
-            resolve_reward(score, field=f"stages.{index}.pairs.score")
+from rayft.core.errors import UserError
 
 
 def with_onpolicy_pairs(pipeline: Any, index: int, stage_dir: Path, start: Path | None) -> tuple[Any, dict[str, Any]]:
@@ -84,7 +73,7 @@ def _build(pipeline: Any, data: Any, out: Path, adapter: str | None, score: str,
     """The Ray task: `spec` (the stage's `pairs:`) as the builder's arguments, on the training split."""
     import torch
 
-    from rayft.data.pair_builder import build_pairs
+    from rayft.datatools.pair_builder import build_pairs
 
     torch.set_num_threads(threads)
     return build_pairs(pipeline, data, out, adapter, limit=spec.limit, split="train", samples=spec.samples,

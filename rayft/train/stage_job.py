@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from rayft.schema.pipeline import Pipeline
+    from rayft.config.pipeline import Pipeline
     from rayft.schema.sections import AdapterConfig
     from rayft.schema.stage import StageBase
     from rayft.data.build import PreparedData

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rayft.stages import StageImpl, WorkerContext
-from rayft.staging import staged_folder
+from rayft.core.publish import staged_folder
 from rayft.train.stage_job import JOB_KEY, StageJob
 
 
@@ -20,13 +20,13 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
 
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
-    from rayft.train.args import training_kwargs
-    from rayft.train.memory import gather_peak_memory
-    from rayft.train.attempts import record_attempt
-    from rayft.train.checkpoints import choose_resume_checkpoint
-    from rayft.train.rundir import METRICS_FILE, write_json_atomic
-    from rayft.train.tracking import end_mlflow_run, mlflow_run_name, report_targets, start_mlflow_run
-    from rayft.train.strategy import use_gloo_for_cpu_deepspeed
+    from rayft.compute.training_args import training_kwargs
+    from rayft.compute.memory import gather_peak_memory
+    from rayft.records.attempts import record_attempt
+    from rayft.records.checkpoints import choose_resume_checkpoint
+    from rayft.records.rundir import METRICS_FILE, write_json_atomic
+    from rayft.records.tracking import end_mlflow_run, mlflow_run_name, report_targets, start_mlflow_run
+    from rayft.compute.strategy import use_gloo_for_cpu_deepspeed
 
     job = config[JOB_KEY]
     pipeline, stage = job.pipeline, job.stage
@@ -78,16 +78,16 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
 def _run_hf_trainer(wctx: WorkerContext, stage_impl: StageImpl, job: StageJob, world_size: int,
                     resume: Any, attempt: int | None) -> tuple[dict[str, Any], Any]:
     """Train with the stage's transformers/TRL Trainer; checkpoints go through Ray Train, and a
-    restarted or re-run stage resumes from the newest intact one (rayft.train.checkpoints)."""
+    restarted or re-run stage resumes from the newest intact one (rayft.records.checkpoints)."""
     import contextlib
 
     import ray.train
     from ray.train.huggingface.transformers import prepare_trainer
     from transformers.trainer_callback import PrinterCallback
 
-    from rayft.train.checkpoints import HF_FOLDER, CheckpointReporter
-    from rayft.train.progress import ProgressCallback, ProgressRecorder
-    from rayft.train.strategy import needs_collective_save, strategy_in_effect
+    from rayft.records.checkpoints import HF_FOLDER, CheckpointReporter
+    from rayft.records.progress import ProgressCallback, ProgressRecorder
+    from rayft.compute.strategy import needs_collective_save, strategy_in_effect
 
     stage = wctx.stage
     rank = ray.train.get_context().get_world_rank()
@@ -114,8 +114,7 @@ def _run_hf_trainer(wctx: WorkerContext, stage_impl: StageImpl, job: StageJob, w
         "strategy": strategy_in_effect(trainer),
         **progress.figures(output.metrics.get("train_runtime") or 0.0),
     }
-    if stage.data.packing:  # TRL counts tokens from a 2-D attention mask; packed rows have a 4-D one
-        metrics.update(_packed_token_figures(wctx.data.train, trainer, world_size, metrics))
+    metrics.update(stage_impl.training_figures(wctx, trainer, world_size, metrics))
     if wctx.data.eval is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
     if needs_collective_save(wctx.training_args):
@@ -136,7 +135,7 @@ class GatheredSave:
 
 
 def _zero3_init_anchor(args: dict[str, Any]) -> Any:
-    from rayft.train.strategy import zero_stage
+    from rayft.compute.strategy import zero_stage
 
     if zero_stage(args) != 3:
         return None
@@ -157,14 +156,3 @@ def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         extra(staging)  # stage-specific files beside the weights (e.g. PPO's value head)
-
-
-def _packed_token_figures(train: Any, trainer: Any, world_size: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Real (non-padding) tokens trained on, from the rows processed and their mean length."""
-    args = trainer.args
-    rows = min(trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
-               * world_size, int(len(train) * max(args.num_train_epochs, 1)) if args.max_steps <= 0 else 10**12)
-    tokens = rows * sum(len(ids) for ids in train["input_ids"]) / max(len(train), 1)
-    runtime = metrics.get("train_runtime_s") or 0.0
-    # TRL's per-log counts (behind steady_tokens_per_s) read the 4-D mask as tokens: not comparable.
-    return {"num_tokens": tokens, "tokens_per_s": tokens / runtime if runtime else None, "steady_tokens_per_s": None}

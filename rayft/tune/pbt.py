@@ -25,9 +25,9 @@ from typing import Any
 
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
-from rayft.config_io import LoadedConfig, with_values
-from rayft.errors import ConfigError
-from rayft.train.rundir import read_summary, stage_output, summary_scalars, write_json_atomic, write_summary
+from rayft.config.load import LoadedConfig, with_values
+from rayft.core.errors import ConfigError
+from rayft.records.rundir import read_summary, stage_output, summary_scalars, write_json_atomic, write_summary
 
 STATE_FILE = "pbt_state.json"  # in a Tune checkpoint: {"global_step", "trial_id", "params", "metrics"}
 # Searchable under PBT: training values a running trial can change between segments. Not the

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from rayft.config_io import LoadedConfig
-from rayft.train.rundir import read_summary, write_json_atomic, write_summary
+from rayft.config.load import LoadedConfig
+from rayft.records.rundir import read_summary, write_json_atomic, write_summary
 from rayft.tune.trial import SweepSpec, trial_config
 
 
@@ -173,7 +173,7 @@ def plot_trials(rows: list[TrialRow], best: TrialRow | None, metric: str, path: 
     """The metric over optimizer steps for every trial; the best bold, stopped trials end with x."""
     if not any(r.history for r in rows):
         return None
-    from rayft.figures import finish, new_figure
+    from rayft.core.plotting import finish, new_figure
 
     fig, ax = new_figure(7, 4)
     for r in rows:

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rayft.config_io import (LoadedConfig, apply_override, dump_yaml, parse_override, read_yaml, resolve_paths,
-                             validate)
-from rayft.errors import ConfigError, UserError
+from rayft.config.load import LoadedConfig, dump_yaml, load_pipeline
+from rayft.core.errors import ConfigError, UserError
 from rayft.schema.search_space import Domain, parse_domain
 from rayft.tune.trial import SweepSpec, run_trial, trial_config, trial_dir_name
 
@@ -49,12 +48,8 @@ def check_sweep_data(spec: SweepSpec) -> None:
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
                name: str | None = None) -> tuple[LoadedConfig, SweepSpec]:
     """Validate the config and its `tune:` section, and every value the search space can give."""
-    source = Path(path).resolve()
-    raw = read_yaml(source)
-    for text in overrides:
-        apply_override(raw, *parse_override(text))
-    loaded = LoadedConfig(pipeline=validate(raw, str(source)), source=source)
-    resolve_paths(loaded)
+    loaded = load_pipeline(path, overrides)
+    source, raw = loaded.source, loaded.raw
     pipeline, tune = loaded.pipeline, loaded.pipeline.tune
     if tune is None:
         raise ConfigError(f"{source}: no `tune:` section; add one with a search_space (see docs/tune.md)")

@@ -9,7 +9,6 @@ directory is `<sweep dir>/trial_<id>/` (config.yaml, <stage>/summary.json, adapt
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from rayft.config_io import LoadedConfig, apply_override, validate, with_values
+from rayft.config.load import LoadedConfig, load_pipeline, with_values
 from rayft.train.launch import StageCallbacks
 
 
@@ -41,15 +40,8 @@ def trial_dir_name(trial_id: str) -> str:
 def trial_config(spec: SweepSpec, params: dict[str, Any], label: str = "trial") -> LoadedConfig:
     """The base config with `params` ({dotted path: value}) set, validated, the tune section
     dropped; a value that breaks the config raises ConfigError naming the field."""
-    from rayft.config_io import resolve_paths
-
-    raw = copy.deepcopy(spec.raw)
-    raw.pop("tune", None)
-    for path, value in params.items():
-        apply_override(raw, path.split("."), value)
-    loaded = LoadedConfig(pipeline=validate(raw, label), source=spec.source)
-    resolve_paths(loaded)
-    return loaded
+    raw = {key: value for key, value in spec.raw.items() if key != "tune"}
+    return load_pipeline(spec.source, raw=raw, values=params, label=label)
 
 
 def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
@@ -57,7 +49,7 @@ def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
     import ray.tune
 
     from rayft.train.launch import run_pipeline
-    from rayft.train.rundir import read_summary, summary_scalars
+    from rayft.records.rundir import read_summary, summary_scalars
 
     trial_id = ray.tune.get_context().get_trial_id()
     sampled = {path: params[path] for path in spec.space}

@@ -4,7 +4,7 @@ register adapters, list models and stream chat answers through the app's OpenAI 
 Everything goes through the library the CLI uses: runs are `python -m rayft train CONFIG --run-name
 NAME` Ray jobs (rayft.cluster.submit.JobClient, as `rayft submit`), Serve is
 rayft.serve.app.run_from_config (as `rayft serve`), adapters are registered with the adapter store
-(as `rayft serve register`), and runs are read with rayft.runs.
+(as `rayft serve register`), and runs are read with rayft.records.listing.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from rayft.config_io import dump_yaml
-from rayft.errors import UserError
-from rayft.runs import RunState, list_runs, run_state
+from rayft.config.load import dump_yaml
+from rayft.core.errors import UserError
+from rayft.records.listing import RunState, list_runs, run_state
 from rayft.ui.config_form import check_config, check_run_name, demo_dataset, to_yaml
 
 log = logging.getLogger("rayft.ui")
@@ -194,7 +194,7 @@ class Backend:
         return _with_job(run_state(path), self.job_statuses())
 
     def sweep(self, name: str):
-        from rayft.runs import is_sweep, sweep_state
+        from rayft.records.listing import is_sweep, sweep_state
 
         path = (self.storage / name).resolve()
         if path.parent != self.storage or not is_sweep(path):

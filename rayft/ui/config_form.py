@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 
 DEMO_DATASET = "demo: shop orders -> JSON (built in)"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -76,7 +76,7 @@ def to_yaml(raw: dict[str, Any]) -> str:
 def check_config(text: str, allowed_data: list[Path], storage: Path):
     """Parse and validate YAML from the page. Returns (LoadedConfig, None) or (None, message); the
     message names the field, as `rayft train` would, or says which folder a path must be in."""
-    from rayft.config_io import LoadedConfig, resolve_paths, validate
+    from rayft.config.load import load_pipeline
 
     try:
         raw = yaml.safe_load(text) if text.strip() else None
@@ -92,8 +92,7 @@ def check_config(text: str, allowed_data: list[Path], storage: Path):
     if "tune" in raw:
         return None, "tune: a sweep is started with `rayft tune`; this page starts training runs"
     try:
-        loaded = LoadedConfig(pipeline=validate(raw, "config"), source=None)
-        resolve_paths(loaded)
+        loaded = load_pipeline(raw=raw, label="config")
     except UserError as exc:
         return None, str(exc)
     for where, path in data_paths(loaded.pipeline):

@@ -14,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_FILE_SIZE = "50mb"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from rayft.errors import UserError
+from rayft.core.errors import UserError
 from rayft.ui.backend import Backend
 from rayft.ui.widgets import CURVE_GROUPS, REFRESH_S, curve_frame, empty_curve, error_text, figure, runs_table
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from rayft.errors import UserError
-from rayft.runs import list_sweeps
+from rayft.core.errors import UserError
+from rayft.records.listing import list_sweeps
 from rayft.ui.backend import Backend
 from rayft.ui.widgets import empty_curve, error_text, figure, fmt, stamp
 

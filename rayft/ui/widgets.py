@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from rayft.errors import UserError
-from rayft.runs import RunState, curves
+from rayft.core.errors import UserError
+from rayft.records.listing import RunState, curves
 
 log = logging.getLogger("rayft.ui")
 REFRESH_S = 2.0
@@ -70,7 +70,7 @@ def curve_frame(stage_dir: Path, group: str) -> tuple[pd.DataFrame, str]:
 
 def figure(frame: pd.DataFrame, color: str, ylabel: str):
     """A matplotlib figure of `frame` (step, value, one line per `color` value), markers on every point."""
-    from rayft.figures import finish, new_figure
+    from rayft.core.plotting import finish, new_figure
 
     fig, ax = new_figure(10, 3.2)
     for i, (name, part) in enumerate(frame.groupby(color, sort=False)):

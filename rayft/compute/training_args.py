@@ -25,7 +25,7 @@ def precision_flags(precision: str, on_gpu: bool) -> dict[str, bool]:
 def training_kwargs(cfg: TrainingConfig, *, output_dir: str, on_gpu: bool, has_eval: bool,
                     report_to: list[str] | None = None, run_name: str | None = None,
                     user_deepspeed: dict | None = None) -> dict[str, Any]:
-    from rayft.train.strategy import strategy_kwargs
+    from rayft.compute.strategy import strategy_kwargs
 
     eval_every = cfg.eval_steps if has_eval else None
     kwargs = dict(
@@ -52,13 +52,13 @@ def training_kwargs(cfg: TrainingConfig, *, output_dir: str, on_gpu: bool, has_e
         save_total_limit=cfg.save_total_limit,
         gradient_checkpointing=cfg.gradient_checkpointing and on_gpu,
         use_cpu=not on_gpu,
-        report_to=report_to or "none",  # set up by rayft.train.tracking (rank 0 only)
+        report_to=report_to or "none",  # set up by rayft.records.tracking (rank 0 only)
         run_name=run_name,
-        disable_tqdm=True,  # workers print compact progress lines instead (rayft.train.progress)
+        disable_tqdm=True,  # workers print compact progress lines instead (rayft.records.progress)
         dataloader_num_workers=0,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         **precision_flags(cfg.precision, on_gpu),
     )
-    kwargs.update(strategy_kwargs(cfg, on_gpu, user_deepspeed))  # deepspeed / fsdp (rayft.train.strategy)
+    kwargs.update(strategy_kwargs(cfg, on_gpu, user_deepspeed))  # deepspeed / fsdp (rayft.compute.strategy)
     return kwargs

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from rayft.figures import finish, new_figure
+from rayft.core.plotting import finish, new_figure
 
 Series = Sequence[Sequence[float]]  # [(step, value), ...]
 

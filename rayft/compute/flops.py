@@ -21,7 +21,7 @@ MFU = FLOPs per token x tokens/s / (peak dense FLOP/s of one device x devices).
 
 from __future__ import annotations
 
-from rayft.train.memory import ModelShape
+from rayft.compute.memory import ModelShape
 
 # Dense (not sparse) bf16 tensor-core peaks from NVIDIA's data sheets, in TFLOP/s, keyed by a
 # substring of torch.cuda.get_device_name(); the first match wins, so specific names come first.

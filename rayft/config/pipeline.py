@@ -105,9 +105,9 @@ class Pipeline(Strict):
 
     @model_validator(mode="after")
     def _stage_checks(self) -> "Pipeline":
-        """What each stage type needs of the whole config (its config class's `check`)."""
+        """What each stage type needs of the whole config (its config class's `problems` and `check`)."""
         for i, stage in enumerate(self.stages):
-            problem = stage.check(self, i)
+            problem = stage.problems(self, i)
             if problem:
                 raise ValueError(problem)
         return self

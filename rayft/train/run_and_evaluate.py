@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayft.config_io import LoadedConfig
+from rayft.config.load import LoadedConfig
 from rayft.train.launch import RunResult, run_pipeline
 
 

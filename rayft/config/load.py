@@ -1,4 +1,6 @@
-"""Load the YAML, apply `--set a.b=c` overrides, validate, and explain errors.
+"""The one config loader: YAML -> `--set a.b=c` overrides -> validated `Pipeline` -> dataset
+registry entries filled in -> paths resolved (`load_pipeline`), for the CLI, sweeps and their
+trials, the web UI and serving alike; and the explanation of what is wrong.
 
 Errors name the dotted path of the bad field and, for a misspelled key, suggest the closest
 valid one (`training.lrr: unknown key; did you mean 'lr'?`).
@@ -6,6 +8,7 @@ valid one (`training.lrr: unknown key; did you mean 'lr'?`).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import typing
@@ -16,15 +19,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rayft.schema.pipeline import Pipeline
-from rayft.errors import ConfigError
-from rayft.paths import resolve_path
+from rayft.config.pipeline import Pipeline
+from rayft.core.errors import ConfigError
+from rayft.core.paths import resolve_path
 
 
 @dataclass
 class LoadedConfig:
     pipeline: Pipeline
     source: Path | None  # the YAML file, None for a config built in code
+    raw: dict | None = None  # the mapping that was validated (overrides applied), before paths were resolved
 
     @property
     def base_dir(self) -> Path:
@@ -89,13 +93,23 @@ def read_yaml(path: Path) -> dict:
     return raw
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedConfig:
-    """Read, override and validate a config; relative data paths resolve against its folder."""
-    source = Path(path).resolve() if path is not None else None
-    raw = read_yaml(source) if source is not None else {}
+def load_pipeline(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                  raw: dict | None = None, values: dict[str, Any] | None = None,
+                  label: str | None = None) -> LoadedConfig:
+    """Read, override and validate a config, then fill in `data.dataset` names from their registry
+    and resolve relative paths against the config's folder.
+
+    `source` is the YAML file; with `raw` (a mapping already read, e.g. from the web UI's form or a
+    sweep's base config, never changed here) it only says where relative paths start. `overrides`
+    are `--set` texts, `values` {dotted path: value} pairs (a sweep's sampled parameters); errors
+    start with `label` (default: the file)."""
+    path = Path(source).resolve() if source is not None else None
+    raw = copy.deepcopy(raw) if raw is not None else (read_yaml(path) if path is not None else {})
     for text in overrides:
         apply_override(raw, *parse_override(text))
-    loaded = LoadedConfig(pipeline=validate(raw, str(source or "config")), source=source)
+    for dotted, value in (values or {}).items():
+        apply_override(raw, dotted.split("."), value)
+    loaded = LoadedConfig(pipeline=validate(copy.deepcopy(raw), label or str(path or "config")), source=path, raw=raw)
     resolve_datasets(loaded)
     resolve_paths(loaded)
     return loaded

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from rayft.train.attempts import read_progress
-from rayft.train.rundir import read_summary
+from rayft.records.attempts import read_progress
+from rayft.records.rundir import read_summary
 
 # A stage whose progress.json has not moved for this long while its summary still says "running"
 # is shown as "stale" (its driver died or was stopped without writing the final status).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rayft.eval.generate import Generation, generate
+from rayft.generation.hf import Generation, generate
 
 
 def generate_answers(label: str, model_path: str, adapter: Path | None, model_cfg: Any, tokenizer: Any,

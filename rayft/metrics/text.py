@@ -35,7 +35,7 @@ _COPY_MIN_WORDS = 5
 
 
 def normalize_answer(text: str) -> str:
-    """Normalise text the way the official SQuAD evaluation script does.
+    """Normalize text the way the official SQuAD evaluation script does.
 
     Lowercase, drop ASCII punctuation, drop the articles "a"/"an"/"the" and
     collapse whitespace. This makes exact match insensitive to surface
@@ -48,7 +48,7 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, reference: str) -> float:
-    """Return 1.0 if the normalised strings are identical, else 0.0.
+    """Return 1.0 if the normalized strings are identical, else 0.0.
 
     A float (not bool) so it can be averaged alongside the other metrics.
     """
@@ -109,7 +109,7 @@ def score_pairs(predictions: list[str], references: list[str], rule: Any = None)
     ``per_example`` holds per-pair EM / ROUGE-L / sentence BLEU for error
     analysis. With no pairs, ``n`` is 0 and the aggregate metrics are None
     (a mean over nothing is undefined, and 0.0 would be misleading).
-    With `rule` (a rayft.eval.answers.AnswerRule) exact match compares the extracted, normalised
+    With `rule` (a rayft.metrics.answers.AnswerRule) exact match compares the extracted, normalized
     answers, and each example also records them (`answer`, `reference_answer`).
     """
     _check_lengths(predictions, references)

@@ -45,7 +45,7 @@ def record_attempt(stage_dir: Path, rank: int, resume: Any, driver_started_at: f
     on rank 0 (None elsewhere)."""
     import torch.distributed as dist
 
-    from rayft.train.checkpoints import distributed
+    from rayft.records.checkpoints import distributed
 
     me = worker_identity(rank)
     workers = [me]

@@ -16,7 +16,7 @@ list for multi-turn ones):
   worse than what the model already answers. Sampling is seeded (`seed`): the same command gives the
   same pairs, and another seed gives other samples of the same questions.
 
-Pairs where the two sides agree (after normalisation) or one is empty are skipped either way.
+Pairs where the two sides agree (after normalization) or one is empty are skipped either way.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from rayft.errors import ModelError, UserError
+from rayft.core.errors import ModelError, UserError
 
 if TYPE_CHECKING:
-    from rayft.config_io import LoadedConfig
-    from rayft.schema.pipeline import Pipeline
+    from rayft.config.load import LoadedConfig
+    from rayft.config.pipeline import Pipeline
     from rayft.schema.sections import DataConfig
 
 
@@ -57,7 +57,7 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
     inside a run); answers are at most `max_new_tokens` (default `eval.max_new_tokens`) long."""
     from rayft.data.build import collect
     from rayft.data.templates import prompt_for_generation, render, resolve_template
-    from rayft.eval.generate import generate
+    from rayft.generation.hf import generate
     from rayft.models.adapters import load_for_inference
     from rayft.models.loader import load_tokenizer, resolve_model
 
@@ -138,7 +138,7 @@ def _no_pairs_message(examples: int, samples: int, counts: dict[str, Any]) -> st
 
 def resolve_score(spec: str) -> ScoreFn:
     """`rouge_l`, `module:function`, or a reward stage's folder (or its adapter)."""
-    from rayft.eval.metrics import rouge_l
+    from rayft.metrics.text import rouge_l
     from rayft.rl.reward_specs import resolve_reward
 
     if spec == "rouge_l":
@@ -146,7 +146,7 @@ def resolve_score(spec: str) -> ScoreFn:
             return [rouge_l(c, r) for c, r in zip(completions, reference)]
         return similarity
     if Path(spec).expanduser().is_dir():
-        from rayft.stages.reward import reward_model_fn
+        from rayft.models.reward_model import reward_model_fn
 
         try:
             return reward_model_fn(Path(spec).expanduser().resolve())
@@ -160,14 +160,14 @@ def resolve_score(spec: str) -> ScoreFn:
 
 
 def _reference_pairs(examples: list[dict[str, Any]], answers: list[str]) -> tuple[list[dict], dict[str, int]]:
-    from rayft.data.dedup import normalise_text
+    from rayft.data.dedup import normalize_text
 
     pairs, same, empty = [], 0, 0
     for example, answer in zip(examples, answers):
         reference = example["turns"][-1][1]
         if not answer.strip():
             empty += 1
-        elif normalise_text(answer) == normalise_text(reference):
+        elif normalize_text(answer) == normalize_text(reference):
             same += 1
         else:
             pairs.append({**_prompt_field(example), "chosen": reference, "rejected": answer,
@@ -180,7 +180,7 @@ def _ranked_pairs(examples: list[dict[str, Any]], prompts: list[str], candidates
                   ) -> tuple[list[dict], dict[str, Any]]:
     """Best vs worst of each prompt's candidate answers (its samples, plus its greedy answer when
     `greedy` is given) by `score_fn`; empty answers never count."""
-    from rayft.data.dedup import normalise_text
+    from rayft.data.dedup import normalize_text
 
     if greedy is not None:
         candidates = [[*texts, answer] for texts, answer in zip(candidates, greedy)]
@@ -200,7 +200,7 @@ def _ranked_pairs(examples: list[dict[str, Any]], prompts: list[str], candidates
             too_few += 1
             continue
         (best, chosen), (worst, rejected) = ranked[0], ranked[-1]
-        if best - worst <= min_gap or normalise_text(chosen) == normalise_text(rejected):
+        if best - worst <= min_gap or normalize_text(chosen) == normalize_text(rejected):
             tied += 1
             continue
         pairs.append({**_prompt_field(example), "chosen": chosen, "rejected": rejected, "chosen_score": best,

@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from rayft.schema.pipeline import Pipeline
+from rayft.config.pipeline import Pipeline
 
-BEGIN = "<!-- BEGIN generated: rayft/config_docs.py -->"
+BEGIN = "<!-- BEGIN generated: rayft/config/docs.py -->"
 END = "<!-- END generated -->"
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("multiple_of", "multiple of"),
            ("min_length", "min length"), ("max_length", "max length"), ("pattern", "pattern"))
@@ -101,7 +101,7 @@ def stage_models(ann: Any = None) -> list[type[BaseModel]]:
 
 def render_config_reference() -> str:
     """The generated part of docs/config.md, as Markdown."""
-    out = ["## Reference", "", "Generated from the schema in `rayft/schema/` by `rayft/config_docs.py`.", "",
+    out = ["## Reference", "", "Generated from the schema in `rayft/schema/` by `rayft/config/docs.py`.", "",
            "### Top level", "", *_table(field_rows(Pipeline, ""))]
     for name, field in Pipeline.model_fields.items():
         if name == "stages":
@@ -129,7 +129,7 @@ def is_up_to_date(path: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rayft.config_docs", description=__doc__.split(":\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rayft.config.docs", description=__doc__.split(":\n")[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="PATH", help="replace the generated part of PATH")
     group.add_argument("--check", metavar="PATH", help="exit 1 if the generated part of PATH is stale")
@@ -139,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             text = replace_generated(Path(args.write).read_text(encoding="utf-8"), render_config_reference())
             Path(args.write).write_text(text, encoding="utf-8")
         elif args.check and not is_up_to_date(args.check):
-            print(f"{args.check}: stale; run python -m rayft.config_docs --write {args.check}", file=sys.stderr)
+            print(f"{args.check}: stale; run python -m rayft.config.docs --write {args.check}", file=sys.stderr)
             return 1
         elif not args.check:
             sys.stdout.write(render_config_reference())
     except (OSError, ValueError) as exc:
-        print(f"rayft.config_docs: {exc}", file=sys.stderr)
+        print(f"rayft.config.docs: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rayft.errors import DataError
+from rayft.core.errors import DataError
 
 SHOWN = 20  # lines in a `fail` message; the rest are counted
 GROUPED = 3  # rows failing with the same message, from this many on, are said once

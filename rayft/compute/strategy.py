@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from rayft.errors import ConfigError
+from rayft.core.errors import ConfigError
 
 
 def load_user_deepspeed_config(path: str | None, where: str = "training.deepspeed.config_file") -> dict | None:
@@ -102,7 +102,7 @@ def strategy(name: str):
 
 
 def strategy_kwargs(training: Any, on_gpu: bool, user_deepspeed: dict | None = None) -> dict[str, Any]:
-    """TrainingArguments keywords for the run's strategy (merged over rayft.train.args' others)."""
+    """TrainingArguments keywords for the run's strategy (merged over rayft.compute.training_args' others)."""
     return STRATEGIES[training.strategy](training, on_gpu, user_deepspeed)
 
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 
 def answer_loss(model: Any, rows: Any, batch_size: int = 8, pad_token_id: int = 0) -> dict[str, float]:
-    """Mean cross-entropy over answer tokens (labels != -100) of tokenised rows, and its exp.
+    """Mean cross-entropy over answer tokens (labels != -100) of tokenized rows, and its exp.
 
     `rows` has `input_ids` and `labels` columns (rayft's prepared eval set), so the loss is over the
     same tokens training optimised: the answer, not the prompt.

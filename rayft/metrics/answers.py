@@ -1,10 +1,10 @@
 """Benchmark-style exact match: the answer pulled out of a longer text by `eval.answer_pattern`
 (a regex whose first group is the answer, e.g. GSM8K's `#### (\\S+)` or `The answer is (.+)`),
-then normalised by `eval.normalize` steps, applied to reference and generation alike.
+then normalized by `eval.normalize` steps, applied to reference and generation alike.
 
 Steps, always applied in this order whatever order the config lists them in:
 - `numbers`: "1,000" -> "1000", "$5" -> "5", "3.50" -> "3.5", "42.0" -> "42" (before punctuation goes);
-- `squad`: the SQuAD script's normalisation (lowercase, no punctuation, no articles, single spaces);
+- `squad`: the SQuAD script's normalization (lowercase, no punctuation, no articles, single spaces);
 - `lowercase`; `strip`: surrounding whitespace and a trailing full stop.
 """
 
@@ -14,13 +14,13 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from rayft.eval.metrics import normalize_answer
+from rayft.metrics.text import normalize_answer
 
 STEPS = ("numbers", "squad", "lowercase", "strip")
 _NUMBER = re.compile(r"(?<![\w.])([-+]?)\$?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w])")
 
 
-def normalise_numbers(text: str) -> str:
+def normalize_numbers(text: str) -> str:
     def canonical(match: re.Match) -> str:
         sign, whole, fraction = match.group(1), match.group(2).replace(",", ""), match.group(3) or ""
         try:
@@ -57,7 +57,7 @@ class AnswerRule:
             if step not in self.normalize:
                 continue
             if step == "numbers":
-                answer = normalise_numbers(answer)
+                answer = normalize_numbers(answer)
             elif step == "squad":
                 answer = normalize_answer(answer)
             elif step == "lowercase":

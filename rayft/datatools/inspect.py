@@ -2,7 +2,7 @@
 
 Per stage: a table of rows read / skipped (by reason) / deduplicated / truncated / dropped,
 token-length percentiles, and the padding fraction of each way to batch (pad to max_length,
-dynamic padding, packing); then examples exactly as tokenised with the trained-on (answer) part
+dynamic padding, packing); then examples exactly as tokenized with the trained-on (answer) part
 marked, and the first removed duplicate pairs.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayft.config_io import LoadedConfig
+from rayft.config.load import LoadedConfig
 from rayft.data.tokenize import IGNORE_INDEX
 
 PROMPT_STYLE, ANSWER_STYLE = "dim", "bold green"

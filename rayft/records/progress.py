@@ -1,6 +1,6 @@
 """Trainer callbacks on the workers: compact progress lines from rank 0 plus the figures that go
 into summary.json (loss history, tokens/s, time of the first optimizer step), and rank 0's
-`<stage>/progress.json` (rayft.train.attempts folds it into summary.json on the driver)."""
+`<stage>/progress.json` (rayft.records.attempts folds it into summary.json on the driver)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rayft.train.attempts import PROGRESS_FILE
-from rayft.train.rundir import write_json_atomic
+from rayft.records.attempts import PROGRESS_FILE
+from rayft.records.rundir import write_json_atomic
 
 
 PREFERENCE_LOGS = {"logps_chosen": "logps/chosen", "logps_rejected": "logps/rejected",

@@ -1,0 +1,2 @@
+"""The ground floor: errors, paths, folders published atomically, plotting. Imports no other rayft
+folder."""

@@ -1,0 +1,1 @@
+"""The `rayft data` drivers that run models over data: inspection and preference pairs."""
