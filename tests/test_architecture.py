@@ -168,3 +168,26 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_checks_catch_a_loop():
     assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_code_map_names_every_module_in_its_folders_entry():
+    """docs/architecture.md's code map: an entry per folder (`name/` at the start of a line, the root's
+    files under `rayft/`), and each module of the folder named in its entry."""
+    text = (ROOT.parent / "docs" / "architecture.md").read_text()
+    block = text[text.index("## Code map"):text.index("## Layers")].split("```")[1]
+    entries: dict[str, str] = {}
+    current, in_root = None, False
+    for line in block.splitlines():
+        head = line.split()[0] if line.strip() else ""
+        if line[:1].isalpha() and head.endswith("/"):
+            current, in_root = ("", True) if head == "rayft/" else (head.rstrip("/"), False)
+            entries[current] = line
+        elif in_root and line[2:3].isalpha() and head.endswith("/"):  # ui/, demo/: entry points beside rayft/*.py
+            current = head.rstrip("/")
+            entries[current] = line
+        elif current is not None:
+            entries[current] += "\n" + line
+    missing = [f"{folder or 'rayft'}/{path.stem}" for path in sorted(ROOT.rglob("*.py")) if path.name != "__init__.py"
+               for folder in [path.parent.name if path.parent != ROOT else ""]
+               if path.stem not in entries.get(folder, "")]
+    assert missing == []
