@@ -120,25 +120,67 @@ def test_rayft_plan_prints_each_part_and_says_whether_it_fits(tmp_path, capsys):
     assert "DOES NOT FIT" in out and "data.max_length" in out
 
 
-def test_the_out_of_memory_account_names_the_worker_the_node_and_the_knobs():
-    """Ray's memory monitor's own wording (ray/_raylet: OutOfMemoryError), as a worker failure."""
+def test_the_out_of_memory_account_names_the_node_the_kill_and_the_knobs():
+    """Ray 2.60's memory monitor's own wording (the raylet's OutOfMemoryError, shortened)."""
     from rayft.compute.memory import SHAPES
     from rayft.train.memory_plan import oom_message, out_of_memory
 
-    ray_text = ("Task was killed due to the node running low on memory.\nMemory on the node (IP: 127.0.0.1, "
-                "ID: 4f2a) where the task (actor ID: 9c, name=RayTrainWorker.__init__, pid=123) was running was "
-                "22.61GB / 23.47GB (0.963), which exceeds the memory usage threshold of 0.95.")
+    ray_text = ("1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: 192.0.2.2, "
+                "ID: 280a) was 7.61GB used / 23.54GB limit (0.323387)\nOOM kill reason: Memory usage 8751828992B "
+                "exceeded threshold of 7203712000B (28.5% of 25276182528B limit)\nRay killed 1 worker(s) based on "
+                "the killing policy\nConsidered workers: [\nSelected to kill: (Task: job ID=01000000, lease ID=00, "
+                "task name=RayTrainWorker.__init__, required resources={}, pid=14150, actual memory used=4.90GB, "
+                "worker ID=26e1)\n]\nTop 10 memory users: PID\tMEM(GB)\tCOMMAND\n14150\t4.90\tray::RayTrainWorker\n"
+                "6988\t0.69\tpython -m pytest")
     error = RuntimeError("Training failed")
     error.worker_failures = {1: RuntimeError(ray_text)}
     assert out_of_memory(error) and not out_of_memory(RuntimeError("worker 0: killed by the test"))
     pipeline = load_pipeline(None, ["training.batch_size=64"]).pipeline
     plan = plan_stage(pipeline, 0, SHAPES["135M"], 4 * GIB, "test limit")
-    text = oom_message("sft", error, plan, retries=2)
-    assert text.startswith("stage 'sft' ran out of memory: worker 1 was killed by Ray's memory monitor when its "
-                           "node used 22.61GB of 23.47GB (96%, over the kill threshold of 95%)")
+    text = oom_message(error, plan, retries=2)
+    assert text.startswith("out of memory: the node's memory reached 8.2 GiB, over Ray's kill "
+                           "threshold of 6.7 GiB (28.5% of 23.5 GiB), so Ray's memory monitor killed "
+                           "RayTrainWorker.__init__ (pid 14150, 4.90 GB); the largest process then was "
+                           "ray::RayTrainWorker (pid 14150, 4.90 GB).")
     assert f"was {plan.total / GIB:.1f} GiB per worker against 4.0 GiB (test limit)" in text
     assert "training.batch_size: 32 with training.grad_accum: 2" in text
     assert "tried 3 times (scaling.max_failures: 2) with the same settings" in text
+
+
+@pytest.mark.ray
+def test_a_run_killed_by_rays_memory_monitor_says_so_in_plain_words(tmp_path):
+    """A real Ray head (its own, token auth) whose memory monitor kills above this machine's memory
+    in use now + 2.5 GiB; a tiny-model SFT stage of 64 rows a micro-batch (about 5 GiB of logits over
+    the 49k-token vocabulary) goes past it. The stage ends with rayft's account, not Ray's paragraph."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from ray_head import LocalRayHead
+
+    memory = psutil.virtual_memory()
+    threshold = min(0.9, (memory.total - memory.available + 2.5 * GIB) / memory.total)
+    head = LocalRayHead.start(num_cpus=2, env={"RAY_memory_usage_threshold": f"{threshold:.3f}",
+                                               "RAY_memory_monitor_refresh_ms": "100"})
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "rayft", "train", str(_empty(tmp_path)), "--address", head.gcs_address,
+             "--set", "model.name=builtin:tiny-random", "--set", f"data.path={DEMO_DATA}",
+             "--set", f"storage.path={tmp_path}", "--set", "run_name=oom", "--set", "scaling.num_workers=1",
+             "--set", "training.batch_size=64", "--set", "training.max_steps=3", "--set", "eval.enabled=false"],
+            env=head.env, capture_output=True, text=True, timeout=600)
+    finally:
+        head.stop()
+    assert run.returncode == 1, run.stderr[-3000:]
+    error = run.stderr.split("rayft: error: ", 1)[-1]
+    assert error.startswith("stage 'sft' failed: out of memory: the node's memory reached"), run.stderr[-3000:]
+    assert "over Ray's kill threshold" in error and "so Ray's memory monitor killed" in error
+    assert "The estimate for this stage was" in error and "training.batch_size: 32" in error
+    assert "Refer to the documentation" not in error  # Ray's generic paragraph is not the message
+    summary = json.loads((tmp_path / "oom" / "sft" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failure"] == "out_of_memory"
+    assert summary["error"] == error.split("\n(outputs of earlier stages")[0].removeprefix("stage 'sft' failed: ")
 
 
 def _empty(tmp_path):

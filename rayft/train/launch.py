@@ -146,7 +146,7 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
         error = exc
     if error is not None:
         oom = out_of_memory(error)
-        message = oom_message(stage.name, error, plan, pipeline.scaling.max_failures) if oom else _failure_message(error)
+        message = oom_message(error, plan, pipeline.scaling.max_failures) if oom else _failure_message(error)
         record_failure(stage_dir, message, time.time() - t0, failure="out_of_memory" if oom else "error")
         raise StageFailed(f"stage '{stage.name}' failed: {message}\n(outputs of earlier stages are kept; "
                           f"details in {stage_dir / 'summary.json'})")

@@ -92,34 +92,47 @@ def out_of_memory(error: BaseException) -> bool:
     return any(marker.lower() in text.lower() for marker in OOM_MARKERS)
 
 
-def oom_message(stage: str, error: BaseException, plan: MemoryPlan | None, retries: int) -> str:
-    """One paragraph: which stage and worker, the memory at the kill, the node's limit, the estimate,
-    what to change; and that a retry with nothing changed meets the same fate."""
+def oom_message(error: BaseException, plan: MemoryPlan | None, retries: int) -> str:
+    """One paragraph (the launcher puts the stage's name before it): what was killed and how much memory the node had then against its
+    limit, the estimate, what to change; and that a retry with nothing changed meets the same end."""
     text = _error_text(error)
-    failures = getattr(error, "worker_failures", None) or {}
-    rank = next((rank for rank, exc in failures.items() if out_of_memory(exc)), None)
-    used = re.search(r"was ([\d.]+\s*[KMGT]?B) / ([\d.]+\s*[KMGT]?B) \(([\d.]+)\), which exceeds the memory usage "
-                     r"threshold of (\d+(?:\.\d+)?)", text)
-    who = f"worker {rank}" if rank is not None else "a worker"
-    lines = [f"stage '{stage}' ran out of memory: {who} was killed"]
-    if used:
-        lines[0] += (f" by Ray's memory monitor when its node used {used.group(1)} of {used.group(2)} "
-                     f"({float(used.group(3)):.0%}, over the kill threshold of {float(used.group(4)):.0%})")
-    elif "cuda out of memory" in text.lower():
-        lines[0] += " (CUDA out of memory on its GPU)"
-    else:
-        lines[0] += " for lack of memory (Ray's memory monitor or the kernel's OOM killer)"
+    lines = ["out of memory: " + (_monitor_kill(text, error) or (
+        "CUDA ran out of memory on a worker's GPU" if "cuda out of memory" in text.lower() else
+        "a worker was killed for lack of memory"))]
     if plan is not None:
         lines.append(f"The estimate for this stage was {gib(plan.total)} per worker against {gib(plan.limit)} "
                      f"({plan.limit_source}).")
         knobs = [f"{settings} (about {gib(total)})" for settings, total in plan.knobs] or _generic_knobs()
-        lines.append("Settings that make it smaller: " + "; ".join(knobs) + ".")
     else:
-        lines.append("Settings that make it smaller: " + "; ".join(_generic_knobs()) + ".")
+        knobs = _generic_knobs()
+    lines.append("Settings that make it smaller: " + "; ".join(knobs) + ".")
     if retries:
         lines.append(f"It was tried {retries + 1} times (scaling.max_failures: {retries}) with the same settings, "
                      "so each retry met the same end: change one of the settings above before running it again.")
     return " ".join(lines)
+
+
+def _monitor_kill(text: str, error: BaseException) -> str | None:
+    """Ray's memory monitor's account (raylet, Ray 2.60), in a sentence: the node's memory against the
+    kill threshold, what it killed, and the largest process at the time (usually a training worker)."""
+    reason = re.search(r"Memory usage (\d+)B exceeded threshold of (\d+)B \(([\d.]+)% of (\d+)B limit\)", text)
+    if reason is None:
+        return None
+    used, threshold, share, total = (float(g) for g in reason.groups())
+    sentence = (f"the node's memory reached {used / 2**30:.1f} GiB, over Ray's kill threshold of "
+                f"{threshold / 2**30:.1f} GiB ({share:g}% of {total / 2**30:.1f} GiB), so Ray's memory monitor killed ")
+    killed = re.search(r"Selected to kill: \(Task: .*?task name=([^,]+),.*?pid=(\d+), actual memory used=([\d.]+)GB",
+                       text, re.DOTALL)
+    failures = getattr(error, "worker_failures", None) or {}
+    rank = next((rank for rank, exc in failures.items() if out_of_memory(exc)), None)
+    if killed:
+        sentence += f"{killed.group(1)} (pid {killed.group(2)}, {killed.group(3)} GB)"
+    else:
+        sentence += f"worker {rank}" if rank is not None else "a process of the run"
+    top = re.search(r"Top 10 memory users:[^\n]*\n(\d+)\s+([\d.]+)\s+(\S+)", text)
+    if top:
+        sentence += f"; the largest process then was {top.group(3)} (pid {top.group(1)}, {top.group(2)} GB)"
+    return sentence + "."
 
 
 def _generic_knobs() -> list[str]:
