@@ -245,7 +245,7 @@ def _tune(args: argparse.Namespace, started_at: float) -> int:
 
 def _eval(args: argparse.Namespace, started_at: float) -> int:
     from rayft.config.load import load_pipeline
-    from rayft.eval.compare import evaluate_config, evaluate_run
+    from rayft.eval.evaluate import evaluate_config, evaluate_run
 
     target = Path(args.run)
     if target.is_file():  # a config: base vs eval.models

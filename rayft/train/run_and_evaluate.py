@@ -21,7 +21,7 @@ def train_and_evaluate(loaded: LoadedConfig, address: str | None = None, run_nam
     run = run_pipeline(loaded, address=address, run_name=run_name, started_at=started_at, force=force)
     report = None
     if loaded.pipeline.eval.enabled:
-        from rayft.eval.compare import evaluate_run
+        from rayft.eval.evaluate import evaluate_run
 
         report = evaluate_run(loaded, run.run_dir)
     else:  # training figures and plots only
