@@ -96,7 +96,7 @@ def main() -> int:
     import ray
 
     from rayft.config.load import load_pipeline
-    from rayft.eval.compare import evaluate_config
+    from rayft.eval.evaluate import evaluate_config
     from rayft.train.launch import run_pipeline
 
     storage = Path(args.keep or tempfile.mkdtemp(prefix="rayft-bench-lamini-")).resolve()

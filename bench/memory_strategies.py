@@ -1,14 +1,17 @@
-"""Peak memory per Ray worker: DDP vs DeepSpeed ZeRO-2 vs ZeRO-3 vs QLoRA (4-bit NF4 base, DDP),
-on the same model, data, batch and steps, 2 CPU workers.
+"""Peak memory per Ray worker, measured against `rayft plan`'s estimate (rayft.compute.plan):
+DDP vs DeepSpeed ZeRO-2 vs ZeRO-3 vs QLoRA on SFT (2 CPU workers), and the SFT, reward and DPO
+stages with gradient checkpointing off and on (1 worker, longer rows), which also gives
+checkpointing's cost in time per step.
 
-Each method is one real `rayft` SFT run (rayft.train.launch.run_pipeline) on a local Ray; every
-worker reports its own resident-set high-water mark (`getrusage` maxrss, in summary.json as
-`peak_rss_mib_per_worker`), which includes model loading. Ray Train starts fresh worker processes
-per run, so each figure belongs to one method. Writes bench/results/memory_strategies.json and the
-`memory_strategies` section of docs/benchmarks.md.
+Each case is one real `rayft` run (rayft.train.launch.run_pipeline, `force=True` so an estimate over
+this machine's free memory still runs) on a local Ray; every worker reports its own resident-set
+high-water mark (`getrusage` maxrss, in summary.json as `peak_rss_mib_per_worker`, model loading
+included) and summary.json's `memory` holds the estimate the launcher printed before the workers
+started. Ray Train starts fresh worker processes per run, so each figure belongs to one case.
+Writes bench/results/memory_strategies.json and the `memory_strategies` section of docs/benchmarks.md.
 
     RAYFT_HOME=... .venv/bin/python bench/memory_strategies.py [--model builtin:smollm2-135m-instruct]
-        [--methods full-ddp,full-zero2,full-zero3,lora-ddp,lora-zero3,qlora-ddp] [--steps 3] [--batch-size 2] [--max-length 128]
+        [--cases full-ddp,...,dpo-ckpt] [--steps 3]
 """
 
 from __future__ import annotations
@@ -27,67 +30,91 @@ from docs_section import write_section  # noqa: E402
 
 ZERO2 = ["training.strategy=deepspeed", "training.deepspeed.stage=2"]
 ZERO3 = ["training.strategy=deepspeed", "training.deepspeed.stage=3"]
-# name -> (adapter, overrides). Full fine-tunes show what ZeRO shards (gradients, optimizer states,
-# weights); LoRA and QLoRA (LoRA on a 4-bit NF4 base) train ~1% of the weights.
-METHODS = {
-    "full-ddp": ("full", []),
-    "full-zero2": ("full", ZERO2),
-    "full-zero3": ("full", ZERO3),
-    "lora-ddp": ("lora", []),
-    "lora-zero3": ("lora", ZERO3),
-    "qlora-ddp": ("lora", ["model.quantization=4bit"]),
+ORDERS = ["data.path={repo}/rayft/demo/extract_orders.jsonl", "data.template=alpaca", "data.max_length=128",
+          "data.max_rows=64", "training.batch_size=2", "scaling.num_workers=2"]
+HH = ["data.path={hh}", "data.max_length=384", "scaling.num_workers=1"]
+LAMINI = ["data.path={lamini}", "data.max_length=384", "data.max_rows=400", "training.batch_size=8",
+          "scaling.num_workers=1"]
+# name -> (stage type, adapter, overrides). Strategies on SFT of short rows, 2 workers: full fine-tunes
+# show what ZeRO shards; LoRA and QLoRA (LoRA on a 4-bit NF4 base) train ~1% of the weights. Stages
+# on longer rows, 1 worker, gradient checkpointing off and on: the HH-style reward run of issue 36
+# (8 pairs a batch, max_length 384), SFT on Lamini documentation answers, DPO on the HH-style pairs.
+CASES = {
+    "full-ddp": ("sft", "full", ORDERS),
+    "full-zero2": ("sft", "full", ORDERS + ZERO2),
+    "full-zero3": ("sft", "full", ORDERS + ZERO3),
+    "lora-ddp": ("sft", "lora", ORDERS),
+    "lora-zero3": ("sft", "lora", ORDERS + ZERO3),
+    "qlora-ddp": ("sft", "lora", ORDERS + ["model.quantization=4bit"]),
+    "reward-no-ckpt": ("reward", "lora", HH + ["training.batch_size=8", "training.gradient_checkpointing=false"]),
+    "reward-ckpt": ("reward", "lora", HH + ["training.batch_size=8"]),
+    "sft-no-ckpt": ("sft", "lora", LAMINI + ["training.gradient_checkpointing=false"]),
+    "sft-ckpt": ("sft", "lora", LAMINI),
+    "dpo-no-ckpt": ("dpo", "lora", HH + ["training.batch_size=4", "training.gradient_checkpointing=false"]),
+    "dpo-ckpt": ("dpo", "lora", HH + ["training.batch_size=4"]),
 }
+LAMINI_FILE = REPO.parent / "shared" / "data" / "lamini_docs.jsonl"
 
 
-def run_method(name: str, adapter: str, extra: list[str], args: argparse.Namespace, storage: Path) -> dict:
+def run_case(name: str, stage: str, adapter: str, extra: list[str], args: argparse.Namespace, storage: Path,
+             hh: Path) -> dict:
     from rayft.config.load import load_pipeline
     from rayft.train.launch import run_pipeline
 
-    overrides = [f"model.name={args.model}", f"adapter.type={adapter}",
-                 f"data.path={REPO / 'rayft/demo/extract_orders.jsonl'}", "data.template=alpaca",
-                 f"data.max_length={args.max_length}", "data.eval_split=0", "data.max_rows=64",
-                 f"training.max_steps={args.steps}", f"training.batch_size={args.batch_size}", "training.lr=1e-4",
-                 "training.logging_steps=1", "scaling.num_workers=2", "eval.enabled=false",
-                 f"storage.path={storage}", f"run_name={name}", *extra]
+    paths = {"repo": REPO, "hh": hh, "lamini": LAMINI_FILE}
+    overrides = [f"model.name={args.model}", f"adapter.type={adapter}", f"stages=[{{type: {stage}}}]",
+                 "data.eval_split=0", f"training.max_steps={args.steps}", "training.lr=1e-4",
+                 "training.logging_steps=1", "eval.enabled=false", f"storage.path={storage}", f"run_name={name}",
+                 *(o.format(**paths) for o in extra)]
     t0 = time.time()
-    run_pipeline(load_pipeline(None, overrides))
-    summary = json.loads((storage / name / "sft" / "summary.json").read_text())
-    return {"method": name, "adapter": adapter, "strategy_in_effect": summary["strategy"],
-            "peak_rss_mib_per_worker": summary["peak_rss_mib_per_worker"],
-            "peak_rss_mib_max": max(summary["peak_rss_mib_per_worker"]),
-            "train_loss": summary["train_loss"], "tokens_per_s": summary.get("tokens_per_s"),
-            "wall_s": round(time.time() - t0, 1), "overrides": extra}
+    run_pipeline(load_pipeline(None, overrides), force=True)
+    summary = json.loads((storage / name / stage / "summary.json").read_text())
+    measured = max(summary["peak_rss_mib_per_worker"]) / 1024
+    estimate = summary["memory"]["estimate_gib"]
+    return {"case": name, "stage": stage, "adapter": adapter, "strategy_in_effect": summary["strategy"],
+            "num_workers": summary["num_workers"], "checkpointing": "gradient_checkpointing=false" not in " ".join(extra),
+            "peak_rss_mib_per_worker": summary["peak_rss_mib_per_worker"], "measured_gib": round(measured, 2),
+            "estimate_gib": estimate, "estimate_parts_gib": summary["memory"]["parts_gib"],
+            "estimate_over_measured": round(estimate / measured, 3),
+            "s_per_step": round(summary["train_runtime_s"] / max(summary["global_step"], 1), 2),
+            "train_loss": summary["train_loss"], "wall_s": round(time.time() - t0, 1), "overrides": extra}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--cases", default=",".join(CASES))
     args = parser.parse_args()
+    import subprocess
+
     import ray
 
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(methods) - set(METHODS))
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = sorted(set(cases) - set(CASES))
     if unknown:
-        parser.error(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        parser.error(f"--cases: unknown {', '.join(unknown)}; known: {', '.join(CASES)}")
+    if any(CASES[c][2] is LAMINI for c in cases) and not LAMINI_FILE.is_file():
+        parser.error(f"the sft-* cases read {LAMINI_FILE} (../shared/data); it is not there")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="rayft-bench-mem-") as tmp:
-            for name in methods:
-                rows.append(run_method(name, *METHODS[name], args, Path(tmp)))
+            subprocess.run([sys.executable, str(REPO / "bench" / "reward_set.py"), f"{tmp}/hh"], check=True,
+                           stdout=subprocess.DEVNULL)
+            for name in cases:
+                rows.append(run_case(name, *CASES[name], args, Path(tmp), Path(tmp) / "hh" / "train.jsonl"))
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         ray.shutdown()
-    base = next((r for r in rows if r["method"] == "full-ddp"), rows[0])
-    for row in rows:
-        row["peak_vs_full_ddp"] = round(row["peak_rss_mib_max"] / base["peak_rss_mib_max"], 3)
-    result = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
-              "max_length": args.max_length, "num_workers": 2, "machine": platform.machine(),
-              "python": platform.python_version(), "rows": rows}
+    by_name = {r["case"]: r for r in rows}
+    for row in rows:  # checkpointing's cost: the same stage with it off is the baseline
+        off = by_name.get(row["case"].replace("-ckpt", "-no-ckpt"))
+        if row["case"].endswith("-ckpt") and off is not None and off is not row:
+            row["memory_vs_off"] = round(row["measured_gib"] / off["measured_gib"], 3)
+            row["time_vs_off"] = round(row["s_per_step"] / off["s_per_step"], 3)
+    result = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "steps": args.steps,
+              "machine": platform.machine(), "python": platform.python_version(), "rows": rows}
     out = REPO / "bench" / "results" / "memory_strategies.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -96,32 +123,36 @@ def main() -> None:
 
 
 def render(result: dict, argv: list[str]) -> str:
+    rows = result["rows"]
     lines = [
-        "## Peak memory per worker: DDP vs ZeRO-2 vs ZeRO-3 vs QLoRA",
+        "## Peak memory per worker: estimate vs measured, strategies, gradient checkpointing",
         "",
-        f"{result['model']}, 2 Ray workers on CPU (gloo), fp32, AdamW, batch "
-        f"{result['batch_size']} x {result['max_length']} tokens per worker, {result['steps']} steps, "
-        f"{result['machine']}, {result['date']}. Peak = each "
-        "worker's resident-set high-water mark (`getrusage` maxrss, model loading included), as reported in "
-        "summary.json `peak_rss_mib_per_worker`; ratio = the larger worker's peak over the full fine-tune with DDP.",
+        f"{result['model']}, Ray workers on CPU (gloo), fp32, AdamW, {result['steps']} steps a case, "
+        f"{result['machine']}, {result['date']}. Measured = the larger worker's resident-set high-water mark "
+        "(`getrusage` maxrss, model loading included; summary.json `peak_rss_mib_per_worker`); estimate = what "
+        "`rayft plan` / `rayft train` computed before the workers started (summary.json `memory`). Strategy "
+        "cases: SFT of 64 short order messages, batch 2 x up to 128 tokens, 2 workers. Stage cases: 1 worker, "
+        "rows up to 384 tokens, the HH-style pairs of bench/reward_set.py (reward: 8 pairs a batch, DPO: 4) "
+        "and Lamini documentation answers (SFT: 8 a batch).",
         "",
-        "| method | adapter | strategy run | peak RSS per worker (MiB) | vs full DDP | tokens/s |",
-        "|---|---|---|---|---|---|",
+        "| case | stage | adapter | strategy run | workers | checkpointing | measured GiB | estimate GiB | "
+        "estimate / measured | s per step | vs checkpointing off (memory, time) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["rows"]:
-        tps = f"{r['tokens_per_s']:.0f}" if r.get("tokens_per_s") else "-"
-        lines.append(f"| {r['method']} | {r['adapter']} | {r['strategy_in_effect']} | "
-                     f"{' / '.join(f'{v:.0f}' for v in r['peak_rss_mib_per_worker'])} | {r['peak_vs_full_ddp']:.2f} | {tps} |")
+    for r in rows:
+        versus = f"{r['memory_vs_off']:.2f}, {r['time_vs_off']:.2f}" if "memory_vs_off" in r else "-"
+        lines.append(f"| {r['case']} | {r['stage']} | {r['adapter']} | {r['strategy_in_effect']} | "
+                     f"{r['num_workers']} | {'on' if r['checkpointing'] else 'off'} | {r['measured_gib']:.2f} | "
+                     f"{r['estimate_gib']:.2f} | {r['estimate_over_measured']:.2f} | {r['s_per_step']:.1f} | {versus} |")
+    worst = max(rows, key=lambda r: abs(r["estimate_over_measured"] - 1)) if rows else None
     lines += [
         "",
-        "On CPU every worker also holds the Python, torch, Ray and DeepSpeed runtime (about 1 GiB), which no "
-        "strategy shards, so the ratios are much closer to 1 than the model-state estimates in "
-        "[scaling.md](scaling.md) (which count weights, gradients and optimizer states only). At this size "
-        "ZeRO saves little and costs some: a full fine-tune's model states are about 2.2 GB per worker with DDP "
-        "(fp32 weights, gradients, AdamW), ZeRO-3 over 2 workers would save about 1.1 GB of that, and DeepSpeed's "
-        "own buffers (communication buckets, parameter prefetch) and runtime take about as much back. ZeRO's "
-        "saving grows with the model (weights and optimizer states scale, the runtime does not); "
-        "`bench/gpu_training.py` measures a 1.1B model on a GPU. Raw figures: "
+        (f"Every estimate within {abs(worst['estimate_over_measured'] - 1):.0%} of the measured peak (the "
+         f"furthest: {worst['case']})." if worst else ""),
+        "On CPU every worker also holds the Python, torch, Ray and DeepSpeed runtime (the estimate's `runtime` "
+        "term), which no strategy shards, so the strategies differ far less than the model-state tables in "
+        "[scaling.md](scaling.md). With checkpointing off, the activations of a 30-layer model dominate; with "
+        "it on, the logits over the 49k-token vocabulary do. Raw figures, with each estimate's parts: "
         "`bench/results/memory_strategies.json`.",
         "",
         "Command: `" + " ".join(["RAYFT_HOME=... .venv/bin/python bench/memory_strategies.py", *argv]) + "`",

@@ -34,7 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(train)
     train.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     train.add_argument("--run-name", help="run directory name (overrides run_name)")
+    train.add_argument("--force", action="store_true", help="run a stage whose memory estimate is over what its "
+                       "workers can have (see `rayft plan`)")
     train.set_defaults(handler=_train)
+
+    plan = verbs.add_parser("plan", help="each stage's peak memory per worker (weights, gradients, optimizer, "
+                            "activations), estimated before a run, against what the workers will get")
+    _config_args(plan)
+    plan.add_argument("--address", help="the Ray cluster the run will use (its workers' memory is not known "
+                      "before the run; without it: this machine)")
+    plan.set_defaults(handler=_plan)
 
     tune = verbs.add_parser("tune", help="sweep the config's `tune.search_space` with Ray Tune (each trial a "
                             "Ray Train run); resumes a sweep of the same name")
@@ -207,7 +216,8 @@ def _train(args: argparse.Namespace, started_at: float) -> int:
     from rayft.train.run_and_evaluate import train_and_evaluate
 
     loaded = load_pipeline(args.config, args.overrides)
-    outcome = train_and_evaluate(loaded, address=args.address, run_name=args.run_name, started_at=started_at)
+    outcome = train_and_evaluate(loaded, address=args.address, run_name=args.run_name, started_at=started_at,
+                                 force=args.force)
     result = outcome.run
     for stage in result.stages:
         print(f"rayft: stage {stage['stage']}: {stage['status']}  step {stage.get('global_step')}  "
@@ -216,6 +226,14 @@ def _train(args: argparse.Namespace, started_at: float) -> int:
         print(f"rayft: report: {outcome.report}")
     print(f"rayft: done. run directory: {result.run_dir}")
     return 0
+
+
+def _plan(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.config.load import load_pipeline
+    from rayft.train.memory_plan import plan_run
+
+    plans = plan_run(load_pipeline(args.config, args.overrides), address=args.address)
+    return 0 if all(plan.fits for plan in plans) else 1
 
 
 def _tune(args: argparse.Namespace, started_at: float) -> int:
@@ -227,7 +245,7 @@ def _tune(args: argparse.Namespace, started_at: float) -> int:
 
 def _eval(args: argparse.Namespace, started_at: float) -> int:
     from rayft.config.load import load_pipeline
-    from rayft.eval.compare import evaluate_config, evaluate_run
+    from rayft.eval.evaluate import evaluate_config, evaluate_run
 
     target = Path(args.run)
     if target.is_file():  # a config: base vs eval.models

@@ -107,3 +107,51 @@ def test_killed_ppo_worker_resumes(ray_cluster, tmp_path):
     history = summary["ppo_history"]
     for before, after in zip(history, history[1:]):
         assert after["kl_coef"] == pytest.approx(adaptive_kl_coef(before["kl_coef"], before["kl"], 0.5, 8, 8))
+
+
+def test_a_killed_and_resumed_stage_keeps_its_best(ray_cluster, tmp_path, tiny_model_path):
+    """training.best across a worker kill: the evaluations up to the checkpoint the stage resumes
+    from stand, the later ones are redone (each step once in the record), and what is published is
+    the best evaluation's weights."""
+    from rayft.records.best import BEST_DIR, BEST_TAG, read_best
+    from rayft.train.launch import run_pipeline
+
+    loaded = load_pipeline(None, [*TINY_SFT, f"storage.path={tmp_path}", "run_name=best-killed", "data.eval_split=8",
+                                  "training.max_steps=12", "training.save_steps=4", "training.eval_steps=2",
+                                  "training.best={metric: eval_loss, mode: min}", "scaling.max_failures=1"])
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = run_pipeline(loaded)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    stage = tmp_path / "best-killed" / "sft"
+    wait_for("a registered checkpoint and a recorded evaluation past it",
+             lambda: registered_steps(stage) and max(map(int, (read_best(stage) or {}).get("history", {})), default=0)
+             > max(registered_steps(stage)),
+             alive=lambda: thread.is_alive() or pytest.fail(f"the run ended early: {outcome}"))
+    before = read_best(stage)["history"]
+    checkpoint_step = max(registered_steps(stage))
+    victim = next(w for w in read_attempts(stage)[-1]["workers"] if w["rank"] == 1)
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    thread.join(timeout=900)
+    assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
+    summary = json.loads((stage / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["restarts"] == 1
+    record = read_best(stage)
+    history = {int(step): metrics["eval_loss"] for step, metrics in record["history"].items()}
+    assert sorted(history) == list(range(2, 13, 2))  # every evaluation once, the redone ones included
+    kept = {int(s): m["eval_loss"] for s, m in before.items() if int(s) <= summary["resumed_from_step"]}
+    assert kept and all(history[s] == value for s, value in kept.items())  # from before the kill, kept
+    best_step = min(history, key=history.get)
+    assert summary["best"]["step"] == record["best_step"] == best_step and checkpoint_step > 0
+    assert summary["best"]["published"] == "best" and summary["eval_loss"] == history[best_step]
+    assert json.loads((stage / BEST_DIR / BEST_TAG).read_text())["step"] == best_step
+    published = (stage / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert published == (stage / BEST_DIR / "adapter_model.safetensors").read_bytes()
+    assert_adapter_loads(stage / "adapter", tiny_model_path)

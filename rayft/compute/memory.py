@@ -37,6 +37,7 @@ class ModelShape:
     intermediate: int
     kv_dim: int  # key/value projection width (grouped-query attention makes it < hidden)
     tied_embeddings: bool
+    heads: int = 0  # attention heads (0: unknown)
 
     @classmethod
     def from_hf_config(cls, config: Any, name: str = "model") -> "ModelShape":
@@ -44,7 +45,8 @@ class ModelShape:
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         return cls(name, config.vocab_size, config.hidden_size, config.num_hidden_layers,
-                   config.intermediate_size, kv_heads * head_dim, bool(getattr(config, "tie_word_embeddings", False)))
+                   config.intermediate_size, kv_heads * head_dim, bool(getattr(config, "tie_word_embeddings", False)),
+                   heads)
 
     def _linears(self) -> list[tuple[int, int]]:
         """(in, out) of each linear layer in one decoder block: q, k, v, o, gate, up, down."""
@@ -69,10 +71,10 @@ class ModelShape:
 
 # Public configs of real models of each size (Llama architecture).
 SHAPES = {
-    "135M": ModelShape("SmolLM2-135M", 49152, 576, 30, 1536, 192, True),
-    "1B": ModelShape("Llama-3.2-1B", 128256, 2048, 16, 8192, 512, True),
-    "7B": ModelShape("Llama-2-7B", 32000, 4096, 32, 11008, 4096, False),
-    "70B": ModelShape("Llama-3-70B", 128256, 8192, 80, 28672, 1024, False),
+    "135M": ModelShape("SmolLM2-135M", 49152, 576, 30, 1536, 192, True, 9),
+    "1B": ModelShape("Llama-3.2-1B", 128256, 2048, 16, 8192, 512, True, 32),
+    "7B": ModelShape("Llama-2-7B", 32000, 4096, 32, 11008, 4096, False, 32),
+    "70B": ModelShape("Llama-3-70B", 128256, 8192, 80, 28672, 1024, False, 64),
 }
 
 

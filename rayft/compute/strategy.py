@@ -73,13 +73,15 @@ def deepspeed_config(options: Any, on_gpu: bool) -> dict[str, Any]:
     return config
 
 
-def fsdp_config(options: Any) -> dict[str, Any]:
-    """transformers' `fsdp_config` for FSDP2; FULL_STATE_DICT so saving writes standard files."""
+def fsdp_config(options: Any, checkpointing: bool = False) -> dict[str, Any]:
+    """transformers' `fsdp_config` for FSDP2; FULL_STATE_DICT so saving writes standard files.
+    `checkpointing` (training.gradient_checkpointing) becomes FSDP's own activation checkpointing:
+    transformers refuses both at once, and the Trainer's would add an AllGather in backward."""
     config: dict[str, Any] = {
         "version": 2,
         "reshard_after_forward": options.sharding == "full_shard",
         "cpu_offload": options.cpu_offload,
-        "activation_checkpointing": options.activation_checkpointing,
+        "activation_checkpointing": options.activation_checkpointing or checkpointing,
         "cpu_ram_efficient_loading": options.cpu_ram_efficient_loading,
         "state_dict_type": "FULL_STATE_DICT",
         "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
@@ -120,7 +122,8 @@ def _deepspeed(training: Any, on_gpu: bool, user_deepspeed: dict | None) -> dict
 
 @strategy("fsdp")
 def _fsdp(training: Any, on_gpu: bool, user_deepspeed: dict | None) -> dict[str, Any]:
-    return {"fsdp": True, "fsdp_config": fsdp_config(training.fsdp)}
+    return {"fsdp": True, "fsdp_config": fsdp_config(training.fsdp, training.gradient_checkpointing),
+            "activation_checkpointing": False, "activation_checkpointing_kwargs": None}
 
 
 def use_gloo_for_cpu_deepspeed(args: dict[str, Any], on_gpu: bool) -> dict[str, Any]:

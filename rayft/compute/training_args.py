@@ -50,7 +50,10 @@ def training_kwargs(cfg: TrainingConfig, *, output_dir: str, on_gpu: bool, has_e
         save_strategy="steps" if cfg.save_steps else "no",
         save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
-        gradient_checkpointing=cfg.gradient_checkpointing and on_gpu,
+        # transformers 5.23 names it activation checkpointing; non-reentrant checkpointing needs no
+        # inputs that require grad (LoRA's frozen embeddings) and marks DDP's buckets once per step.
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         use_cpu=not on_gpu,
         report_to=report_to or "none",  # set up by rayft.records.tracking (rank 0 only)
         run_name=run_name,

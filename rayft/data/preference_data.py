@@ -86,8 +86,9 @@ def _pairs(examples: list[dict[str, Any]], cfg: DataConfig, templates: dict[str,
     lengths = _pair_lengths(rows, tokenizer)
     too_long = [n > cfg.max_length for n in lengths]
     kept = [r for r, long in zip(rows, too_long) if not (long and drop_too_long)]
-    stats = {"rows": len(kept), "tokens": sum(lengths), "too_long": sum(too_long),
-             "too_long_action": "dropped" if drop_too_long else "truncated (keep start)"}
+    kept_lengths = [n for n, long in zip(lengths, too_long) if not (long and drop_too_long)]
+    stats = {"rows": len(kept), "tokens": sum(lengths), "longest": min(max(kept_lengths, default=0), cfg.max_length),
+             "too_long": sum(too_long), "too_long_action": "dropped" if drop_too_long else "truncated (keep start)"}
     return kept, stats
 
 

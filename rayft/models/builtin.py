@@ -102,6 +102,12 @@ BUILTINS: dict[str, BuiltinModel] = {
 }
 
 
+def built_path(name: str) -> Path | None:
+    """The cached folder of builtin model `name` if it is built already (nothing is built here)."""
+    target = rayft_home() / "models" / name
+    return target if name in BUILTINS and (target / READY_MARKER).is_file() else None
+
+
 def builtin_path(name: str) -> Path:
     """The cached Hugging Face folder of builtin model `name`, building it on first use."""
     if name not in BUILTINS:

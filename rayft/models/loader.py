@@ -33,6 +33,20 @@ def resolve_model(name: str, revision: str | None = None) -> str:
     return _from_hub(name, revision)
 
 
+def local_model_path(name: str, revision: str | None = None) -> str | None:
+    """The model's folder if it is on this machine already (a builtin built before, a folder, the
+    hub cache), without building or downloading anything; None otherwise."""
+    if name.startswith(BUILTIN_PREFIX):
+        from rayft.models.builtin import built_path
+
+        built = built_path(name[len(BUILTIN_PREFIX):])
+        return str(built) if built else None
+    try:
+        return resolve_model(name, revision)
+    except ModelError:
+        return None
+
+
 def _from_hub(repo_id: str, revision: str | None) -> str:
     from huggingface_hub import snapshot_download
 

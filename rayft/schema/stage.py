@@ -39,11 +39,31 @@ class StageBase(Strict):
     def problems(self, pipeline: RunSections, index: int) -> str | None:
         """Everything the config loader refuses of this stage: what every stage type refuses, then
         its own `check`. None when fine, else a message naming the field."""
+        if self.training.selection() is not None:
+            problem = self._selection_problem(pipeline, index)
+            if problem:
+                return problem
         if self.data.packing and not self.packs:
             where = "data" if self.data == pipeline.data else f"stages.{index}.data"
             return (f"{where}.packing: the {getattr(self, 'type', 'this')} stage trains on prompts / pairs and "
                     "cannot pack; set `packing: false` in this stage's `data`")
         return self.check(pipeline, index)
+
+    def _selection_problem(self, pipeline: RunSections, index: int) -> str | None:
+        """training.best / early_stopping choose among evaluations of held-out rows, and save the
+        best weights from rank 0 when they improve: sharded weights would need a gather each time."""
+        field = "training" if self.training == pipeline.training else f"stages.{index}.training"
+        which = "best" if self.training.best is not None else "early_stopping"
+        if self.training.eval_steps is None:
+            return f"{field}.{which}: needs eval_steps (the evaluations to choose from); set e.g. eval_steps: 20"
+        if self.data.eval_split == 0 and self.data.eval_path is None:
+            return (f"{field}.{which}: needs held-out rows to evaluate (data.eval_split or data.eval_path); "
+                    f"this stage has none")
+        t = self.training
+        if which == "best" and ((t.strategy == "deepspeed" and t.deepspeed.stage == 3) or t.strategy == "fsdp"):
+            return (f"{field}.best: not with sharded weights ({'ZeRO-3' if t.strategy == 'deepspeed' else 'FSDP'}): "
+                    "the best weights are saved by one worker when they improve; use ddp or ZeRO-2, or drop best")
+        return None
 
     def check(self, pipeline: RunSections, index: int) -> str | None:
         """What this stage type needs of the whole config (e.g. batch shapes), checked when the

@@ -53,6 +53,10 @@ class PPOStage(StageBase):
         if self.training.strategy != "ddp":
             return (f"{training_field(pipeline, index)}.strategy: the PPO stage runs rayft's own training loop, "
                     f"which supports ddp only (got {self.training.strategy})")
+        if self.training.selection() is not None:
+            which = "best" if self.training.best is not None else "early_stopping"
+            return (f"{training_field(pipeline, index)}.{which}: the PPO stage reports rollout rewards, not "
+                    "evaluations of held-out rows, so there is nothing to choose from; drop it")
         if self.training.max_steps < 1:
             return (f"{training_field(pipeline, index)}.max_steps: PPO runs a fixed number of rollout steps; "
                     "set it (e.g. 20)")

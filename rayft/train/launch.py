@@ -56,9 +56,11 @@ def run_name_for(loaded: LoadedConfig) -> str:
 
 
 def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str | None = None,
-                 started_at: float | None = None, callbacks: StageCallbacks = StageCallbacks()) -> RunResult:
+                 started_at: float | None = None, callbacks: StageCallbacks = StageCallbacks(),
+                 force: bool = False) -> RunResult:
     """`callbacks`: added to every stage (a Ray Tune trial, rayft.tune.trial, adds the ones that
-    report each evaluation to Tune)."""
+    report each evaluation to Tune). `force`: run a stage whose memory estimate is over its limit."""
+    from rayft.train.memory_plan import check_stage_memory, plan_summary
     from rayft.models.loader import load_tokenizer, resolve_model
     from rayft.stages import get_stage
 
@@ -98,10 +100,11 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
                                                               *pipeline.stages[index + 1:]]})
         data = impl.prepare_data(stage, tokenizer)
         _record_data(stage.name, stage_dir, data)
+        plan = check_stage_memory(pipeline, index, model_path, data, address, force)  # before any worker starts
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None,
-                      init_adapter=str(init_adapter) if init_adapter else None, **pairs)
-        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at, callbacks)
+                      init_adapter=str(init_adapter) if init_adapter else None, memory=plan_summary(plan), **pairs)
+        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at, callbacks, plan)
         result.stages.append(summary)
         if impl.produces_policy:
             previous = Path(summary["output"])
@@ -125,8 +128,9 @@ def _record_data(name: str, stage_dir: Path, data: Any) -> None:
 
 
 def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None,
-               address: str | None, started_at: float, callbacks: StageCallbacks) -> dict[str, Any]:
+               address: str | None, started_at: float, callbacks: StageCallbacks, plan: Any = None) -> dict[str, Any]:
     from rayft.records.plots import plot_training
+    from rayft.train.memory_plan import oom_message, out_of_memory
 
     stage = pipeline.stages[index]
     t0 = time.time()
@@ -141,8 +145,9 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
     except Exception as exc:  # noqa: BLE001 - recorded in summary.json, then re-raised as StageFailed
         error = exc
     if error is not None:
-        message = _failure_message(error)
-        record_failure(stage_dir, message, time.time() - t0)
+        oom = out_of_memory(error)
+        message = oom_message(error, plan, pipeline.scaling.max_failures) if oom else _failure_message(error)
+        record_failure(stage_dir, message, time.time() - t0, failure="out_of_memory" if oom else "error")
         raise StageFailed(f"stage '{stage.name}' failed: {message}\n(outputs of earlier stages are kept; "
                           f"details in {stage_dir / 'summary.json'})")
     metrics = pop_worker_metrics(stage_dir)
@@ -152,13 +157,14 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
                          plots=[str(p) for p in plots], **metrics, **resume_summary(stage_dir))
 
 
-def record_failure(stage_dir: Path, message: str, wall_s: float) -> None:
+def record_failure(stage_dir: Path, message: str, wall_s: float, failure: str = "error") -> None:
     """Mark the stage failed, unless a sweep's scheduler already marked it stopped: stopping a trial
     removes its workers, and the failure that causes here can arrive after the sweep recorded the
     stop (rayft.tune.results), which must not be overwritten."""
     if (read_summary(stage_dir) or {}).get("status") == "stopped":
         return
-    write_summary(stage_dir, status="failed", error=message, wall_s=wall_s, **resume_summary(stage_dir))
+    write_summary(stage_dir, status="failed", error=message, failure=failure, wall_s=wall_s,
+                  **resume_summary(stage_dir))
 
 
 def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks: StageCallbacks):

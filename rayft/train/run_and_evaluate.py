@@ -17,11 +17,11 @@ class TrainOutcome:
 
 
 def train_and_evaluate(loaded: LoadedConfig, address: str | None = None, run_name: str | None = None,
-                       started_at: float | None = None) -> TrainOutcome:
-    run = run_pipeline(loaded, address=address, run_name=run_name, started_at=started_at)
+                       started_at: float | None = None, force: bool = False) -> TrainOutcome:
+    run = run_pipeline(loaded, address=address, run_name=run_name, started_at=started_at, force=force)
     report = None
     if loaded.pipeline.eval.enabled:
-        from rayft.eval.compare import evaluate_run
+        from rayft.eval.evaluate import evaluate_run
 
         report = evaluate_run(loaded, run.run_dir)
     else:  # training figures and plots only

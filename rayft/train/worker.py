@@ -66,9 +66,12 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     metrics, trained = outcome
     del zero3_anchor
     metrics.update(gather_peak_memory(on_gpu))  # every rank takes part; rank 0 keeps the list
-    if rank == 0 or isinstance(trained, GatheredSave):  # sharded weights: every rank joins the gather
-        _save_output(trained, tokenizer, stage_dir, full=pipeline.adapter.type == "full",
-                     extra=stage_impl.save_extra, writer=rank == 0)
+    full = pipeline.adapter.type == "full"
+    if (metrics.get("best") or {}).get("published") == "best":  # training.best: the best evaluated weights
+        if rank == 0:
+            publish_best(stage_dir, full)
+    elif rank == 0 or isinstance(trained, GatheredSave):  # sharded weights: every rank joins the gather
+        _save_output(trained, tokenizer, stage_dir, full=full, extra=stage_impl.save_extra, writer=rank == 0)
     if rank == 0:  # Ray Train keeps only checkpoint-attached metrics in Result; the driver reads this file.
         write_json_atomic(stage_dir / METRICS_FILE, metrics)
     end_mlflow_run(tracked)
@@ -98,6 +101,9 @@ def _run_hf_trainer(wctx: WorkerContext, stage_impl: StageImpl, job: StageJob, w
     trainer.add_callback(CheckpointReporter(rank, world_size))
     if rank == 0:
         trainer.add_callback(ProgressRecorder(job.stage_dir, attempt))
+    tracker = _best_tracker(wctx, stage_impl, job, rank)
+    if tracker is not None:
+        trainer.add_callback(tracker)
     for make_callback in job.trainer_callbacks:  # the caller's (a Ray Tune trial reports each evaluation)
         trainer.add_callback(make_callback())
     trainer = prepare_trainer(trainer)
@@ -117,9 +123,46 @@ def _run_hf_trainer(wctx: WorkerContext, stage_impl: StageImpl, job: StageJob, w
     metrics.update(stage_impl.training_figures(wctx, trainer, world_size, metrics))
     if wctx.data.eval is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
+    if tracker is not None:  # which evaluation is published, its figures, and an early stop
+        metrics.update(tracker.summary(metrics))
     if needs_collective_save(wctx.training_args):
         return metrics, GatheredSave(trainer)
     return metrics, trainer.accelerator.unwrap_model(trainer.model)
+
+
+def _best_tracker(wctx: WorkerContext, stage_impl: StageImpl, job: StageJob, rank: int) -> Any:
+    """training.best / early_stopping's callback (rayft.records.best), or None when neither is set."""
+    from rayft.records.best import BEST_TAG, BestTracker
+
+    training = wctx.stage.training
+    selection = training.selection()
+    if selection is None or wctx.data.eval is None:
+        return None
+    early = training.early_stopping
+
+    def save(model: Any, folder: Path, tag: dict) -> None:
+        import json
+
+        with staged_folder(folder) as staging:  # weights and their step appear together, or not at all
+            model.save_pretrained(staging, safe_serialization=True)
+            wctx.tokenizer.save_pretrained(staging)
+            stage_impl.save_extra(staging)
+            (staging / BEST_TAG).write_text(json.dumps(tag))
+
+    return BestTracker(job.stage_dir, rank, selection.key, selection.mode, keep_weights=training.best is not None,
+                       patience=early.patience if early else None, min_delta=early.min_delta if early else 0.0,
+                       save=save)
+
+
+def publish_best(stage_dir: Path, full: bool) -> None:
+    """The stage's output is its best evaluated weights (<stage>/best/), published as adapter/ or model/."""
+    import shutil
+
+    from rayft.records.best import BEST_DIR, BEST_TAG
+
+    with staged_folder(stage_dir / ("model" if full else "adapter")) as staging:
+        shutil.copytree(stage_dir / BEST_DIR, staging, dirs_exist_ok=True)
+        (staging / BEST_TAG).unlink(missing_ok=True)
 
 
 class GatheredSave:

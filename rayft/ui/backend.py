@@ -17,7 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from rayft.config.load import dump_yaml
 from rayft.core.errors import UserError
@@ -120,6 +120,24 @@ class Backend:
         if self._jobs is None:
             self.connect()
         return self._jobs
+
+    def memory_text(self, loaded: Any) -> str:
+        """One line per stage: the peak memory a worker will need against what it can have
+        (rayft.compute.plan, rows up to data.max_length), as `rayft plan` and `rayft train` check it."""
+        from rayft.compute.plan import gib
+        from rayft.train.memory_plan import estimates_without_data
+
+        plans = estimates_without_data(loaded.pipeline)
+        if plans is None:
+            return "memory: estimated once the model is on this machine (after its first run)"
+        lines = []
+        for plan in plans:
+            line = (f"memory, stage {plan.stage}: about {gib(plan.total)} per {plan.device.upper()} worker "
+                    f"of {gib(plan.limit)}")
+            if not plan.fits:
+                line += " -- **does not fit**; try " + "; or ".join(text for text, _ in plan.knobs[:3])
+            lines.append(line)
+        return "\n\n".join(lines)
 
     def start_run(self, yaml_text: str, run_name: str) -> tuple[str, Path]:
         """Validate, write the config under .ui/configs and submit it as a Ray job. Returns (job id,

@@ -65,10 +65,12 @@ def build(backend: Backend, page: gr.Blocks) -> SimpleNamespace:
 
     def _check(text: str) -> str:
         try:
-            _, problem = check_config(text, backend.allowed_data, backend.storage)
+            loaded, problem = check_config(text, backend.allowed_data, backend.storage)
+            if problem:
+                return f"**Error:** {problem}"
+            return "✓ valid config\n\n" + backend.memory_text(loaded)
         except Exception as exc:  # noqa: BLE001 - the page shows it
             return error_text(exc)
-        return f"**Error:** {problem}" if problem else "✓ valid config"
 
     for box in fields:
         box.change(render, fields, [yaml_box, check])

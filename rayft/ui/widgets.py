@@ -62,10 +62,27 @@ def curve_frame(stage_dir: Path, group: str) -> tuple[pd.DataFrame, str]:
     rows = [(step, value, tag) for tag in wanted for step, value in found.get(tag, [])]
     if not rows:
         return empty_curve(), f"{group}: no points yet"
-    frame = pd.DataFrame(rows, columns=["step", "value", "series"])
     parts = [f"{tag}: {len(found[tag])} points, last {found[tag][-1][1]:.4g} at step {found[tag][-1][0]}"
              for tag in wanted if tag in found]
-    return frame, "; ".join(parts)
+    best = best_point(stage_dir)
+    if best is not None and best[2] in wanted:  # training.best / early_stopping: the best evaluation, marked
+        step, value, tag = best
+        rows.append((step, value, f"best {tag} (step {step})"))
+        parts.append(f"best {tag} {value:.4g} at step {step}")
+    return pd.DataFrame(rows, columns=["step", "value", "series"]), "; ".join(parts)
+
+
+def best_point(stage_dir: Path) -> tuple[int, float, str] | None:
+    """(step, value, curve tag) of the stage's best evaluation so far, from <stage>/best.json."""
+    from rayft.records.best import read_best
+
+    record = read_best(stage_dir)
+    step = (record or {}).get("best_step")
+    if step is None:
+        return None
+    metric = record["metric"]
+    value = record["history"][str(step)][metric]
+    return int(step), float(value), "eval/" + metric.removeprefix("eval_")
 
 
 def figure(frame: pd.DataFrame, color: str, ylabel: str):
