@@ -120,6 +120,7 @@ def test_an_overfit_run_publishes_its_best_evaluation_and_stops_early(ray_cluste
         "data.max_rows=32", "data.eval_split=16", "data.max_length=128", "scaling.num_workers=1",
         "training.lr=3e-3", "training.max_steps=60", "training.batch_size=4", "training.eval_batch_size=16",
         "training.eval_steps=4", "training.lr_scheduler=constant", "training.best={metric: eval_loss, mode: min}",
+        "training.gradient_checkpointing=false",  # memory is no concern here; time is
         "training.early_stopping={patience: 3}", "eval.enabled=false", f"storage.path={tmp_path}", "run_name=overfit"])
     result = run_pipeline(loaded)
     summary = result.stages[0]
