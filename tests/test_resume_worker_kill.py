@@ -21,22 +21,29 @@ pytestmark = pytest.mark.ray
 MAX_STEPS, SAVE_STEPS = 10, 2
 
 
-def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tmp_path, tiny_model_path):
+def start_run(loaded) -> tuple[threading.Thread, dict]:
+    """run_pipeline in a thread (so the test can kill a worker meanwhile); its result or error lands
+    in the returned dict."""
     from rayft.train.launch import run_pipeline
 
-    loaded = load_pipeline(None, [*TINY_SFT, f"storage.path={tmp_path}", "run_name=killed",
-                                f"training.max_steps={MAX_STEPS}", f"training.save_steps={SAVE_STEPS}",
-                                "scaling.max_failures=1"])
     outcome: dict = {}
 
     def run() -> None:
         try:
             outcome["result"] = run_pipeline(loaded)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's assertions
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    return thread, outcome
+
+
+def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tmp_path, tiny_model_path):
+    loaded = load_pipeline(None, [*TINY_SFT, f"storage.path={tmp_path}", "run_name=killed",
+                                f"training.max_steps={MAX_STEPS}", f"training.save_steps={SAVE_STEPS}",
+                                "scaling.max_failures=1"])
+    thread, outcome = start_run(loaded)
     stage = tmp_path / "killed" / "sft"
     # After the first checkpoint is registered and the loss of a step past it is logged (so a
     # step is redone and its two losses can be compared; the step counter moves before the loss
@@ -114,21 +121,10 @@ def test_a_killed_and_resumed_stage_keeps_its_best(ray_cluster, tmp_path, tiny_m
     from stand, the later ones are redone (each step once in the record), and what is published is
     the best evaluation's weights."""
     from rayft.records.best import BEST_DIR, BEST_TAG, read_best
-    from rayft.train.launch import run_pipeline
-
     loaded = load_pipeline(None, [*TINY_SFT, f"storage.path={tmp_path}", "run_name=best-killed", "data.eval_split=8",
                                   "training.max_steps=12", "training.save_steps=4", "training.eval_steps=2",
                                   "training.best={metric: eval_loss, mode: min}", "scaling.max_failures=1"])
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = run_pipeline(loaded)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, outcome = start_run(loaded)
     stage = tmp_path / "best-killed" / "sft"
     wait_for("a registered checkpoint and a recorded evaluation past it",
              lambda: registered_steps(stage) and max(map(int, (read_best(stage) or {}).get("history", {})), default=0)
