@@ -66,7 +66,7 @@ def test_asha_stops_trials_that_cannot_compete(sweep):
     assert sweep.best.params["training.lr"] in (3e-3, 2e-3) and sweep.best.status == "completed"
     assert sweep.best.final_metric == min(r.final_metric for r in completed)
     # a stopped trial's stage summary says so
-    summary = json.loads((Path(stopped[0].run_dir) / "sft" / "summary.json").read_text())
+    summary = read_summary(Path(stopped[0].run_dir) / "sft")
     assert summary["status"] == "stopped" and "asha" in summary["error"]
 
 

@@ -131,6 +131,29 @@ def test_run_states_from_the_files_runs_write(tmp_path):
     assert [r.name for r in list_runs(tmp_path)] == ["r1"]
 
 
+@pytest.mark.parametrize("failure_first", [True, False])
+def test_a_sweep_s_stop_outranks_the_failure_it_causes_in_either_order(tmp_path, failure_first):
+    """A scheduler's stop kills the trial's workers; the trial's driver then records a failure, in
+    another process, before or after the sweep records the stop. Either way the stage reads stopped
+    (the CI run of 2026-12-07 listed an ASHA-stopped trial as failed)."""
+    from rayft.records.listing import run_state
+    from rayft.records.rundir import mark_stopped, read_summary
+    from rayft.train.launch import record_failure
+
+    run = tmp_path / "trial"
+    (run / "sft").mkdir(parents=True)
+    (run / "config.yaml").write_text("stages:\n- {name: sft, type: sft}\n")
+    (run / "sft" / "summary.json").write_text(json.dumps({"status": "running", "global_step": 4}))
+    steps = [lambda: record_failure(run / "sft", "worker died", 1.0),
+             lambda: mark_stopped(run / "sft", "stopped early by the asha scheduler at step 4")]
+    for step in steps if failure_first else steps[::-1]:
+        step()
+    summary = read_summary(run / "sft")
+    assert summary["status"] == "stopped" and "asha" in summary["error"] and summary["global_step"] == 4
+    assert json.loads((run / "sft" / "summary.json").read_text())["status"] == "stopped"
+    assert run_state(run).status == "stopped"
+
+
 def test_runs_and_sweeps_are_read_only_under_the_storage_path(backend, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "worker_metrics.json"  # rank 0's final figures, merged into summary.json
+STOPPED_FILE = "stopped.json"  # a sweep scheduler's stop: outranks any later status write
 VERSIONED = ("rayft", "ray", "torch", "transformers", "peft", "trl", "accelerate", "datasets")
 
 
@@ -34,16 +35,36 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 def read_summary(stage_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((stage_dir / "summary.json").read_text())
+        summary = json.loads((stage_dir / "summary.json").read_text())
     except (OSError, json.JSONDecodeError):
-        return None
+        summary = None
+    stopped = _read_json(stage_dir / STOPPED_FILE)
+    return {**(summary or {}), **stopped} if stopped else summary
 
 
 def write_summary(stage_dir: Path, **fields: Any) -> dict[str, Any]:
     summary = {**(read_summary(stage_dir) or {}), **fields, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    summary.update(_read_json(stage_dir / STOPPED_FILE) or {})
     summary.setdefault("versions", versions())
     write_json_atomic(stage_dir / "summary.json", summary)
     return summary
+
+
+def mark_stopped(stage_dir: Path, reason: str) -> dict[str, Any]:
+    """Record that a sweep's scheduler stopped this stage. Stopping a trial removes its workers, and
+    the failure that causes can reach the trial's driver after the sweep recorded the stop (the two
+    run in different processes), so the stop lives in its own file that every later summary read or
+    write honours, whichever order the two writes come in."""
+    write_json_atomic(stage_dir / STOPPED_FILE, {"status": "stopped", "error": reason})
+    return write_summary(stage_dir)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def summary_scalars(summary: dict[str, Any]) -> dict[str, Any]:

@@ -158,11 +158,8 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
 
 
 def record_failure(stage_dir: Path, message: str, wall_s: float, failure: str = "error") -> None:
-    """Mark the stage failed, unless a sweep's scheduler already marked it stopped: stopping a trial
-    removes its workers, and the failure that causes here can arrive after the sweep recorded the
-    stop (rayft.tune.results), which must not be overwritten."""
-    if (read_summary(stage_dir) or {}).get("status") == "stopped":
-        return
+    """Mark the stage failed. A sweep scheduler's stop outranks it (rayft.records.rundir.mark_stopped:
+    the failure that stopping a trial causes here can arrive after the stop was recorded)."""
     write_summary(stage_dir, status="failed", error=message, failure=failure, wall_s=wall_s,
                   **resume_summary(stage_dir))
 

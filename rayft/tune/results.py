@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from rayft.config.load import LoadedConfig
-from rayft.records.rundir import read_summary, write_json_atomic, write_summary
+from rayft.records.rundir import mark_stopped, read_summary, write_json_atomic
 from rayft.tune.trial import SweepSpec, trial_config
 
 
@@ -56,8 +56,7 @@ def collect(grid, loaded: LoadedConfig, spec: SweepSpec) -> SweepResults:
     best = pick_best(rows, tune.mode)
     for row in rows:  # a stopped trial's stage summary still says "running"
         if row.status == "stopped":
-            write_summary(Path(row.run_dir) / stage, status="stopped",
-                          error=f"stopped early by the {tune.scheduler} scheduler at step {row.steps}")
+            mark_stopped(Path(row.run_dir) / stage, f"stopped early by the {tune.scheduler} scheduler at step {row.steps}")
     files = write_outputs(rows, best, loaded, spec)
     return SweepResults(spec.sweep_dir, tune.metric, tune.mode, rows, best, files)
 
