@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 user error (message names the field or file:line), 1 a 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "each completed stage), or a config whose eval.models lists adapters / merged models")
     ev.add_argument("--config", help="with a run directory: config to use (default: the run's own config.yaml)")
     ev.add_argument("--out", help="with a config: output folder (default: <storage.path>/eval-<config>-<time>)")
+    ev.add_argument("--benchmarks", metavar="TASKS", help="also run lm-evaluation-harness tasks, comma-separated "
+                    "(= --set eval.benchmarks.tasks=[...]; docs/evaluation.md)")
+    ev.add_argument("--limit", type=int, metavar="N", help="with --benchmarks: questions per task")
+    ev.add_argument("--benchmarks-only", action="store_true", help="skip answering the held-out rows "
+                    "(= --set eval.generate=false)")
     _config_args(ev, required=False)
     ev.set_defaults(handler=_eval)
 
@@ -248,6 +254,13 @@ def _eval(args: argparse.Namespace, started_at: float) -> int:
     from rayft.eval.evaluate import evaluate_config, evaluate_run
 
     target = Path(args.run)
+    if args.benchmarks:
+        tasks = [t.strip() for t in args.benchmarks.split(",") if t.strip()]
+        args.overrides = [*args.overrides, f"eval.benchmarks.tasks={json.dumps(tasks)}"]
+    if args.limit is not None:
+        args.overrides = [*args.overrides, f"eval.benchmarks.limit={args.limit}"]
+    if args.benchmarks_only:
+        args.overrides = [*args.overrides, "eval.generate=false"]
     if target.is_file():  # a config: base vs eval.models
         report = evaluate_config(load_pipeline(target, args.overrides), args.out)
     else:

@@ -159,6 +159,10 @@ def resolve_paths(loaded: LoadedConfig) -> None:
     ev = loaded.pipeline.eval
     ev.models = {label: resolve(path) for label, path in ev.models.items()}
     ev.reward_model = resolve(ev.reward_model)
+    if ev.benchmarks is not None:  # task files / folders and the offline data, not task names
+        ev.benchmarks.data_dir = resolve(ev.benchmarks.data_dir)
+        ev.benchmarks.tasks = [resolve(t) if t.endswith((".yaml", ".yml")) or (loaded.base_dir / t).is_dir() else t
+                               for t in ev.benchmarks.tasks]
     for training in [loaded.pipeline.training, *(s.training for s in loaded.pipeline.stages)]:
         if training.deepspeed.config_file:
             training.deepspeed.config_file = resolve(training.deepspeed.config_file)

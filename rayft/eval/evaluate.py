@@ -32,13 +32,15 @@ def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
     rewards = [s.name for s in completed if s.type == "reward" and stage_output(run_dir / s.name) is not None]
     if not outputs and not rewards:
         raise UserError(f"{run_dir} has no completed stage to evaluate")
+    task_plan = _benchmark_plan(loaded, run_dir)  # a bad task name fails here, before any model loads
     model_path = resolve_model(loaded.pipeline.model.name, loaded.pipeline.model.revision)
     tokenizer = load_tokenizer(model_path, loaded.pipeline.model.trust_remote_code)
-    if outputs:
+    if outputs and loaded.pipeline.eval.generate:
         held = held_out(loaded, tokenizer)
         comparison = compare_models(loaded, model_path, outputs, held, loaded.pipeline.eval.compare_base)
-    else:  # reward models only: nothing generates text
+    else:  # reward models only, or benchmarks only: nothing generates answers to held-out rows
         held, comparison = None, Comparison([], [])
+    _benchmarks(loaded, task_plan, model_path, outputs, comparison, run_dir)
     score_reward_stages(loaded, run_dir, rewards, tokenizer, comparison)
     if loaded.pipeline.eval.reward_model:
         held = held or held_out(loaded, tokenizer)
@@ -56,22 +58,46 @@ def evaluate_config(loaded: LoadedConfig, out_dir: str | Path | None = None) -> 
     outputs = _named_models(loaded)
     if not outputs and not cfg.eval.compare_base:
         raise UserError("eval.models: nothing to evaluate (no models listed and eval.compare_base is false)")
-    model_path = resolve_model(cfg.model.name, cfg.model.revision)
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    held = held_out(loaded, tokenizer)
-    comparison = compare_models(loaded, model_path, outputs, held, cfg.eval.compare_base)
-    if cfg.eval.reward_model:
-        comparison.reward_models.update(score_reward_models(
-            loaded, {"eval.reward_model": Path(cfg.eval.reward_model)}, held))
     if out_dir is None:
         name = loaded.source.stem if loaded.source else "eval"
         out_dir = Path(cfg.storage.path) / f"eval-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    task_plan = _benchmark_plan(loaded, out_dir)
+    model_path = resolve_model(cfg.model.name, cfg.model.revision)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    held = held_out(loaded, tokenizer) if cfg.eval.generate or cfg.eval.reward_model else None
+    comparison = (compare_models(loaded, model_path, outputs, held, cfg.eval.compare_base) if cfg.eval.generate
+                  else Comparison([], []))
+    if cfg.eval.reward_model:
+        comparison.reward_models.update(score_reward_models(
+            loaded, {"eval.reward_model": Path(cfg.eval.reward_model)}, held))
+    _benchmarks(loaded, task_plan, model_path, outputs, comparison, out_dir)
     from rayft.config.load import dump_yaml
 
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     return _write_outputs(out_dir, loaded, comparison)
+
+
+def _benchmark_plan(loaded: LoadedConfig, out_dir: Path):
+    bench = loaded.pipeline.eval.benchmarks
+    if bench is None:
+        return None
+    from rayft.eval.benchmarks import plan
+
+    return plan(bench, out_dir)
+
+
+def _benchmarks(loaded: LoadedConfig, task_plan, model_path: str, outputs: dict[str, Path], comparison: Comparison,
+                out_dir: Path) -> None:
+    if task_plan is None:
+        return
+    from rayft.eval.benchmarks import run_benchmarks
+
+    cfg = loaded.pipeline
+    comparison.benchmarks = run_benchmarks(cfg.eval.benchmarks, task_plan, model_path, outputs, cfg.eval.compare_base,
+                                           cfg.model, out_dir)
+    comparison.notes += comparison.benchmarks["notes"]
 
 
 def _named_models(loaded: LoadedConfig) -> dict[str, Path]:

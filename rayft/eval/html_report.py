@@ -86,7 +86,22 @@ def _comparison_section(comparison: Any) -> list[str]:
                  if r.get("histogram") and Path(r["histogram"]).is_file()]
         if plots:
             out += ["<div>", *(_img(p, f"{n}: rewards of chosen and rejected answers") for n, p in plots), "</div>"]
+    if comparison.benchmarks and comparison.benchmarks["rows"]:
+        out += _benchmarks_section(comparison.benchmarks)
     out += [f"<p class=\"miss\">{escape(note)}</p>" for note in comparison.notes]
+    return out
+
+
+def _benchmarks_section(benchmarks: dict[str, Any]) -> list[str]:
+    from rayft.eval.benchmarks import benchmark_caption, benchmark_table
+
+    header, rows = benchmark_table(benchmarks)
+    out = ["<h2>Benchmarks</h2>", f"<p>{escape(benchmark_caption(benchmarks))}</p>", "<table>",
+           "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
+    for cells in rows:
+        out.append("<tr>" + "".join(f"<td class=\"{'miss' if 'FORGETTING' in c else 'num' if i > 1 else ''}\">"
+                                    f"{escape(c)}</td>" for i, c in enumerate(cells)) + "</tr>")
+    out.append("</table>")
     return out
 
 

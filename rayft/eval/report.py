@@ -29,6 +29,16 @@ def print_comparison(comparison: Any, examples: int = 3) -> None:
         for name, r in comparison.reward_models.items():
             table.add_row(name, str(r.get("n", "-")), _pct(r["accuracy"]), _num(r["margin"]))
         console.print(table)
+    if comparison.benchmarks and comparison.benchmarks["rows"]:
+        from rayft.eval.benchmarks import benchmark_table
+
+        header, rows = benchmark_table(comparison.benchmarks)
+        table = Table(title="benchmarks (lm-evaluation-harness, %, change against base)")
+        for col in header:
+            table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+        for cells in rows:
+            table.add_row(*cells)
+        console.print(table)
     for note in comparison.notes:
         console.print(f"rayft: {note}", markup=False)
 
@@ -90,6 +100,8 @@ def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
                   for name, r in comparison.reward_models.items()]
         lines += [f"\n![{name} rewards of chosen and rejected answers]({_relative(r['histogram'], run_dir)})"
                   for name, r in comparison.reward_models.items() if r.get("histogram")]
+    if comparison.benchmarks and comparison.benchmarks["rows"]:
+        lines += _benchmarks_section(comparison.benchmarks)
     if comparison.notes:
         lines += ["", *(f"- {note}" for note in comparison.notes)]
     lines += ["", "All figures (answers, per-example scores, tags, reward scores per pair): `eval.json`.", ""]
@@ -116,6 +128,14 @@ def _answers_section(comparison: Any) -> list[str]:
                   for label, answers in comparison.answers.items()]
         lines.append("")
     return lines
+
+
+def _benchmarks_section(benchmarks: dict[str, Any]) -> list[str]:
+    from rayft.eval.benchmarks import benchmark_caption, benchmark_table
+
+    header, rows = benchmark_table(benchmarks)
+    return ["", "## Benchmarks", "", benchmark_caption(benchmarks), "", "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header), *("| " + " | ".join(cells) + " |" for cells in rows)]
 
 
 def _extracted(scores: dict[str, Any], key: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from rayft.schema.base import Strict
+from rayft.schema.benchmarks import BenchmarksConfig
 from rayft.schema.scaling import DeepSpeedOptions, FSDPOptions, QuantizationConfig
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
@@ -253,6 +254,10 @@ class EvalConfig(Strict):
     dpo_beta: float = Field(0.1, gt=0, description="beta of the implicit DPO reward beta * (log p_model - "
                             "log p_base) reported per model on preference data.")
     num_workers: int = Field(1, ge=1, description="Ray workers to spread generation over (1: in this process).")
+    benchmarks: BenchmarksConfig | None = Field(
+        None, description="Standard benchmarks through lm-evaluation-harness for the base and every tuned model "
+        "(docs/evaluation.md), e.g. `{tasks: [rayft_mmlu], data_dir: data/benchmarks, limit: 100}`.")
+    generate: bool = Field(True, description="Answer the held-out rows (false: benchmarks and reward scores only).")
     answer_pattern: str | None = Field(
         None, description="Benchmark-style exact match: a regex whose first group is the answer (e.g. "
         "`#### (\\S+)` for GSM8K, `The answer is (.+)`), applied to reference and generation alike; a "

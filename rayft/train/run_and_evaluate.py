@@ -18,6 +18,8 @@ class TrainOutcome:
 
 def train_and_evaluate(loaded: LoadedConfig, address: str | None = None, run_name: str | None = None,
                        started_at: float | None = None, force: bool = False) -> TrainOutcome:
+    if loaded.pipeline.eval.enabled and loaded.pipeline.eval.benchmarks is not None:
+        _check_benchmarks(loaded)  # a misspelt task fails now, not after the training
     run = run_pipeline(loaded, address=address, run_name=run_name, started_at=started_at, force=force)
     report = None
     if loaded.pipeline.eval.enabled:
@@ -29,3 +31,12 @@ def train_and_evaluate(loaded: LoadedConfig, address: str | None = None, run_nam
 
         write_html_report(Path(run.run_dir), loaded, None)
     return TrainOutcome(run, report)
+
+
+def _check_benchmarks(loaded: LoadedConfig) -> None:
+    import tempfile
+
+    from rayft.eval.benchmarks import plan
+
+    with tempfile.TemporaryDirectory(prefix="rayft-benchmarks-") as scratch:
+        plan(loaded.pipeline.eval.benchmarks, Path(scratch))
