@@ -54,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(handler=_tune)
 
     ev = verbs.add_parser("eval", help="answer held-out questions with the base and tuned models, side by side")
-    ev.add_argument("run", metavar="RUN_DIR|CONFIG", help="a run directory written by `rayft train` (base vs "
-                    "each completed stage), or a config whose eval.models lists adapters / merged models")
+    ev.add_argument("run", metavar="RUN_DIR|CONFIG|arena", help="a run directory written by `rayft train` (base vs "
+                    "each completed stage), a config whose eval.models lists adapters / merged models, or `arena` "
+                    "followed by a config with eval.arena (many models, one ranking)")
+    ev.add_argument("arena_config", nargs="?", metavar="CONFIG", help="with `arena`: the config")
     ev.add_argument("--config", help="with a run directory: config to use (default: the run's own config.yaml)")
     ev.add_argument("--out", help="with a config: output folder (default: <storage.path>/eval-<config>-<time>)")
     ev.add_argument("--benchmarks", metavar="TASKS", help="also run lm-evaluation-harness tasks, comma-separated "
@@ -254,6 +256,17 @@ def _eval(args: argparse.Namespace, started_at: float) -> int:
     from rayft.eval.evaluate import evaluate_config, evaluate_run
 
     target = Path(args.run)
+    if args.run == "arena" and not target.exists():
+        from rayft.eval.arena import run_arena
+
+        if not args.arena_config:
+            raise UserError("rayft eval arena CONFIG: name the config whose eval.arena lists the models and judge")
+        report = run_arena(load_pipeline(args.arena_config, args.overrides), args.out)
+        print(f"rayft: report written to {report}")
+        return 0
+    if args.arena_config:
+        raise UserError(f"rayft eval: unexpected argument {args.arena_config!r} (only `rayft eval arena CONFIG` "
+                        f"takes two)")
     if args.benchmarks:
         tasks = [t.strip() for t in args.benchmarks.split(",") if t.strip()]
         args.overrides = [*args.overrides, f"eval.benchmarks.tasks={json.dumps(tasks)}"]

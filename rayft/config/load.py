@@ -159,6 +159,11 @@ def resolve_paths(loaded: LoadedConfig) -> None:
     ev = loaded.pipeline.eval
     ev.models = {label: resolve(path) for label, path in ev.models.items()}
     ev.reward_model = resolve(ev.reward_model)
+    if ev.arena is not None:  # folders and files; `base` and endpoints stay as they are
+        ev.arena.models = {label: resolve(m) if isinstance(m, str) and m != "base" else m
+                           for label, m in ev.arena.models.items()}
+        ev.arena.prompts = resolve(ev.arena.prompts)
+        ev.arena.judge.reward = resolve(ev.arena.judge.reward)
     if ev.benchmarks is not None:  # task files / folders and the offline data, not task names
         ev.benchmarks.data_dir = resolve(ev.benchmarks.data_dir)
         ev.benchmarks.tasks = [resolve(t) if t.endswith((".yaml", ".yml")) or (loaded.base_dir / t).is_dir() else t

@@ -40,6 +40,7 @@ class Comparison:
     reward_models: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> accuracy, margin, scores
     notes: list[str] = field(default_factory=list)  # what could not be evaluated, and why
     benchmarks: dict[str, Any] | None = None  # rayft.eval.benchmarks.run_benchmarks (lm-evaluation-harness)
+    arena: dict[str, Any] | None = None  # rayft.eval.arena.run_arena (Bradley-Terry ratings)
 
     def metrics_table(self) -> list[dict[str, Any]]:
         rows = []
@@ -58,7 +59,8 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {"metrics": self.metrics_table(), "teacher_forced": self.teacher_forced,
-                "reward_models": self.reward_models, "benchmarks": self.benchmarks, "notes": self.notes, "examples": [
+                "reward_models": self.reward_models, "benchmarks": self.benchmarks,
+                **({"arena": self.arena} if self.arena is not None else {}), "notes": self.notes, "examples": [
                     {"prompt": p, "reference": r, **{label: {"answer": self.answers[label][i],
                                                               "tags": self.tags[label][i],
                                                               **self.scores[label]["per_example"][i]}

@@ -46,7 +46,7 @@ def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
         held = held or held_out(loaded, tokenizer)
         comparison.reward_models.update(score_reward_models(
             loaded, {"eval.reward_model": Path(loaded.pipeline.eval.reward_model)}, held))
-    return _write_outputs(run_dir, loaded, comparison)
+    return write_outputs(run_dir, loaded, comparison)
 
 
 def evaluate_config(loaded: LoadedConfig, out_dir: str | Path | None = None) -> Path:
@@ -76,7 +76,7 @@ def evaluate_config(loaded: LoadedConfig, out_dir: str | Path | None = None) -> 
     from rayft.config.load import dump_yaml
 
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
-    return _write_outputs(out_dir, loaded, comparison)
+    return write_outputs(out_dir, loaded, comparison)
 
 
 def _benchmark_plan(loaded: LoadedConfig, out_dir: Path):
@@ -119,7 +119,7 @@ def _named_models(loaded: LoadedConfig) -> dict[str, Path]:
     return found
 
 
-def _write_outputs(out_dir: Path, loaded: LoadedConfig, comparison: Comparison) -> Path:
+def write_outputs(out_dir: Path, loaded: LoadedConfig, comparison: Comparison) -> Path:
     from rayft.eval.html_report import write_html_report
     from rayft.records.plots import plot_reward_histogram
     from rayft.eval.report import print_comparison, write_report

@@ -88,7 +88,24 @@ def _comparison_section(comparison: Any) -> list[str]:
             out += ["<div>", *(_img(p, f"{n}: rewards of chosen and rejected answers") for n, p in plots), "</div>"]
     if comparison.benchmarks and comparison.benchmarks["rows"]:
         out += _benchmarks_section(comparison.benchmarks)
+    if comparison.arena:
+        out += _arena_section(comparison.arena)
     out += [f"<p class=\"miss\">{escape(note)}</p>" for note in comparison.notes]
+    return out
+
+
+def _arena_section(arena: dict[str, Any]) -> list[str]:
+    out = ["<h2>Arena</h2>", f"<p>{len(arena['ratings'])} models, {arena['prompts']} prompts, judge "
+           f"{escape(arena['judge'])}, both orders per pair (a disagreement is a tie); Bradley-Terry ratings on the "
+           f"Elo scale, {escape(arena['anchor'])} = 1000, 95% bootstrap intervals.</p>", "<table>",
+           "<tr><th>model</th><th>rating</th><th>95% interval</th><th>wins</th><th>losses</th><th>ties</th></tr>"]
+    for r in arena["ratings"]:
+        interval = "-" if r["low"] is None else f"{r['low']:.0f} .. {r['high']:.0f}"
+        out.append(f"<tr><td>{escape(r['model'])}</td>{_cell(round(r['rating']))}<td>{interval}</td>"
+                   f"{_cell(r['wins'])}{_cell(r['losses'])}{_cell(r['ties'])}</tr>")
+    out.append("</table>")
+    if Path(arena["picture"]).is_file():
+        out += ["<div>", _img(Path(arena["picture"]), "arena win rates"), "</div>"]
     return out
 
 

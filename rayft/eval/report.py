@@ -39,6 +39,15 @@ def print_comparison(comparison: Any, examples: int = 3) -> None:
         for cells in rows:
             table.add_row(*cells)
         console.print(table)
+    if comparison.arena:
+        arena = comparison.arena
+        table = Table(title=f"arena: {arena['battles']} judged pairs, judge {arena['judge']} (Elo scale, "
+                            f"{arena['anchor']} = 1000)")
+        for col in ("model", "rating", "95% interval", "wins", "losses", "ties"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for r in arena["ratings"]:
+            table.add_row(r["model"], f"{r['rating']:.0f}", _interval(r), str(r["wins"]), str(r["losses"]), str(r["ties"]))
+        console.print(table)
     for note in comparison.notes:
         console.print(f"rayft: {note}", markup=False)
 
@@ -102,6 +111,8 @@ def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
                   for name, r in comparison.reward_models.items() if r.get("histogram")]
     if comparison.benchmarks and comparison.benchmarks["rows"]:
         lines += _benchmarks_section(comparison.benchmarks)
+    if comparison.arena:
+        lines += _arena_section(comparison.arena, run_dir)
     if comparison.notes:
         lines += ["", *(f"- {note}" for note in comparison.notes)]
     lines += ["", "All figures (answers, per-example scores, tags, reward scores per pair): `eval.json`.", ""]
@@ -127,6 +138,22 @@ def _answers_section(comparison: Any) -> list[str]:
         lines += [f"- **{label}**: `{answers[i]}`{_extracted(comparison.scores[label]['per_example'][i], 'answer')}"
                   for label, answers in comparison.answers.items()]
         lines.append("")
+    return lines
+
+
+def _interval(row: dict[str, Any]) -> str:
+    return "-" if row["low"] is None else f"{row['low']:.0f} .. {row['high']:.0f}"
+
+
+def _arena_section(arena: dict[str, Any], run_dir: Path) -> list[str]:
+    lines = ["", "## Arena", "", f"{len(arena['ratings'])} models answered the same {arena['prompts']} prompts; "
+             f"{arena['judge']} judged every pair in both orders (a disagreement is a tie): {arena['battles']} "
+             f"verdicts. Bradley-Terry ratings on the Elo scale ({arena['anchor']} = 1000, 400 points = 10:1 odds), "
+             f"95% intervals from {arena['bootstrap']} bootstrap resamples of the verdicts.", "",
+             "| model | rating | 95% interval | wins | losses | ties |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['rating']:.0f} | {_interval(r)} | {r['wins']} | {r['losses']} | {r['ties']} |"
+              for r in arena["ratings"]]
+    lines += ["", f"![arena win rates]({_relative(arena['picture'], run_dir)})"]
     return lines
 
 

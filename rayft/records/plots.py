@@ -70,3 +70,25 @@ def plot_reward_histogram(chosen: Sequence[float], rejected: Sequence[float], pa
     ax.legend()
     finish(fig, path)
     return path
+
+
+def plot_winrate(matrix: dict[str, dict[str, float | None]], order: Sequence[str], path: Path) -> Path:
+    """The arena's win-rate matrix: how often the row's model beat the column's (ties count half),
+    models in rating order."""
+    import numpy as np
+
+    size = len(order)
+    values = np.array([[np.nan if matrix[r][c] is None else matrix[r][c] for c in order] for r in order], dtype=float)
+    fig, ax = new_figure(max(4.0, 1.1 * size + 2), max(3.0, 0.9 * size + 1.5))
+    image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=1)
+    ax.set_xticks(range(size), labels=list(order), rotation=30, ha="right")
+    ax.set_yticks(range(size), labels=list(order))
+    for i in range(size):
+        for j in range(size):
+            if not np.isnan(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=9)
+    ax.set_xlabel("opponent")
+    ax.set_title("win rate of the row's model (ties count half)", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    finish(fig, path)
+    return path

@@ -10,6 +10,7 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from rayft.schema.base import Strict
+from rayft.schema.arena import ArenaConfig
 from rayft.schema.benchmarks import BenchmarksConfig
 from rayft.schema.scaling import DeepSpeedOptions, FSDPOptions, QuantizationConfig
 
@@ -258,6 +259,8 @@ class EvalConfig(Strict):
         None, description="Standard benchmarks through lm-evaluation-harness for the base and every tuned model "
         "(docs/evaluation.md), e.g. `{tasks: [rayft_mmlu], data_dir: data/benchmarks, limit: 100}`.")
     generate: bool = Field(True, description="Answer the held-out rows (false: benchmarks and reward scores only).")
+    arena: ArenaConfig | None = Field(None, description="`rayft eval arena CONFIG`: many models, one Bradley-Terry "
+                                      "ranking (docs/evaluation.md).")
     answer_pattern: str | None = Field(
         None, description="Benchmark-style exact match: a regex whose first group is the answer (e.g. "
         "`#### (\\S+)` for GSM8K, `The answer is (.+)`), applied to reference and generation alike; a "
