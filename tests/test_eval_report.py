@@ -138,8 +138,23 @@ def test_implicit_dpo_and_pairwise_accuracy_known_values():
 
     r = implicit_dpo_rewards(0.5, [-1.0, -2.0], [-3.0, -1.0], [-2.0, -2.0], [-2.0, -2.0])
     # chosen rewards 0.5, 0; rejected -0.5, 0.5 -> margins 1.0, -0.5
-    assert r == {"accuracy": 0.5, "margin": 0.25, "chosen": 0.25, "rejected": 0.0}
-    assert pairwise_accuracy([2.0, 1.0, 0.0], [1.0, 3.0, -1.0]) == {"accuracy": 2 / 3, "margin": 0.0}
+    assert r == {"accuracy": 0.5, "margin": 0.25, "chosen": 0.25, "rejected": 0.0, "n": 2,
+                 "accuracy_interval": [0.0, 1.0], "margin_interval": [-0.5, 1.0]}
+    found = pairwise_accuracy([2.0, 1.0, 0.0], [1.0, 3.0, -1.0])
+    assert {k: found[k] for k in ("accuracy", "margin", "n")} == {"accuracy": 2 / 3, "margin": 0.0, "n": 3}
+    low, high = found["accuracy_interval"]
+    assert 0.0 <= low < 2 / 3 < high <= 1.0  # 3 pairs: a wide interval, and it says so
+
+
+def test_a_bootstrap_interval_narrows_with_more_rows_and_covers_the_mean():
+    from rayft.metrics.text import bootstrap_interval
+
+    small = bootstrap_interval([1.0, 0.0] * 10)
+    large = bootstrap_interval([1.0, 0.0] * 500)
+    assert small["n"] == 20 and large["n"] == 1000
+    assert small["low"] < large["low"] < 0.5 < large["high"] < small["high"]
+    weighted = bootstrap_interval([1.0, 3.0], weights=[3, 1])  # a token-weighted mean loss: (3 + 3) / 4
+    assert weighted["low"] <= 1.5 <= weighted["high"]
 
 
 def test_preference_eval_implicit_reward_and_reward_model(tmp_path, tiny_model_path):
@@ -201,16 +216,20 @@ def test_reward_only_run_is_evaluated_not_refused(tmp_path, tiny_model_path):
     assert result["metrics"] == [] and result["examples"] == []  # nothing generated
     rm = result["reward_models"]["reward"]
     chosen, rejected = rm["scores"]["chosen"], rm["scores"]["rejected"]
-    assert rm["n"] == len(chosen) == len(rejected) == 6  # eval.num_examples of the 8 held-out pairs
+    # every held-out pair: eval.num_examples (6) caps generation, not scoring (issue 31: a capped
+    # accuracy disagreed with TRL's own evaluation of the same stage on all its held-out pairs)
+    assert rm["n"] == len(chosen) == len(rejected) == 8
     margins = [c - r for c, r in zip(chosen, rejected)]
-    assert rm["accuracy"] == sum(m > 0 for m in margins) / 6
-    assert math.isclose(rm["margin"], sum(margins) / 6, rel_tol=1e-9) and rm["margin"] != 0.0
+    assert rm["accuracy"] == sum(m > 0 for m in margins) / 8
+    assert math.isclose(rm["margin"], sum(margins) / 8, rel_tol=1e-9) and rm["margin"] != 0.0
+    low, high = rm["accuracy_interval"]
+    assert low <= rm["accuracy"] <= high
     summary = json.loads((run / "reward" / "summary.json").read_text())
-    assert summary["heldout_accuracy"] == rm["accuracy"] and summary["heldout_pairs"] == 6
+    assert summary["heldout_accuracy"] == rm["accuracy"] and summary["heldout_pairs"] == 8
     assert summary["status"] == "completed" and summary["eval_accuracy"] == 0.5  # training's figures kept
     report = (run / "report.md").read_text()
     assert "## Reward models on held-out pairs" in report and "Held-out evaluation" not in report
-    assert f"| reward | 6 | {100 * rm['accuracy']:.1f} |" in report
+    assert f"| reward | 8 | {100 * rm['accuracy']:.1f} [" in report
     assert Path(rm["histogram"]).is_file() and "eval_plots/reward_reward.png" in report
     checker = _check_html(run / "report.html")
     assert len(checker.images) == 1  # the histogram, embedded

@@ -20,12 +20,19 @@ BASE = "base"
 
 @dataclass
 class HeldOut:
-    """Held-out rows: what is generated from, and what is scored teacher-forced."""
+    """Every held-out row: what is scored teacher-forced (all of them: cheap) and, up to
+    `generate_n` (eval.num_examples: generation is the slow part), what is generated from."""
 
     prompts: list[str]
     references: list[str]
     rows: Any = None  # tokenized rows (input_ids, labels) for the answer loss, when the data has them
     rejected: list[str] | None = None  # preference data: the rejected answer of each pair
+    generate_n: int | None = None  # rows answered by generation (None: all)
+
+    @property
+    def generated(self) -> tuple[list[str], list[str]]:
+        n = len(self.prompts) if self.generate_n is None else self.generate_n
+        return self.prompts[:n], self.references[:n]
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)  # what could not be evaluated, and why
     benchmarks: dict[str, Any] | None = None  # rayft.eval.benchmarks.run_benchmarks (lm-evaluation-harness)
     arena: dict[str, Any] | None = None  # rayft.eval.arena.run_arena (Bradley-Terry ratings)
+    vs_base: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> metric -> paired_bootstrap
 
     def metrics_table(self) -> list[dict[str, Any]]:
         rows = []
@@ -54,7 +62,12 @@ class Comparison:
                          "bleu": s["bleu"], "loss": tf.get("loss"), "perplexity": tf.get("perplexity"),
                          "dpo_accuracy": (tf.get("dpo") or {}).get("accuracy"),
                          "dpo_margin": (tf.get("dpo") or {}).get("margin"),
-                         "gen_s": round(self.seconds[label], 1), "tags": tag_counts})
+                         "gen_s": round(self.seconds[label], 1), "tags": tag_counts,
+                         "intervals": {**s.get("intervals", {}),
+                                       **({"loss": tf["loss_interval"]} if tf.get("loss_interval") else {}),
+                                       **({"dpo_accuracy": tf["dpo"]["accuracy_interval"]}
+                                          if (tf.get("dpo") or {}).get("accuracy_interval") else {})},
+                         "scored_n": tf.get("n"), "vs_base": self.vs_base.get(label, {})})
         return rows
 
     def to_json(self) -> dict[str, Any]:
@@ -88,7 +101,8 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
 
     cfg = loaded.pipeline
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    comparison = Comparison(held.prompts, held.references)
+    prompts, references = held.generated
+    comparison = Comparison(prompts, references)
     jobs: list[tuple[str, str, Path | None]] = [(BASE, model_path, None)] if include_base else []
     for label, out in outputs.items():
         is_adapter = (out / "adapter_config.json").is_file()
@@ -101,12 +115,14 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
         model = (load_for_inference(path, cfg.model, adapter, on_gpu=torch.cuda.is_available())
                  if scoring or cfg.eval.num_workers == 1 else None)
         t0 = time.time()
-        gens = generate_answers(label, path, adapter, cfg.model, tokenizer, held.prompts, cfg.eval, model)
+        gens = generate_answers(label, path, adapter, cfg.model, tokenizer, prompts, cfg.eval, model)
         comparison.seconds[label] = time.time() - t0
         comparison.answers[label] = [g.text for g in gens]
-        comparison.scores[label] = score_pairs(comparison.answers[label], held.references, rule)
+        comparison.scores[label] = score_pairs(comparison.answers[label], references, rule)
         comparison.tags[label] = [tag_generation(g.text, p, hit_max_tokens=g.hit_max_tokens)
-                                  for g, p in zip(gens, held.prompts)]
+                                  for g, p in zip(gens, prompts)]
+        if label != BASE and BASE in comparison.scores:
+            comparison.vs_base[label] = differences(comparison.scores[BASE], comparison.scores[label])
         if not scoring:
             continue
         print(f"rayft: scoring held-out answers teacher-forced with {label} ...", flush=True)
@@ -124,6 +140,21 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
         comparison.teacher_forced[label] = scores
         del model
     return comparison
+
+
+def differences(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    """Tuned minus base per metric on the same rows, with the paired bootstrap's 95% interval and
+    whether it excludes zero (a difference beyond resampling noise)."""
+    from rayft.metrics.text import paired_bootstrap
+
+    out = {}
+    for key in ("exact_match", "rouge_l"):
+        a = [float(e[key]) for e in base["per_example"]]
+        b = [float(e[key]) for e in tuned["per_example"]]
+        if a and len(a) == len(b):
+            found = paired_bootstrap(a, b, resamples=2000)
+            out[key] = {**found, "excludes_zero": found["low"] > 0 or found["high"] < 0}
+    return out
 
 
 def _base_logps(model_path: str, cfg: Any, tokenizer: Any, held: HeldOut) -> tuple[list[float], list[float]]:
@@ -145,8 +176,8 @@ def held_out(loaded: LoadedConfig, tokenizer: Any, stage_index: int = 0) -> Held
     answer = next((c for c in ("reference", "chosen") if c in columns), None)  # preference rows: `chosen`
     if "prompt" not in columns or answer is None:
         raise UserError("eval: no held-out rows with answers; set data.eval_split > 0 or data.eval_path")
-    n = min(loaded.pipeline.eval.num_examples, len(data.eval))
-    rows = data.eval.select(range(n))
+    rows = data.eval
     tokenized = {"input_ids", "labels"} <= set(columns)
     return HeldOut(list(rows["prompt"]), list(rows[answer]), rows if tokenized else None,
-                   list(rows["rejected"]) if "rejected" in columns else None)
+                   list(rows["rejected"]) if "rejected" in columns else None,
+                   generate_n=min(loaded.pipeline.eval.num_examples, len(rows)))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rayft.config.load import LoadedConfig, dump_yaml
+from rayft.eval.report import _ci, pct_ci, vs_base_lines
 from rayft.records.rundir import read_summary
 
 EXAMPLES_SHOWN = 20
@@ -78,8 +79,9 @@ def _comparison_section(comparison: Any) -> list[str]:
     out = _answers_section(comparison) if comparison.answers else []
     if comparison.reward_models:
         out += ["<h2>Reward models on held-out pairs</h2>", "<table>",
-                "<tr><th>reward model</th><th>pairs</th><th>accuracy %</th><th>mean margin</th></tr>"]
-        out += [f"<tr><td>{escape(n)}</td>{_cell(r.get('n'))}{_cell(_pct(r['accuracy']), 1)}{_cell(r['margin'])}</tr>"
+                "<tr><th>reward model</th><th>pairs</th><th>accuracy % [95% interval]</th><th>mean margin</th></tr>"]
+        out += [f"<tr><td>{escape(n)}</td>{_cell(r.get('n'))}<td class=\"num\">"
+                f"{escape(pct_ci(r['accuracy'], r.get('accuracy_interval')))}</td>{_cell(r['margin'])}</tr>"
                 for n, r in comparison.reward_models.items()]
         out.append("</table>")
         plots = [(n, Path(r["histogram"])) for n, r in comparison.reward_models.items()
@@ -123,16 +125,20 @@ def _benchmarks_section(benchmarks: dict[str, Any]) -> list[str]:
 
 
 def _answers_section(comparison: Any) -> list[str]:
-    out = [f"<h2>Held-out evaluation ({len(comparison.prompts)} examples)</h2>", "<table>",
+    out = [f"<h2>Held-out evaluation ({len(comparison.prompts)} examples)</h2>",
+           "<p>Figures with their 95% bootstrap interval over the rows in brackets.</p>", "<table>",
            "<tr><th>model</th><th>n</th><th>exact match %</th><th>ROUGE-L %</th><th>BLEU</th><th>answer loss</th>"
            "<th>perplexity</th><th>DPO acc %</th><th>DPO margin</th><th>generation s</th><th>tags</th></tr>"]
     for r in comparison.metrics_table():
         tags = ", ".join(f"{k}: {v}" for k, v in r["tags"].items()) or "-"
-        out.append(f"<tr><td>{escape(r['model'])}</td>{_cell(r['n'])}{_cell(_pct(r['exact_match']), 1)}"
-                   f"{_cell(_pct(r['rouge_l']), 1)}{_cell(r['bleu'], 1)}{_cell(r['loss'])}{_cell(r['perplexity'], 2)}"
-                   f"{_cell(_pct(r['dpo_accuracy']), 1)}{_cell(r['dpo_margin'])}{_cell(r['gen_s'], 1)}"
-                   f"<td>{escape(tags)}</td></tr>")
+        out.append(f"<tr><td>{escape(r['model'])}</td>{_cell(r['n'])}"
+                   f"<td class=\"num\">{escape(pct_ci(r['exact_match'], _ci(r, 'exact_match')))}</td>"
+                   f"<td class=\"num\">{escape(pct_ci(r['rouge_l'], _ci(r, 'rouge_l')))}</td>"
+                   f"{_cell(r['bleu'], 1)}{_cell(r['loss'])}{_cell(r['perplexity'], 2)}"
+                   f"<td class=\"num\">{escape(pct_ci(r['dpo_accuracy'], _ci(r, 'dpo_accuracy')))}</td>"
+                   f"{_cell(r['dpo_margin'])}{_cell(r['gen_s'], 1)}<td>{escape(tags)}</td></tr>")
     out.append("</table>")
+    out += [f"<p>{escape(line)}</p>" for line in vs_base_lines(comparison)]
     labels = list(comparison.answers)
     shown = min(EXAMPLES_SHOWN, len(comparison.prompts))
     out += [f"<h2>Answers side by side (first {shown})</h2>", "<table>",

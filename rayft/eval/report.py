@@ -15,6 +15,40 @@ def _pct(value: Any) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}"
 
 
+def pct_ci(value: Any, interval: Any) -> str:
+    """A share in % with its 95% interval: `42.0 [35.1, 49.0]`."""
+    text = _pct(value)
+    if text != "-" and interval and interval[0] is not None:
+        text += f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+    return text
+
+
+def num_ci(value: Any, interval: Any, digits: int = 4) -> str:
+    text = _num(value, digits)
+    if text != "-" and interval and interval[0] is not None:
+        text += f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    return text
+
+
+def _ci(row: dict[str, Any], key: str) -> Any:
+    found = (row.get("intervals") or {}).get(key)
+    return [found["low"], found["high"]] if isinstance(found, dict) else found
+
+
+def vs_base_lines(comparison: Any) -> list[str]:
+    """One line per tuned model: its change against base on the same rows, with the paired 95%
+    interval, and whether that interval excludes zero."""
+    names = {"exact_match": "exact match", "rouge_l": "ROUGE-L"}
+    lines = []
+    for row in comparison.metrics_table():
+        parts = [f"{names[k]} {100 * d['mean_diff']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+                 f"{' (beyond resampling noise)' if d['excludes_zero'] else ' (within noise)'}"
+                 for k, d in (row.get("vs_base") or {}).items()]
+        if parts:
+            lines.append(f"{row['model']} vs base on the same {row['n']} rows: " + "; ".join(parts))
+    return lines
+
+
 def print_comparison(comparison: Any, examples: int = 3) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -27,7 +61,8 @@ def print_comparison(comparison: Any, examples: int = 3) -> None:
         for col in ("reward model", "pairs", "accuracy %", "mean margin"):
             table.add_column(col, justify="left" if col == "reward model" else "right")
         for name, r in comparison.reward_models.items():
-            table.add_row(name, str(r.get("n", "-")), _pct(r["accuracy"]), _num(r["margin"]))
+            table.add_row(name, str(r.get("n", "-")), pct_ci(r["accuracy"], r.get("accuracy_interval")),
+                          _num(r["margin"]))
         console.print(table)
     if comparison.benchmarks and comparison.benchmarks["rows"]:
         from rayft.eval.benchmarks import benchmark_table
@@ -59,11 +94,14 @@ def _print_answers(console: Any, comparison: Any, examples: int) -> None:
     for col in ("model", "n", "exact match %", "ROUGE-L %", "BLEU", "loss", "ppl", "DPO acc %", "gen s", "tags"):
         table.add_column(col, justify="left" if col in ("model", "tags") else "right")
     for row in comparison.metrics_table():
-        table.add_row(row["model"], str(row["n"]), _pct(row["exact_match"]), _pct(row["rouge_l"]),
+        table.add_row(row["model"], str(row["n"]), pct_ci(row["exact_match"], _ci(row, "exact_match")),
+                      pct_ci(row["rouge_l"], _ci(row, "rouge_l")),
                       "-" if row["bleu"] is None else f"{row['bleu']:.1f}", _num(row["loss"], 3),
                       _num(row["perplexity"], 1), _pct(row["dpo_accuracy"]), f"{row['gen_s']:.0f}",
                       ", ".join(f"{k}:{v}" for k, v in row["tags"].items()) or "-")
     console.print(table)
+    for line in vs_base_lines(comparison):
+        console.print(f"rayft: {line}", markup=False)
     labels = list(comparison.answers)
     for i in range(min(examples, len(comparison.prompts))):
         side = Table(show_header=True, title=f"example {i + 1}", title_justify="left", width=118)
@@ -104,9 +142,9 @@ def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
         lines += _answers_section(comparison)
     if comparison.reward_models:
         lines += ["", "## Reward models on held-out pairs", "",
-                  "| reward model | pairs | accuracy % | mean margin |", "|---|---|---|---|"]
-        lines += [f"| {name} | {r.get('n', '-')} | {_pct(r['accuracy'])} | {_num(r['margin'])} |"
-                  for name, r in comparison.reward_models.items()]
+                  "| reward model | pairs | accuracy % [95% interval] | mean margin [95% interval] |", "|---|---|---|---|"]
+        lines += [f"| {name} | {r.get('n', '-')} | {pct_ci(r['accuracy'], r.get('accuracy_interval'))} | "
+                  f"{num_ci(r['margin'], r.get('margin_interval'))} |" for name, r in comparison.reward_models.items()]
         lines += [f"\n![{name} rewards of chosen and rejected answers]({_relative(r['histogram'], run_dir)})"
                   for name, r in comparison.reward_models.items() if r.get("histogram")]
     if comparison.benchmarks and comparison.benchmarks["rows"]:
@@ -122,14 +160,21 @@ def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
 
 
 def _answers_section(comparison: Any) -> list[str]:
-    lines = ["", f"## Held-out evaluation ({len(comparison.prompts)} examples)", "",
-             "| model | exact match % | ROUGE-L % | BLEU | answer loss | perplexity | DPO acc % | DPO margin "
-             "| generation s | tags |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in comparison.metrics_table():
+    table = comparison.metrics_table()
+    scored = next((r["scored_n"] for r in table if r.get("scored_n")), None)
+    lines = ["", f"## Held-out evaluation ({len(comparison.prompts)} examples generated"
+             + (f", {scored} scored teacher-forced" if scored else "") + ")", "",
+             "Figures with their 95% bootstrap interval over the rows in brackets.", "",
+             "| model | n | exact match % | ROUGE-L % | BLEU | answer loss | perplexity | DPO acc % | DPO margin "
+             "| generation s | tags |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in table:
         tags = ", ".join(f"{k}: {v}" for k, v in row["tags"].items()) or "-"
-        lines.append(f"| {row['model']} | {_pct(row['exact_match'])} | {_pct(row['rouge_l'])} | "
-                     f"{_num(row['bleu'], 1)} | {_num(row['loss'])} | {_num(row['perplexity'], 2)} | "
-                     f"{_pct(row['dpo_accuracy'])} | {_num(row['dpo_margin'])} | {row['gen_s']} | {tags} |")
+        lines.append(f"| {row['model']} | {row['n']} | {pct_ci(row['exact_match'], _ci(row, 'exact_match'))} | "
+                     f"{pct_ci(row['rouge_l'], _ci(row, 'rouge_l'))} | {_num(row['bleu'], 1)} | "
+                     f"{num_ci(row['loss'], _ci(row, 'loss'))} | {_num(row['perplexity'], 2)} | "
+                     f"{pct_ci(row['dpo_accuracy'], _ci(row, 'dpo_accuracy'))} | {_num(row['dpo_margin'])} | "
+                     f"{row['gen_s']} | {tags} |")
+    lines += ["", *(f"- {line}" for line in vs_base_lines(comparison))]
     lines += ["", "## Examples", ""]
     for i in range(min(EXAMPLES_SHOWN, len(comparison.prompts))):
         first = next(iter(comparison.scores.values()))["per_example"][i]

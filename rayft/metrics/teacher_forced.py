@@ -16,6 +16,8 @@ def answer_loss(model: Any, rows: Any, batch_size: int = 8, pad_token_id: int = 
     import torch
 
     total, count = 0.0, 0
+    row_means: list[float] = []  # per row: its mean token loss, weighted by its answer tokens below
+    row_tokens: list[int] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         ids, labels = chunk["input_ids"], chunk["labels"]
@@ -31,13 +33,19 @@ def answer_loss(model: Any, rows: Any, batch_size: int = 8, pad_token_id: int = 
             logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
         shift_logits, shift_target = logits[:, :-1], target[:, 1:].to(logits.device)
         loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
-                                                 shift_target.reshape(-1), ignore_index=-100, reduction="sum")
-        total += loss.item()
-        count += int((shift_target != -100).sum())
+                                                 shift_target.reshape(-1), ignore_index=-100, reduction="none")
+        per_token = loss.view(shift_target.shape)
+        tokens = (shift_target != -100).sum(dim=1)
+        for row_sum, row_count in zip(per_token.sum(dim=1).tolist(), tokens.tolist()):
+            row_means.append(row_sum / row_count if row_count else 0.0)
+            row_tokens.append(int(row_count))
+        total += float(per_token.sum())
+        count += int(tokens.sum())
     if count == 0:
-        return {"loss": float("nan"), "perplexity": float("nan"), "answer_tokens": 0}
+        return {"loss": float("nan"), "perplexity": float("nan"), "answer_tokens": 0, "n": len(row_means)}
     mean = total / count
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "answer_tokens": count}
+    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "answer_tokens": count, "n": len(row_means),
+            "loss_interval": _interval(row_means, row_tokens)}
 
 
 def completion_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
@@ -70,7 +78,7 @@ def completion_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], comp
 
 
 def implicit_dpo_rewards(beta: float, policy_chosen: Sequence[float], policy_rejected: Sequence[float],
-                         ref_chosen: Sequence[float], ref_rejected: Sequence[float]) -> dict[str, float]:
+                         ref_chosen: Sequence[float], ref_rejected: Sequence[float]) -> dict[str, Any]:
     """DPO's implicit reward r = beta * (log p_policy - log p_ref) on chosen and rejected answers:
     accuracy (share of pairs with r_chosen > r_rejected) and the mean margin r_chosen - r_rejected."""
     chosen = [beta * (p - r) for p, r in zip(policy_chosen, ref_chosen)]
@@ -78,15 +86,25 @@ def implicit_dpo_rewards(beta: float, policy_chosen: Sequence[float], policy_rej
     margins = [c - r for c, r in zip(chosen, rejected)]
     n = len(margins)
     if n == 0:
-        return {"accuracy": float("nan"), "margin": float("nan"), "chosen": float("nan"), "rejected": float("nan")}
+        return {"accuracy": float("nan"), "margin": float("nan"), "chosen": float("nan"), "rejected": float("nan"), "n": 0}
     return {"accuracy": sum(m > 0 for m in margins) / n, "margin": sum(margins) / n,
-            "chosen": sum(chosen) / n, "rejected": sum(rejected) / n}
+            "chosen": sum(chosen) / n, "rejected": sum(rejected) / n, "n": n,
+            "accuracy_interval": _interval([float(m > 0) for m in margins]), "margin_interval": _interval(margins)}
 
 
-def pairwise_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequence[float]) -> dict[str, float]:
+def pairwise_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequence[float]) -> dict[str, Any]:
     """Share of pairs a reward model scores chosen above rejected, and the mean score margin."""
     margins = [c - r for c, r in zip(chosen_scores, rejected_scores)]
     n = len(margins)
     if n == 0:
-        return {"accuracy": float("nan"), "margin": float("nan")}
-    return {"accuracy": sum(m > 0 for m in margins) / n, "margin": sum(margins) / n}
+        return {"accuracy": float("nan"), "margin": float("nan"), "n": 0}
+    return {"accuracy": sum(m > 0 for m in margins) / n, "margin": sum(margins) / n, "n": n,
+            "accuracy_interval": _interval([float(m > 0) for m in margins]), "margin_interval": _interval(margins)}
+
+
+def _interval(values: Sequence[float], weights: Sequence[float] | None = None) -> list[float | None]:
+    """[low, high] of the 95% bootstrap interval of the (weighted) mean."""
+    from rayft.metrics.text import bootstrap_interval
+
+    found = bootstrap_interval(list(values), list(weights) if weights is not None else None)
+    return [found["low"], found["high"]]

@@ -129,6 +129,7 @@ def score_pairs(predictions: list[str], references: list[str], rule: Any = None)
         "rouge_l": sum(e["rouge_l"] for e in per_example) / n,
         "bleu": corpus_bleu(predictions, references),
         "n": n,
+        "intervals": {key: bootstrap_interval([float(e[key]) for e in per_example]) for key in ("exact_match", "rouge_l")},
         "per_example": per_example,
     }
 
@@ -203,6 +204,26 @@ def tag_generation(prediction: str, prompt: str, *, hit_max_tokens: bool) -> lis
     if not blank and _copies_prompt(prediction, prompt):
         tags.append("copied_prompt")
     return tags
+
+
+def bootstrap_interval(values: list[float], weights: list[float] | None = None, resamples: int = 2000,
+                       confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """The percentile bootstrap interval of a mean over rows (`weights`: of a weighted mean, e.g. a
+    token-level loss from per-row sums and token counts): {n, low, high}. Rows are resampled with
+    replacement; n says how many rows the figure rests on."""
+    import numpy as np
+
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "low": None, "high": None}
+    x = np.asarray(values, dtype=float)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    totals = w[picks].sum(axis=1)
+    means = np.where(totals > 0, (x[picks] * w[picks]).sum(axis=1) / np.where(totals > 0, totals, 1), np.nan)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.nanpercentile(means, [tail, 100 - tail])
+    return {"n": n, "low": float(low), "high": float(high)}
 
 
 def paired_bootstrap(scores_a: list[float], scores_b: list[float], resamples: int = 10_000,
