@@ -69,6 +69,9 @@ BENCHES: tuple[Bench, ...] = (
           ("--model", "builtin:smollm2-135m-instruct", "--skip-adapters", "--section", "serve_throughput_embedded",
            "--max-tokens", "8"), script="serve_throughput"),
     Bench("ray_train_overhead", "fixed cost of a short Ray Train stage: wall, first step, CPU share", ("--runs", "3")),
+    Bench("eval_benchmarks", "MMLU subset base vs demo / Lamini SFT adapters (lm-eval); arena base vs SFT vs SFT -> DPO",
+          (), ("--limit", "5", "--sft-steps", "4", "--pairs", "4", "--dpo-steps", "2", "--judge-pairs", "8",
+               "--judge-steps", "2", "--arena-prompts", "4", "--subjects", "anatomy"), ("shared-data",)),
     Bench("gpu_training", "GPU: ZeRO-3 + bf16 full fine-tune vs QLoRA of a ~1B Llama: tokens/s, peak GPU memory, MFU",
           (), ("--steps", "10"), ("gpu",)),
 )
