@@ -178,3 +178,19 @@ def _env():
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+
+
+def test_rayft_train_refuses_a_misspelt_benchmark_before_training(tmp_path, capsys):
+    """A bad task name found after an hour of training would lose the hour: `rayft train` checks
+    eval.benchmarks first (exit 2, no run directory)."""
+    from rayft.cli import main
+
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"name": "builtin:tiny-random"}, "data": {"path": str(DEMO_DATA)}, "stages": [{"type": "sft"}],
+        "storage": {"path": str(tmp_path / "runs")}, "eval": {"benchmarks": ["arc_easyy"]},
+        "run_name": "never"}))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "'arc_easyy' is not an lm-evaluation-harness task" in err and "arc_easy" in err
+    assert not (tmp_path / "runs" / "never").exists()
