@@ -13,6 +13,7 @@ from typing import Any
 from rayft.schema.sections import DataConfig
 from rayft.data.dedup import dedup_rows
 from rayft.data.bad_rows import RowProblem, count_by_reason, raise_if_any
+from rayft.data.filters import Filtered, apply_filters, count_by_filter
 from rayft.data.formats import detect_format, normalize, rename_columns
 from rayft.data.readers import Row, read_rows
 from rayft.data.sources import apply_weights, load_sources
@@ -28,6 +29,7 @@ class PreparedData:
     stats: dict[str, Any] = field(default_factory=dict)
     removed: list[Any] = field(default_factory=list)  # rayft.data.dedup.Removed, one per dropped duplicate
     problems: list[Any] = field(default_factory=list)  # rayft.data.bad_rows.RowProblem, bad rows skipped
+    filtered: list[Any] = field(default_factory=list)  # rayft.data.filters.Filtered, rows data.filters dropped
 
 
 def split_rows(rows: list[Row], eval_split: float, seed: int) -> tuple[list[Row], list[Row]]:
@@ -52,6 +54,7 @@ class Collected:
     stats: dict[str, Any]
     removed: list[Any]
     problems: list[RowProblem] = field(default_factory=list)  # bad rows skipped (data.on_error: skip)
+    filtered: list[Filtered] = field(default_factory=list)  # rows dropped by data.filters
 
 
 def collect(cfg: DataConfig) -> Collected:
@@ -60,8 +63,11 @@ def collect(cfg: DataConfig) -> Collected:
     rows = _normalized(read, problems)  # each row's data becomes its normalized example
     held_file = _normalized(_eval_file_rows(cfg, problems), problems) if cfg.eval_path else []
     raise_if_any(problems, cfg.on_error)
+    rows, filtered = apply_filters(rows, cfg.filters)
+    held_file, filtered_held = apply_filters(held_file, cfg.filters)
     if not rows:
-        raise DataError(f"data.path: no usable rows ({len(problems)} bad rows skipped)")
+        raise DataError(f"data.path: no usable rows ({len(problems)} bad rows skipped, {len(filtered)} rows "
+                        f"dropped by data.filters)")
     # Dedup before the split, so no copy of a held-out row can sit in the training split.
     deduped = dedup_rows(rows, lambda row: _example_text(row.data), exact=cfg.dedup.exact, near=cfg.dedup.near,
                          threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm, seed=cfg.seed)
@@ -74,11 +80,16 @@ def collect(cfg: DataConfig) -> Collected:
         source["used_for_training"] = count
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
-    stats = {"rows_read": len(rows) + len(problems), "sources": described, "dedup": deduped.stats(),
+    stats = {"rows_read": len(rows) + len(problems) + len(filtered), "sources": described, "dedup": deduped.stats(),
              "formats": sorted({r.format for r in rows})}
     if problems:
         stats["skipped_bad_rows"] = {"count": len(problems), "by_reason": count_by_reason(problems)}
-    return Collected([r.data for r in train_rows], [r.data for r in eval_rows], stats, deduped.removed, problems)
+    if cfg.filters:
+        stats["filtered"] = {"count": len(filtered), "by_filter": count_by_filter(filtered)}
+        if cfg.eval_path:
+            stats["filtered"]["held_out_file"] = len(filtered_held)
+    return Collected([r.data for r in train_rows], [r.data for r in eval_rows], stats, deduped.removed, problems,
+                     filtered + filtered_held)
 
 
 def prepare(cfg: DataConfig, tokenizer: Any) -> PreparedData:
@@ -110,7 +121,7 @@ def prepared(train: list[dict], held: list[dict], collected: Collected, template
     stats = {**collected.stats, "template": names[0] if len(names) == 1 else names,
              "format": formats[0] if len(formats) == 1 else "mixed", "train": train_stats, "eval": eval_stats}
     return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats,
-                        collected.removed, collected.problems)
+                        collected.removed, collected.problems, collected.filtered)
 
 
 def _eval_file_rows(cfg: DataConfig, problems: list[RowProblem]) -> list[Row]:

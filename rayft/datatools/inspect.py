@@ -42,6 +42,8 @@ def inspect_data(loaded: LoadedConfig, examples: int = 1, pairs: int = 5) -> dic
                           f"repeats {removed.duplicate_of}")
         for problem in data.problems[:pairs]:
             console.print(f"skipped: {problem.detail}")
+        for dropped in data.filtered[:pairs]:
+            console.print(f"filtered ({dropped.filter}): {dropped.origin} {dropped.reason}", markup=False)
     return report
 
 
@@ -54,6 +56,7 @@ def _stage_report(data: Any, stage: Any) -> dict[str, Any]:
         "rows read": stats.get("rows_read"),
         "bad rows skipped": (stats.get("skipped_bad_rows") or {}).get("by_reason") or 0,
         "duplicates removed": sum((stats.get("dedup") or {}).values()),
+        **({"dropped by data.filters": (stats["filtered"]["by_filter"] or 0)} if stats.get("filtered") else {}),
         "format / template": f"{stats.get('format')} / {stats.get('template')}",
         "train rows": train.get("rows", train.get("prompts")),
         "held-out rows": (stats.get("eval") or {}).get("rows", 0),

@@ -10,6 +10,7 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from rayft.schema.base import Strict
+from rayft.schema.filters import FilterConfig
 from rayft.schema.arena import ArenaConfig
 from rayft.schema.benchmarks import BenchmarksConfig
 from rayft.schema.scaling import DeepSpeedOptions, FSDPOptions, QuantizationConfig
@@ -128,6 +129,9 @@ class DataConfig(Strict):
         "fail", description="Bad rows (invalid JSON, missing field, wrong type, empty answer, not UTF-8): `fail` "
         "lists every one (file:line and reason); `skip` drops them and counts them by reason.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal, before the split.")
+    filters: list[FilterConfig] = Field(default_factory=list, description="Drop rows by what they say "
+                                        "(phrases, a regex, length, repetition), before dedup and the split; "
+                                        "each drop counted under its filter (docs/data.md).")
     max_rows: int | None = Field(None, ge=1, description="Use only the first N training rows (after the split).")
     seed: int = Field(42, description="Seed of the held-out split.")
 

@@ -43,7 +43,8 @@ class KTOImpl(StageImpl):
 
         pairs = prepare_preference(stage.data, tokenizer, stage="kto")
         seed = stage.data.seed
-        data = PreparedData(unpair(pairs.train, seed), unpair(pairs.eval, seed), pairs.stats, pairs.removed, pairs.problems)
+        data = PreparedData(unpair(pairs.train, seed), unpair(pairs.eval, seed), pairs.stats, pairs.removed, pairs.problems,
+                            pairs.filtered)
         data.stats["train"]["unpaired_rows"] = len(data.train)
         return data
 

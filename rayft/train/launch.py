@@ -112,19 +112,23 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
 
 
 def _record_data(name: str, stage_dir: Path, data: Any) -> None:
-    """One line of counts; skipped rows and removed duplicates go to files beside the stage."""
+    """One line of counts; skipped rows, removed duplicates and filtered rows go to files beside the stage."""
     from rayft.data.dedup import write_removed
     from rayft.data.bad_rows import write_problems
+    from rayft.data.filters import write_filtered
 
     train, held = data.stats.get("train", {}), data.stats.get("eval") or {}
     print(f"rayft: stage '{name}' data: {data.stats.get('rows_read')} rows read, "
           f"{train.get('rows', train.get('prompts'))} for training, {held.get('rows', 0)} held out, "
           f"{len(data.problems)} bad rows skipped, {len(data.removed)} duplicates removed, "
+          + (f"{len(data.filtered)} dropped by data.filters, " if data.filtered else "") +
           f"{train.get('truncated', 0)} truncated (details in summary.json)", flush=True)
     if data.problems:
         write_problems(data.problems, stage_dir / "data" / "skipped_rows.jsonl")
     if data.removed:
         write_removed(data.removed, stage_dir / "data" / "dedup_removed.jsonl")
+    if data.filtered:
+        write_filtered(data.filtered, stage_dir / "data" / "filtered_rows.jsonl")
 
 
 def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None,
