@@ -100,8 +100,8 @@ def test_the_lamini_docs_boilerplate_the_seed_notes_drop(tiny_tokenizer):
     marked = sum("keep the discussion relevant to lamini" in (json.loads(line).get("answer") or "").lower()
                  for line in path.read_text().splitlines() if line.strip())
     assert found == marked > 0
-    s = data.stats
-    duplicates = sum(s["dedup"].values())
-    skipped = (s.get("skipped_bad_rows") or {}).get("count", 0)
-    assert s["rows_read"] == s["train"]["rows"] + s["eval"]["rows"] + found + duplicates + skipped + \
-        s["train"]["dropped_no_answer_left"] + s["eval"]["dropped_no_answer_left"]
+    from rayft.data.accounting import account
+
+    counts = account(data.stats)
+    assert counts["adds_up"], counts["problems"]
+    assert counts["lines"]["dropped by data.filters"] == found

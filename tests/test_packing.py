@@ -90,3 +90,19 @@ def test_packed_sft_on_two_ray_workers(ray_cluster, tmp_path):
     assert losses[-1] < losses[0]
     # 6 steps x 1 packed row x 2 workers of ~512 real tokens each, not a 4-D mask's sum.
     assert 6 * 2 * 300 < summary["num_tokens"] < 6 * 2 * 512
+
+
+def test_the_progress_line_of_a_packed_stage_shows_no_nan_tokens(capsys):
+    """TRL logs num_tokens as NaN for packed rows; the progress line printed `nan tok/s` at every step."""
+    from types import SimpleNamespace
+
+    from rayft.records.progress import ProgressCallback
+
+    progress = ProgressCallback("sft", started_at=0.0)
+    state = SimpleNamespace(global_step=3, max_steps=10, is_world_process_zero=True, log_history=[])
+    progress.on_train_begin(None, state, None)
+    progress.on_log(None, state, None, logs={"loss": 1.5, "num_tokens": float("nan")})
+    line = capsys.readouterr().out
+    assert "[sft] step 3/10" in line and "nan" not in line
+    progress.on_log(None, state, None, logs={"loss": 1.4, "num_tokens": 600.0})
+    assert "tok/s" in capsys.readouterr().out

@@ -58,15 +58,20 @@ class Collected:
 
 
 def collect(cfg: DataConfig) -> Collected:
+    """Read, normalize, filter, dedup, split and weight a stage's rows. `stats["split"]` says where
+    every row read went (rayft.data.accounting adds the lines up)."""
     problems: list[RowProblem] = []
     read, described = load_sources(cfg, problems)
     rows = _normalized(read, problems)  # each row's data becomes its normalized example
+    bad_main = len(problems)
     held_file = _normalized(_eval_file_rows(cfg, problems), problems) if cfg.eval_path else []
     raise_if_any(problems, cfg.on_error)
+    rows_read = len(rows) + bad_main
     rows, filtered = apply_filters(rows, cfg.filters)
+    held_read = len(held_file) + len(problems) - bad_main
     held_file, filtered_held = apply_filters(held_file, cfg.filters)
     if not rows:
-        raise DataError(f"data.path: no usable rows ({len(problems)} bad rows skipped, {len(filtered)} rows "
+        raise DataError(f"data.path: no usable rows ({bad_main} bad rows skipped, {len(filtered)} rows "
                         f"dropped by data.filters)")
     # Dedup before the split, so no copy of a held-out row can sit in the training split.
     deduped = dedup_rows(rows, lambda row: _example_text(row.data), exact=cfg.dedup.exact, near=cfg.dedup.near,
@@ -75,19 +80,25 @@ def collect(cfg: DataConfig) -> Collected:
         train_rows, eval_rows = deduped.kept, held_file
     else:
         train_rows, eval_rows = split_rows(deduped.kept, cfg.eval_split, cfg.seed)
+    split: dict[str, Any] = {"bad": bad_main, "filtered": len(filtered), "train_rows": len(train_rows),
+                             "held_out_rows": len(eval_rows)}
+    if cfg.eval_path:  # read apart from data.path: its own identity
+        split["held_out_file"] = {"rows_read": held_read, "bad": len(problems) - bad_main,
+                                  "filtered": len(filtered_held)}
     train_rows, used = apply_weights(train_rows, cfg)
     for source, count in zip(described, used):
         source["used_for_training"] = count
     if cfg.max_rows:
+        split["cut_by_max_rows"] = max(0, len(train_rows) - cfg.max_rows)
         train_rows = train_rows[: cfg.max_rows]
-    stats = {"rows_read": len(rows) + len(problems) + len(filtered), "sources": described, "dedup": deduped.stats(),
-             "formats": sorted({r.format for r in rows})}
+    split["train_examples"] = len(train_rows)
+    stats = {"rows_read": rows_read, "sources": described, "dedup": deduped.stats(),
+             "formats": sorted({r.format for r in rows}), "split": split}
     if problems:
         stats["skipped_bad_rows"] = {"count": len(problems), "by_reason": count_by_reason(problems)}
     if cfg.filters:
-        stats["filtered"] = {"count": len(filtered), "by_filter": count_by_filter(filtered)}
-        if cfg.eval_path:
-            stats["filtered"]["held_out_file"] = len(filtered_held)
+        stats["filtered"] = {"count": len(filtered) + len(filtered_held),
+                             "by_filter": count_by_filter(filtered + filtered_held)}
     return Collected([r.data for r in train_rows], [r.data for r in eval_rows], stats, deduped.removed, problems,
                      filtered + filtered_held)
 

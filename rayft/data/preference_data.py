@@ -42,12 +42,11 @@ def prepare_prompts(cfg: DataConfig, tokenizer: Any, stage: str = "this") -> Pre
     collected = collect(cfg)
     templates: dict[str, str] = {}
     train, held = (_prompts(rows, cfg, templates, tokenizer) for rows in (collected.train, collected.eval))
-    skipped = sum(1 for ex in collected.train if not ex["turns"])
     if not train:
         raise DataError(f"data.path: the {stage} stage needs rows with a prompt (any format but `text`); "
                         f"none found")
-    train_stats = {"rows": len(train), "skipped_no_prompt": skipped}
-    eval_stats = {"rows": len(held)}
+    train_stats = {"rows": len(train), "skipped_no_prompt": sum(1 for ex in collected.train if not ex["turns"])}
+    eval_stats = {"rows": len(held), "skipped_no_prompt": sum(1 for ex in collected.eval if not ex["turns"])}
     return prepared(train, held, collected, templates, train_stats, eval_stats)
 
 

@@ -4,6 +4,7 @@ into summary.json (loss history, tokens/s, time of the first optimizer step), an
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
         logs = logs or {}
-        if "num_tokens" in logs:
+        # TRL logs NaN tokens for packed rows (it reads their 4-D attention mask); the stage's summary
+        # counts those from the rows instead (rayft.stages.sft), so the progress line shows none.
+        if "num_tokens" in logs and math.isfinite(float(logs["num_tokens"])):
             self.num_tokens = float(logs["num_tokens"])
             self.last_log = (time.time(), self.num_tokens)
             self.first_log = self.first_log or self.last_log
