@@ -56,6 +56,44 @@ def test_one_generation_serves_several_adapters_and_the_base(tiny_model_path, ad
     assert streamed == alone["a"] and engine.held_adapters() == ["a"] and engine.loads == 3
 
 
+@pytest.fixture(scope="module")
+def ia3_dir(tmp_path_factory, tiny_model_path):
+    """An IA3 adapter whose scaling vectors are random (not the identity it starts as)."""
+    import torch
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(7)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path), IA3Config(
+        target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "ia3_l" in name:
+                param.copy_(torch.rand_like(param) * 4)
+    out = tmp_path_factory.mktemp("ia3") / "ia3"
+    model.save_pretrained(out)
+    return out
+
+
+def test_an_ia3_request_never_shares_a_generation_with_another_adapter(tiny_model_path, adapter_dirs, ia3_dir):
+    """PEFT's mixed batch silently applies the active adapter to every row for IA3: an IA3 request
+    and LoRA / base requests sent together must each get the answer they get alone."""
+    from rayft.serve.engine import GenerationEngine
+
+    paths = {**adapter_dirs, "ia3": ia3_dir}
+    engine = GenerationEngine(tiny_model_path)
+    alone = {key: engine.generate([_req()], key, paths.get(key))[0].texts[0] for key in (None, "a", "ia3")}
+    assert len(set(alone.values())) == 3, alone  # the IA3 adapter matters
+    keys = ["ia3", "a", None, "ia3", "a"]
+    mixed = engine.generate_mixed([_req() for _ in keys], keys, paths)
+    assert [m.texts[0] for m in mixed] == [alone[k] for k in keys]
+    streamed = "".join(delta for delta, _ in engine.stream(_req(), "ia3", ia3_dir))
+    assert streamed == alone["ia3"]
+    engine.release_adapter("ia3")  # the last IA3 adapter: its copy of the base goes
+    assert engine.generate_mixed([_req(), _req()], ["a", None], paths)[0].texts[0] == alone["a"]
+    assert engine.side is None and engine.held_adapters() == ["a"]
+
+
 def test_a_released_adapter_the_current_call_uses_is_kept(tiny_model_path, adapter_dirs):
     from rayft.serve.engine import GenerationEngine
 

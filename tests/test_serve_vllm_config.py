@@ -67,6 +67,25 @@ def test_what_ray_serve_llm_cannot_do_is_an_error(tmp_path, monkeypatch):
         llm_config_dicts(_pipeline(tmp_path))
 
 
+def test_an_ia3_adapter_in_the_store_is_refused_naming_rayft_merge(tmp_path, monkeypatch):
+    """vLLM cannot load IA3 (its adapter_config has no r / lora_alpha): refused when the app is built."""
+    from rayft.serve.store import LocalAdapterStore
+    from rayft.serve.vllm_app import llm_config_dicts
+
+    monkeypatch.delenv("RAYFT_API_KEYS", raising=False)
+    adapter = tmp_path / "ia3"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "IA3", "base_model_name_or_path": "x", '
+                                                  '"target_modules": ["k_proj"], "feedforward_modules": []}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"0")
+    try:
+        LocalAdapterStore(tmp_path / "adapters").register(adapter, "orders-ia3")
+    except Exception as exc:  # noqa: BLE001 - a store that validates weights: build a real adapter instead
+        pytest.skip(f"cannot register a stub adapter: {exc}")
+    with pytest.raises(ConfigError, match=r"orders-ia3 \(IA3\): vLLM loads LoRA adapters only; .*`rayft merge"):
+        llm_config_dicts(_pipeline(tmp_path))
+
+
 @pytest.mark.parametrize("serve, message", [
     ({"vllm": {}}, "vllm: only for `engine: vllm`"),
     ({"engine": "vllm", "batching": {"max_batch_size": 4}}, "batching: only rayft's engine reads these"),

@@ -1,4 +1,4 @@
-"""LoRA adapters through PEFT, and loading a trained adapter back onto its base."""
+"""LoRA and IA3 adapters through PEFT, and loading a trained adapter back onto its base."""
 
 from __future__ import annotations
 
@@ -18,8 +18,24 @@ def lora_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
     )
 
 
+def ia3_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
+    """IA3: `all-linear` (rayft's default target) means PEFT's per-architecture defaults, since IA3
+    scales a few projections rather than adapting every linear layer."""
+    from peft import IA3Config
+
+    targets = None if cfg.target_modules == "all-linear" else list(cfg.target_modules)
+    feedforward = cfg.feedforward_modules
+    if targets is not None and feedforward is None:
+        feedforward = [m for m in targets if m in ("down_proj", "fc2", "c_proj", "dense_4h_to_h", "w2")]
+    return IA3Config(target_modules=targets, feedforward_modules=feedforward, task_type=task_type)
+
+
+def peft_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
+    return ia3_config(cfg, task_type) if cfg.type == "ia3" else lora_config(cfg, task_type)
+
+
 def apply_adapter(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
-    """Wrap `model` for training: a new (or `init_from`) LoRA adapter, or the model as is (full)."""
+    """Wrap `model` for training: a new (or `init_from`) LoRA or IA3 adapter, or the model as is (full)."""
     if cfg.type == "full":
         return model
     from peft import PeftModel, get_peft_model
@@ -30,9 +46,19 @@ def apply_adapter(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
     if cfg.init_from:
         return PeftModel.from_pretrained(model, cfg.init_from, is_trainable=True)
     try:
-        return get_peft_model(model, lora_config(cfg, task_type))
+        return get_peft_model(model, peft_config(cfg, task_type))
     except ValueError as exc:  # e.g. target_modules naming modules the model lacks
         raise ModelError(f"adapter.target_modules: {exc}") from None
+
+
+def adapter_kind(folder: str | Path) -> str | None:
+    """The PEFT type of a saved adapter folder (`LORA`, `IA3`, ...), None when it is not one."""
+    import json
+
+    try:
+        return str(json.loads((Path(folder) / "adapter_config.json").read_text()).get("peft_type") or "") or None
+    except (OSError, ValueError):
+        return None
 
 
 def load_for_inference(base_path: str, model_cfg: ModelConfig, adapter_dir: str | Path | None = None,

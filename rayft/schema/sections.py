@@ -37,8 +37,9 @@ class ModelConfig(Strict):
 
 
 class AdapterConfig(Strict):
-    type: Literal["lora", "full"] = Field(
-        "lora", description="`lora`: train a PEFT LoRA adapter; `full`: train every weight."
+    type: Literal["lora", "ia3", "full"] = Field(
+        "lora", description="`lora`: train a PEFT LoRA adapter; `ia3`: a PEFT IA3 adapter (learned scaling "
+        "vectors: far fewer weights than LoRA; `r`, `alpha`, `dropout` do not apply); `full`: train every weight."
     )
     r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
@@ -47,6 +48,10 @@ class AdapterConfig(Strict):
         "all-linear", description="`all-linear` or a list of module names, e.g. [q_proj, v_proj]."
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train (PEFT `bias`).")
+    feedforward_modules: list[str] | None = Field(
+        None, description="IA3: which of target_modules are feed-forward layers (scaled on their input, the "
+        "others on their output); default: PEFT's choice for the architecture (Llama: down_proj, with target "
+        "modules k_proj, v_proj, down_proj when target_modules is `all-linear`).")
     init_from: str | None = Field(
         None, description="Start from an existing PEFT adapter directory instead of a fresh one."
     )

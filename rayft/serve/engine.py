@@ -8,6 +8,12 @@ and the base together: PEFT's mixed-batch inference (`generate(..., adapter_name
 per row, `__base__` for the base) runs the base weights once for the whole batch and each
 adapter's LoRA product on its own rows.
 
+IA3 adapters cannot share that generation: PEFT's `adapter_names` is implemented for LoRA only,
+and for IA3 it silently applies the active adapter to every row. Nor can they load into the LoRA
+wrapper (one PEFT type per wrapper). So IA3 adapters live in a second wrapper around one copy of
+the base (made when the first IA3 adapter arrives, dropped with the last), and each IA3 adapter's
+rows are generated apart, with that adapter active.
+
 Not thread-safe by design: the Serve deployment runs every call of one engine under one lock.
 `release_adapter` is the exception: it only marks an adapter, and the deletion happens at the next
 locked call, because Serve calls it from a thread pool when it evicts a model.
@@ -64,8 +70,10 @@ class GenerationEngine:
         self.model = load_causal_lm(model_path, cfg, on_gpu=device.startswith("cuda")).to(device).eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self._add_bos = adds_bos(self.tokenizer)
-        self.peft: Any = None  # the PeftModel around self.model while any adapter is loaded
+        self.peft: Any = None  # the PeftModel around self.model while any LoRA adapter is loaded
+        self.side: Any = None  # the PeftModel around a copy of the base while any IA3 adapter is loaded
         self._loaded: dict[str, str] = {}  # PEFT adapter name -> multiplexed key
+        self._isolated: set[str] = set()  # names of adapters that cannot join a mixed batch (IA3)
         self._released: set[str] = set()
         self.loads = 0
         self.evictions = 0
@@ -86,13 +94,22 @@ class GenerationEngine:
         if name in self._loaded:
             return 0.0
         started = time.perf_counter()
-        if self.peft is None:
-            from peft import PeftModel
+        from peft import PeftModel
 
+        from rayft.models.adapters import adapter_kind
+
+        if adapter_kind(path) not in (None, "LORA"):  # IA3 and the like: apart (module docstring)
+            if self.side is None:
+                self.side = PeftModel.from_pretrained(self._base_copy(), str(path), adapter_name=name,
+                                                      is_trainable=False).eval()
+            else:
+                self.side.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            self._isolated.add(name)
+        elif self.peft is None:
             self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False).eval()
         else:
             self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        if not self.peft.active_adapters:  # mixed batches need an active adapter, whichever it is
+        if self.peft is not None and not self.peft.active_adapters:  # mixed batches need an active adapter
             self.peft.set_adapter(name)
         self._loaded[name] = key
         self.loads += 1
@@ -108,7 +125,13 @@ class GenerationEngine:
         """Delete the adapters Serve evicted, except those the current call uses."""
         for name in list(self._released - keep):
             if name in self._loaded:
-                if len(self._loaded) == 1:  # the last one: back to the plain base model
+                if name in self._isolated:
+                    self._isolated.discard(name)
+                    if self._isolated:
+                        self.side.delete_adapter(name)
+                    else:  # the last IA3 adapter: the base copy goes too
+                        self.side = None
+                elif len(set(self._loaded) - self._isolated) == 1:  # the last LoRA one: back to the plain base
                     self.model, self.peft = self.peft.unload(), None
                 else:
                     self.peft.delete_adapter(name)
@@ -142,8 +165,12 @@ class GenerationEngine:
         folder), as one generation per sampling setting whatever the adapters."""
         names = self._prepare(keys, paths)
         results: list[GenResult | None] = [None] * len(requests)
-        by_sampling = sorted(range(len(requests)), key=lambda i: (requests[i].temperature, requests[i].top_p))
-        for _, group in groupby(by_sampling, key=lambda i: (requests[i].temperature, requests[i].top_p)):
+
+        def group_of(i: int) -> tuple[float, float, str]:  # an IA3 adapter's rows form a group of their own
+            return requests[i].temperature, requests[i].top_p, names[i] if names[i] in self._isolated else ""
+
+        by_sampling = sorted(range(len(requests)), key=group_of)
+        for _, group in groupby(by_sampling, key=group_of):
             indices = list(group)
             rows = [i for i in indices for _ in range(requests[i].n)]
             outputs = self._generate_rows([requests[i] for i in rows], [names[i] for i in rows])
@@ -165,8 +192,20 @@ class GenerationEngine:
             return {"do_sample": False}
         return {"do_sample": True, "temperature": req.temperature, "top_p": req.top_p}
 
+    def _base_copy(self) -> Any:
+        """A copy of the base model without any LoRA layer, for the IA3 wrapper."""
+        import copy
+
+        if self.peft is None:
+            return copy.deepcopy(self.model)
+        return copy.deepcopy(self.peft).unload()
+
     def _generate(self, names: list[str], **kwargs: Any) -> Any:
-        """`generate` of the base model, or of the PeftModel with each row's adapter."""
+        """`generate` of the base model, of the LoRA wrapper with each row's adapter, or of the IA3
+        wrapper with the one adapter of these rows active."""
+        if names and names[0] in self._isolated:
+            self.side.set_adapter(names[0])
+            return self.side.generate(**kwargs)
         if self.peft is None:
             return self.model.generate(**kwargs)
         return self.peft.generate(**kwargs, adapter_names=names)

@@ -32,6 +32,7 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
                           f"but ${cfg.auth.api_keys_env} is set: unset it, or serve on rayft's engine, or put a "
                           "gateway that checks keys in front")
     store = absolute_path(cfg.adapter_store)
+    _refuse_non_lora(store)
     lora = None
     if store.startswith(VLLM_ADAPTER_SCHEMES):
         # register() keeps each adapter's current version at <store>/.latest/<id>/, the layout Ray
@@ -72,6 +73,28 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
                                                  "model_source": resolve_model(absolute_path(merged.path))},
                         **_without_lora(common)})
     return configs
+
+
+def _refuse_non_lora(store: str) -> None:
+    """vLLM loads LoRA adapters only: an IA3 adapter_config has no `r` / `lora_alpha`, and Ray Serve LLM
+    would fail on it at the first request that names it. Refuse it when the app is built, saying what
+    works instead."""
+    from rayft.models.adapters import adapter_kind
+    from rayft.serve.store import open_store
+
+    try:
+        opened = open_store(store)
+        refs = opened.list_adapters()
+        other = sorted({(ref.id, kind) for ref in refs
+                        for kind in [adapter_kind(opened.local_path(ref))] if kind not in (None, "LORA")})
+    except Exception:  # noqa: BLE001 - a remote store this machine cannot read; the replicas will meet it
+        return
+    if not other:
+        return
+    names = ", ".join(f"{adapter_id} ({kind})" for adapter_id, kind in other)
+    raise ConfigError(f"serve.adapter_store: {names}: vLLM loads LoRA adapters only; fold each into its base "
+                      f"with `rayft merge ADAPTER --out DIR` and list DIR under serve.merged_models, or serve "
+                      f"them with serve.engine: rayft")
 
 
 def _without_lora(common: dict[str, Any]) -> dict[str, Any]:

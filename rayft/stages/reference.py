@@ -10,8 +10,8 @@ from typing import Any
 
 
 def check_shared_reference(trainer: Any, adapter_type: str) -> None:
-    """With LoRA the reference shares the policy's base weights: no second model is loaded."""
-    if adapter_type == "lora" and trainer.ref_model is not None:
+    """With an adapter (LoRA, IA3) the reference shares the policy's base weights: no second model is loaded."""
+    if adapter_type != "full" and trainer.ref_model is not None:
         raise RuntimeError("expected the reference to share the LoRA policy's base weights (ref_model=None); "
                            "TRL loaded a second model")
 
