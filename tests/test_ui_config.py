@@ -35,6 +35,16 @@ def test_the_default_form_is_a_valid_demo_config(backend):
     assert loaded.pipeline.storage.path == str(backend.storage)
 
 
+@pytest.mark.parametrize("adapter, expected", [("ia3", ("ia3", None)), ("qlora", ("lora", "4bit")),
+                                               ("full", ("full", None))])
+def test_every_adapter_the_page_offers_is_a_valid_config(backend, adapter, expected):
+    """The page's radio offered `qlora`, which the schema has no type for (the run was refused)."""
+    loaded, problem = check(to_yaml(form_to_config(Form(adapter=adapter))), backend)
+    assert problem is None, problem
+    quantization = loaded.pipeline.model.quantization
+    assert (loaded.pipeline.adapter.type, quantization and quantization.mode) == expected
+
+
 @pytest.mark.parametrize("change, field, words", [
     ({"lr": "-1"}, "training.lr", "greater than 0"),
     ({"max_steps": "ten"}, "training.max_steps", "integer"),

@@ -1,4 +1,4 @@
-"""`rayft merge`: fold a LoRA adapter into its base (PEFT `merge_and_unload`) and save a standard
+"""`rayft merge`: fold a LoRA or IA3 adapter into its base (PEFT `merge_and_unload`) and save a standard
 Hugging Face model folder (weights, tokenizer, generation config) that any HF tool, vLLM, or
 `serve.merged_models` can load without PEFT."""
 

@@ -50,8 +50,8 @@ def form_to_config(form: Form) -> dict[str, Any]:
     dataset = str(demo_dataset()) if form.dataset == DEMO_DATASET else form.dataset
     raw: dict[str, Any] = {
         "model": {"name": form.model},
-        "adapter": ({"type": "full"} if form.adapter == "full" else
-                    {"type": form.adapter, "r": _number(form.r), "alpha": _number(form.alpha)}),
+        "adapter": ({"type": form.adapter} if form.adapter in ("full", "ia3") else
+                    {"type": "lora", "r": _number(form.r), "alpha": _number(form.alpha)}),
         "data": {"path": dataset, "format": form.data_format, "template": form.template,
                  "max_length": _number(form.max_length)},
         "training": {"lr": _number(form.lr), "max_steps": _number(form.max_steps),
@@ -60,6 +60,8 @@ def form_to_config(form: Form) -> dict[str, Any]:
         "scaling": {"num_workers": _number(form.num_workers), "resources_per_worker": {"CPU": 1}},
         "eval": {"enabled": bool(form.evaluate)},
     }
+    if form.adapter == "qlora":  # LoRA on a 4-bit base (the page's radio offered it; the schema has no such type)
+        raw["model"]["quantization"] = {"mode": "4bit"}
     if dataset == str(demo_dataset()):
         raw["data"]["eval_split"] = 60
         raw["eval"].update({"num_examples": 20, "max_new_tokens": 48})

@@ -36,7 +36,8 @@ def build(backend: Backend, page: gr.Blocks) -> SimpleNamespace:
                                label="Template", info="chat: as the Chat tab asks the served model")
         stages = gr.CheckboxGroup(list(BUILTIN_ORDER), value=["sft"], label="Stages (in order)")
     with gr.Row():
-        adapter = gr.Radio(["lora", "qlora", "full"], value="lora", label="Adapter")
+        adapter = gr.Radio(["lora", "qlora", "ia3", "full"], value="lora", label="Adapter",
+                           info="ia3: learned scaling vectors, far fewer weights than LoRA (r, alpha unused)")
         r = gr.Textbox(str(Form.r), label="LoRA r", elem_id="field-r")
         alpha = gr.Textbox(str(Form.alpha), label="LoRA alpha")
         lr = gr.Textbox(Form.lr, label="Learning rate", elem_id="field-lr")
