@@ -138,3 +138,14 @@ def test_a_failing_run_fails_every_part_of_its_meeting():
         return await asyncio.gather(meeting.submit([1]), meeting.submit([2]), return_exceptions=True)
 
     assert [type(r) for r in asyncio.run(main())] == [RuntimeError, RuntimeError]
+
+
+def test_an_ia3_adapter_merges_into_its_base(tmp_path, tiny_model_path, ia3_dir):
+    """`rayft merge` folds IA3 as it folds LoRA: the merged model answers as base + adapter does."""
+    from rayft.cli import main
+    from rayft.serve.engine import GenerationEngine
+
+    merged = tmp_path / "merged"
+    assert main(["merge", str(ia3_dir), "--out", str(merged), "--base", tiny_model_path]) == 0
+    with_adapter = GenerationEngine(tiny_model_path).generate([_req()], "ia3", ia3_dir)[0].texts[0]
+    assert GenerationEngine(str(merged)).generate([_req()])[0].texts[0] == with_adapter

@@ -59,3 +59,20 @@ def account(stats: dict[str, Any]) -> dict[str, Any]:
         problems.append(f"training examples {lines['training examples (x weights, max_rows)']} != trained on "
                         f"{trained} + dropped {sum(train_dropped.values())}")
     return {"lines": lines, "adds_up": not problems, "problems": problems}
+
+
+def one_line(lines: dict[str, int]) -> str:
+    """The counts in one line, leaving out the zeros and what repeats another figure."""
+    parts = [f"{lines['rows read']} rows read"]
+    parts += [f"{lines[k]} {k}" for k in ("bad rows skipped", "dropped by data.filters", "duplicates removed") if lines[k]]
+    held = [f"{lines['held out, used']} held out"]
+    held += [f"{v} held-out {k.removeprefix('held out, dropped: ')}" for k, v in lines.items()
+             if k.startswith("held out, dropped: ")]
+    parts += held
+    if lines["training examples (x weights, max_rows)"] != lines["training-split rows"]:
+        parts.append(f"{lines['training-split rows']} training rows -> {lines['training examples (x weights, max_rows)']} "
+                     f"examples (source weights, max_rows)")
+    parts.append(f"{lines['trained on']} trained on")
+    parts += [f"{v} dropped ({k.removeprefix('training, dropped: ')})" for k, v in lines.items()
+              if k.startswith("training, dropped: ")]
+    return ", ".join(parts)

@@ -14,8 +14,10 @@ def run_demo(overrides: list[str], started_at: float | None = None, config_path:
 
     started_at = started_at or time.time()
     loaded = load_pipeline(config_path or DEMO_CONFIG, overrides)
-    print("rayft demo: LoRA fine-tuning SmolLM2-135M-Instruct on 2 Ray workers to extract orders as JSON",
-          flush=True)
+    cfg = loaded.pipeline
+    how = {"lora": "LoRA", "ia3": "IA3", "full": "full"}[cfg.adapter.type]
+    print(f"rayft demo: {how} fine-tuning {cfg.model.name} on {cfg.scaling.num_workers} Ray worker(s) to extract "
+          f"orders as JSON", flush=True)
     loaded.pipeline.eval.enabled = True
     outcome = train_and_evaluate(loaded, started_at=started_at)
     result, report = outcome.run, outcome.report

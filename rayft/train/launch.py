@@ -113,15 +113,14 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
 
 def _record_data(name: str, stage_dir: Path, data: Any) -> None:
     """One line of counts; skipped rows, removed duplicates and filtered rows go to files beside the stage."""
-    from rayft.data.accounting import account
+    from rayft.data.accounting import account, one_line
     from rayft.data.bad_rows import write_problems
     from rayft.data.dedup import write_removed
     from rayft.data.filters import write_filtered
 
     counts = account(data.stats)
     data.stats["accounting"] = counts["lines"]  # into summary.json with the rest of the data stats
-    shown = ", ".join(f"{v} {k}" for k, v in counts["lines"].items() if v or k in ("rows read", "trained on"))
-    print(f"rayft: stage '{name}' data: {shown} (files in {stage_dir / 'data'}, details in summary.json)", flush=True)
+    print(f"rayft: stage '{name}' data: {one_line(counts['lines'])} (details in summary.json)", flush=True)
     if not counts["adds_up"]:
         print(f"rayft: warning: stage '{name}' data counts do not add up ({'; '.join(counts['problems'])}); "
               f"please report it", flush=True)
