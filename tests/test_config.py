@@ -69,7 +69,7 @@ INVALID = [
     ({"scaling": {"num_workers": 0}}, "scaling.num_workers: Input should be greater than or equal to 1"),
     ({"training": {"lr": -1}}, "training.lr: Input should be greater than 0"),
     ({"adapter": {"r": "big"}}, "adapter.r: Input should be a valid integer"),
-    ({"adapter": {"type": "qlora5"}}, "adapter.type: Input should be 'lora' or 'full'"),
+    ({"adapter": {"type": "qlora5"}}, "adapter.type: Input should be 'lora', 'ia3' or 'full'"),
     ({"adapter": {"target_modules": []}}, "adapter.target_modules"),
     ({"data": {"format": "xml"}}, "data.format: Input should be"),
     ({"data": {"eval_split": 2.5}}, "data.eval_split: a count (>= 1) must be a whole number"),

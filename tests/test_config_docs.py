@@ -53,7 +53,7 @@ def test_every_stage_type_has_a_table():
 def test_constraints_and_escaping_are_rendered():
     text = config_docs.render_config_reference()
     assert "| `adapter.r` | `int` | `16` | `>= 1`, `<= 1024` |" in text
-    assert '`"lora" \\| "full"`' in text  # a `|` inside a table cell is escaped
+    assert '`"lora" \\| "ia3" \\| "full"`' in text  # a `|` inside a table cell is escaped
 
 
 def test_check_fails_when_stale_and_write_fixes_it(tmp_path, capsys):

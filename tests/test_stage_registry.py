@@ -41,4 +41,4 @@ print(json.dumps({{"noise_alpha": pipeline.stages[1].noise_alpha, "name": pipeli
 def test_builtin_stage_types_keep_their_order():
     from rayft.stages import stage_configs, stage_type
 
-    assert [stage_type(c) for c in stage_configs()] == ["sft", "reward", "dpo", "orpo", "cpo", "kto", "grpo", "ppo"]
+    assert [stage_type(c) for c in stage_configs()] == ["sft", "reward", "dpo", "orpo", "cpo", "kto", "grpo", "ppo", "classify"]

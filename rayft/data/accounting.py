@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 # Per-example drops of each stage type's preparation, in words
-DROPS = {"dropped_no_answer_left": "answer cut away by max_length", "skipped_no_prompt": "no prompt (text row)"}
+DROPS = {"dropped_no_answer_left": "answer cut away by max_length", "skipped_no_prompt": "no prompt (text row)",
+         "skipped_unknown_label": "label not among the training labels"}
 
 
 def _dropped(side: dict[str, Any]) -> dict[str, int]:

@@ -49,6 +49,7 @@ class Comparison:
     benchmarks: dict[str, Any] | None = None  # rayft.eval.benchmarks.run_benchmarks (lm-evaluation-harness)
     arena: dict[str, Any] | None = None  # rayft.eval.arena.run_arena (Bradley-Terry ratings)
     vs_base: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> metric -> paired_bootstrap
+    classifiers: dict[str, dict[str, Any]] = field(default_factory=dict)  # classify stage -> base / tuned figures
 
     def metrics_table(self) -> list[dict[str, Any]]:
         rows = []
@@ -73,7 +74,8 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         return {"metrics": self.metrics_table(), "teacher_forced": self.teacher_forced,
                 "reward_models": self.reward_models, "benchmarks": self.benchmarks,
-                **({"arena": self.arena} if self.arena is not None else {}), "notes": self.notes, "examples": [
+                **({"arena": self.arena} if self.arena is not None else {}),
+                **({"classifiers": self.classifiers} if self.classifiers else {}), "notes": self.notes, "examples": [
                     {"prompt": p, "reference": r, **{label: {"answer": self.answers[label][i],
                                                               "tags": self.tags[label][i],
                                                               **self.scores[label]["per_example"][i]}

@@ -30,7 +30,8 @@ def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
     outputs = {k: v for k, v in outputs.items() if v is not None}
     outputs.update(_named_models(loaded))
     rewards = [s.name for s in completed if s.type == "reward" and stage_output(run_dir / s.name) is not None]
-    if not outputs and not rewards:
+    classifiers = [s.name for s in completed if s.type == "classify" and stage_output(run_dir / s.name) is not None]
+    if not outputs and not rewards and not classifiers:
         raise UserError(f"{run_dir} has no completed stage to evaluate")
     task_plan = _benchmark_plan(loaded, run_dir)  # a bad task name fails here, before any model loads
     model_path = resolve_model(loaded.pipeline.model.name, loaded.pipeline.model.revision)
@@ -42,6 +43,10 @@ def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
         held, comparison = None, Comparison([], [])
     _benchmarks(loaded, task_plan, model_path, outputs, comparison, run_dir)
     score_reward_stages(loaded, run_dir, rewards, tokenizer, comparison)
+    if classifiers:
+        from rayft.eval.classify_scores import score_classifiers
+
+        score_classifiers(loaded, run_dir, classifiers, model_path, tokenizer, comparison)
     if loaded.pipeline.eval.reward_model:
         held = held or held_out(loaded, tokenizer)
         comparison.reward_models.update(score_reward_models(

@@ -90,6 +90,17 @@ def _comparison_section(comparison: Any) -> list[str]:
             out += ["<div>", *(_img(p, f"{n}: rewards of chosen and rejected answers") for n, p in plots), "</div>"]
     if comparison.benchmarks and comparison.benchmarks["rows"]:
         out += _benchmarks_section(comparison.benchmarks)
+    for name, found in comparison.classifiers.items():
+        out += [f"<h2>Classifier {escape(name)} on held-out rows</h2>", "<table>",
+                "<tr><th>model</th><th>n</th><th>accuracy % [95% interval]</th><th>macro F1 %</th></tr>"]
+        for label in ("base", "tuned"):
+            f = found[label]
+            out.append(f"<tr><td>{'base (untrained head)' if label == 'base' else 'tuned'}</td>{_cell(f['n'])}"
+                       f"<td class=\"num\">{escape(pct_ci(f['accuracy'], f['accuracy_interval']))}</td>"
+                       f"{_cell(_pct(f['macro_f1']), 1)}</tr>")
+        out.append("</table>")
+        out += ["<div>", *(_img(Path(found[l]["picture"]), f"{name} {l} confusion matrix") for l in ("base", "tuned")
+                           if Path(found[l]["picture"]).is_file()), "</div>"]
     if comparison.arena:
         out += _arena_section(comparison.arena)
     out += [f"<p class=\"miss\">{escape(note)}</p>" for note in comparison.notes]

@@ -74,6 +74,14 @@ def print_comparison(comparison: Any, examples: int = 3) -> None:
         for cells in rows:
             table.add_row(*cells)
         console.print(table)
+    for name, found in comparison.classifiers.items():
+        table = Table(title=f"classifier {name} on {found['tuned']['n']} held-out rows")
+        for col in ("model", "accuracy % [95% interval]", "macro F1 %"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for label in ("base", "tuned"):
+            table.add_row("base (untrained head)" if label == "base" else "tuned",
+                          pct_ci(found[label]["accuracy"], found[label]["accuracy_interval"]), _pct(found[label]["macro_f1"]))
+        console.print(table)
     if comparison.arena:
         arena = comparison.arena
         table = Table(title=f"arena: {arena['battles']} judged pairs, judge {arena['judge']} (Elo scale, "
@@ -149,6 +157,8 @@ def write_report(run_dir: Path, loaded: LoadedConfig, comparison: Any) -> Path:
                   for name, r in comparison.reward_models.items() if r.get("histogram")]
     if comparison.benchmarks and comparison.benchmarks["rows"]:
         lines += _benchmarks_section(comparison.benchmarks)
+    for name, found in comparison.classifiers.items():
+        lines += classifier_section(name, found, run_dir)
     if comparison.arena:
         lines += _arena_section(comparison.arena, run_dir)
     if comparison.notes:
@@ -188,6 +198,23 @@ def _answers_section(comparison: Any) -> list[str]:
 
 def _interval(row: dict[str, Any]) -> str:
     return "-" if row["low"] is None else f"{row['low']:.0f} .. {row['high']:.0f}"
+
+
+def classifier_section(name: str, found: dict[str, Any], run_dir: Path) -> list[str]:
+    gain = found["vs_base"]
+    lines = ["", f"## Classifier `{name}` on held-out rows", "",
+             f"{found['tuned']['n']} held-out rows, labels {', '.join(found['labels'])}. The base model's head is "
+             f"untrained (initialised as training started): it is the floor, not a classifier.", "",
+             "| model | accuracy % [95% interval] | macro F1 % |", "|---|---|---|"]
+    for label in ("base", "tuned"):
+        f = found[label]
+        lines.append(f"| {'base (untrained head)' if label == 'base' else 'tuned'} | "
+                     f"{pct_ci(f['accuracy'], f['accuracy_interval'])} | {_pct(f['macro_f1'])} |")
+    lines += ["", f"Tuned minus base accuracy: {100 * gain['mean_diff']:+.1f} points [{100 * gain['low']:+.1f}, "
+              f"{100 * gain['high']:+.1f}] ({'beyond' if gain['excludes_zero'] else 'within'} resampling noise).", "",
+              *(f"![{name} {label} confusion matrix]({_relative(found[label]['picture'], run_dir)})"
+                for label in ("base", "tuned"))]
+    return lines
 
 
 def _arena_section(arena: dict[str, Any], run_dir: Path) -> list[str]:

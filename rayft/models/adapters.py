@@ -51,6 +51,16 @@ def apply_adapter(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
         raise ModelError(f"adapter.target_modules: {exc}") from None
 
 
+def adapter_task(folder: str | Path) -> str | None:
+    """The PEFT task type of a saved adapter folder (`CAUSAL_LM`, `SEQ_CLS`, ...), None when it is not one."""
+    import json
+
+    try:
+        return str(json.loads((Path(folder) / "adapter_config.json").read_text()).get("task_type") or "") or None
+    except (OSError, ValueError):
+        return None
+
+
 def adapter_kind(folder: str | Path) -> str | None:
     """The PEFT type of a saved adapter folder (`LORA`, `IA3`, ...), None when it is not one."""
     import json

@@ -92,3 +92,25 @@ def plot_winrate(matrix: dict[str, dict[str, float | None]], order: Sequence[str
     fig.colorbar(image, ax=ax, fraction=0.046)
     finish(fig, path)
     return path
+
+
+def plot_confusion(confusion: list[list[int]], names: Sequence[str], path: Path, title: str) -> Path:
+    """A classifier's confusion matrix: rows the true label, columns the predicted one."""
+    import numpy as np
+
+    values = np.asarray(confusion, dtype=float)
+    size = len(names)
+    fig, ax = new_figure(max(3.5, 0.9 * size + 2), max(3.0, 0.8 * size + 1.5))
+    image = ax.imshow(values, cmap="Blues")
+    ax.set_xticks(range(size), labels=list(names), rotation=30, ha="right")
+    ax.set_yticks(range(size), labels=list(names))
+    for i in range(size):
+        for j in range(size):
+            ax.text(j, i, f"{int(values[i, j])}", ha="center", va="center", fontsize=9,
+                    color="white" if values[i, j] > values.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    finish(fig, path)
+    return path

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 STAGES: dict[str, type["StageImpl"]] = {}
 STAGE_CONFIGS: dict[str, type[StageBase]] = {}
 # The order of the built-in types in the schema, the docs and error messages; other types follow by name.
-BUILTIN_ORDER = ("sft", "reward", "dpo", "orpo", "cpo", "kto", "grpo", "ppo")
+BUILTIN_ORDER = ("sft", "reward", "dpo", "orpo", "cpo", "kto", "grpo", "ppo", "classify")
 
 
 @dataclass
@@ -64,8 +64,10 @@ class StageImpl:
         """Runs on the driver, once: the datasets and their stats."""
         raise NotImplementedError
 
-    def load_model(self, model_path: str, pipeline: RunSections, adapter_cfg: AdapterConfig, on_gpu: bool) -> Any:
-        """Runs on each worker: the model to train (default: the causal LM with the adapter)."""
+    def load_model(self, model_path: str, pipeline: RunSections, adapter_cfg: AdapterConfig, on_gpu: bool,
+                   stage: StageBase | None = None, data: PreparedData | None = None) -> Any:
+        """Runs on each worker: the model to train (default: the causal LM with the adapter). `stage`
+        and `data` are the stage's config and prepared data (a classifier's labels come from them)."""
         from rayft.models.adapters import apply_adapter
         from rayft.models.loader import load_causal_lm
 

@@ -45,7 +45,8 @@ class RewardImpl(StageImpl):
         # TRL's RewardTrainer drops pairs over max_length without a word; drop (and count) them here.
         return prepare_preference(stage.data, tokenizer, stage="reward", drop_too_long=True)
 
-    def load_model(self, model_path: str, pipeline: Any, adapter_cfg: Any, on_gpu: bool) -> Any:
+    def load_model(self, model_path: str, pipeline: Any, adapter_cfg: Any, on_gpu: bool, stage: Any = None,
+                   data: Any = None) -> Any:
         from rayft.models.adapters import apply_adapter
 
         return apply_adapter(load_reward_model(model_path, pipeline.model, on_gpu), adapter_cfg, task_type="SEQ_CLS")

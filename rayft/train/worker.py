@@ -54,7 +54,7 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     # ZeRO-3: TrainingArguments made before the model registers the DeepSpeed config, so
     # from_pretrained loads each layer straight into its shards (zero.Init) instead of whole.
     zero3_anchor = _zero3_init_anchor(args)
-    model = stage_impl.load_model(model_path, pipeline, job.adapter, on_gpu)
+    model = stage_impl.load_model(model_path, pipeline, job.adapter, on_gpu, stage=stage, data=job.data)
     resume = choose_resume_checkpoint(rank)
     attempt = record_attempt(stage_dir, rank, resume, job.started_at)
     wctx = WorkerContext(pipeline, stage, model, tokenizer, job.data, args, on_gpu, stage_dir.parent,
