@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_DATA, REPO
+from rayft.records.rundir import read_summary
 
 pytestmark = pytest.mark.ray
 

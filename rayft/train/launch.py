@@ -163,8 +163,12 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
 
 
 def record_failure(stage_dir: Path, message: str, wall_s: float, failure: str = "error") -> None:
-    """Mark the stage failed. A sweep scheduler's stop outranks it (rayft.records.rundir.mark_stopped:
-    the failure that stopping a trial causes here can arrive after the stop was recorded)."""
+    """Mark the stage failed, unless a sweep's scheduler stopped it: stopping a trial removes its
+    workers, and the failure that causes here can come before or after the sweep records the stop.
+    After: the summary already says stopped (kept). Before: rayft.records.rundir.mark_stopped's
+    file outranks this write whenever it lands."""
+    if (read_summary(stage_dir) or {}).get("status") == "stopped":
+        return
     write_summary(stage_dir, status="failed", error=message, failure=failure, wall_s=wall_s,
                   **resume_summary(stage_dir))
 
