@@ -194,3 +194,19 @@ def test_rayft_train_refuses_a_misspelt_benchmark_before_training(tmp_path, caps
     err = capsys.readouterr().err
     assert "'arc_easyy' is not an lm-evaluation-harness task" in err and "arc_easy" in err
     assert not (tmp_path / "runs" / "never").exists()
+
+
+def test_forgetting_needs_more_than_one_paired_standard_error():
+    """One question of 40 lost is a change of exactly one paired stderr: not flagged; four are."""
+    from rayft.eval.benchmarks import compare_to_base
+
+    def result(wrong: set[int]) -> dict:
+        samples = [[i, 0.0 if i in wrong else 1.0] for i in range(40)]
+        value = sum(s for _, s in samples) / 40
+        return {"tasks": {"t": {"alias": "t", "metrics": {"acc": {
+            "value": value, "stderr": 0.07, "higher_is_better": True, "n": 40, "samples": samples}}}}}
+
+    rows = compare_to_base({"base": result(set()), "one": result({3}), "four": result({1, 2, 3, 4})}, "base")
+    cells = rows[0]["models"]
+    assert cells["one"]["delta"] == pytest.approx(-0.025) and cells["one"]["delta_stderr"] == pytest.approx(0.025)
+    assert not cells["one"]["forgetting"] and cells["four"]["forgetting"]

@@ -97,7 +97,9 @@ def compare_to_base(results: dict[str, dict[str, Any]], base: str | None) -> lis
             if reference is not None and label != base:
                 delta, se = _difference(found, reference)
                 worse = -delta if found["higher_is_better"] else delta
-                cell.update(delta=delta, delta_stderr=se, forgetting=bool(worse > (se or 0.0) and worse > 0))
+                # strictly more than one standard error (a tolerance for float ties: one question in 40
+                # below base is a change of exactly one paired stderr, not forgetting)
+                cell.update(delta=delta, delta_stderr=se, forgetting=bool(worse > (se or 0.0) + 1e-9 and worse > 0))
             row["models"][label] = cell
         rows.append(row)
     return rows
