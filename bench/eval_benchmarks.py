@@ -151,7 +151,8 @@ def _markdown(result: dict, keep: Path) -> str:
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(c) + " |" for c in rows), "",
         "Reading: no subject moved by more than one paired standard error (no FORGETTING flag): at 40 questions "
         "a subject, only large losses would show; `--limit` with every question (or `rayft_mmlu`, all 57 subjects) "
-        "is the real check (these 160 questions for 3 models, 2 Ray tasks at a time, took 116 s here).", "",
+        f"is the real check (this subset, {len(result['subjects'])} x {result['limit']} questions for "
+        f"{len(result['mmlu']['models'])} models, took {result['mmlu'].get('wall_s', '?')} s here).", "",
         "Each figure equals lm-eval's own command line on the same task files (tests/test_benchmarks.py checks it); "
         "the command of each model:", "", *(f"- {label}: `{cmd}`" for label, cmd in result["commands"].items()), "",
         f"**Arena** on {result['arena']['prompts']} held-out Lamini questions (the SFT config's seeded 10% split), "
