@@ -64,5 +64,10 @@ def count_by_reason(problems: list[RowProblem]) -> dict[str, int]:
 
 
 def write_problems(problems: list[RowProblem], path: Path) -> None:
+    write_records(problems, path)
+
+
+def write_records(records: list, path: Path) -> None:
+    """Dataclass records (bad rows, filtered rows), one JSON object per line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in problems))
+    path.write_text("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rayft.schema.sections import DataConfig
 from rayft.data.dedup import dedup_rows
@@ -63,16 +63,25 @@ def collect(cfg: DataConfig) -> Collected:
     problems: list[RowProblem] = []
     read, described = load_sources(cfg, problems)
     rows = _normalized(read, problems)  # each row's data becomes its normalized example
+    return gather(cfg, rows, problems, lambda: _normalized(_eval_file_rows(cfg, problems), problems), described)
+
+
+def gather(cfg: DataConfig, rows: list[Row], problems: list[RowProblem], read_held: Callable[[], list[Row]],
+           described: list[dict[str, Any]] | None = None, stage: str | None = None) -> Collected:
+    """What every stage's data goes through after its rows are read and checked (`problems` holds the
+    bad ones): the held-out file (`read_held`, with data.eval_path), data.on_error, filters, dedup,
+    the split, source weights (with `described`, the sources' descriptions), max_rows, and the
+    counts in `stats["split"]`."""
     bad_main = len(problems)
-    held_file = _normalized(_eval_file_rows(cfg, problems), problems) if cfg.eval_path else []
+    held_file = read_held() if cfg.eval_path else []
     raise_if_any(problems, cfg.on_error)
     rows_read = len(rows) + bad_main
     rows, filtered = apply_filters(rows, cfg.filters)
     held_read = len(held_file) + len(problems) - bad_main
     held_file, filtered_held = apply_filters(held_file, cfg.filters)
     if not rows:
-        raise DataError(f"data.path: no usable rows ({bad_main} bad rows skipped, {len(filtered)} rows "
-                        f"dropped by data.filters)")
+        raise DataError(f"data.path: no usable rows{f' for the {stage} stage' if stage else ''} ({bad_main} bad "
+                        f"rows skipped, {len(filtered)} rows dropped by data.filters)")
     # Dedup before the split, so no copy of a held-out row can sit in the training split.
     deduped = dedup_rows(rows, lambda row: _example_text(row.data), exact=cfg.dedup.exact, near=cfg.dedup.near,
                          threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm, seed=cfg.seed)
@@ -85,9 +94,10 @@ def collect(cfg: DataConfig) -> Collected:
     if cfg.eval_path:  # read apart from data.path: its own identity
         split["held_out_file"] = {"rows_read": held_read, "bad": len(problems) - bad_main,
                                   "filtered": len(filtered_held)}
-    train_rows, used = apply_weights(train_rows, cfg)
-    for source, count in zip(described, used):
-        source["used_for_training"] = count
+    if described is not None:
+        train_rows, used = apply_weights(train_rows, cfg)
+        for source, count in zip(described, used):
+            source["used_for_training"] = count
     if cfg.max_rows:
         split["cut_by_max_rows"] = max(0, len(train_rows) - cfg.max_rows)
         train_rows = train_rows[: cfg.max_rows]

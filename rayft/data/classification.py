@@ -9,10 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from rayft.core.errors import DataError
-from rayft.data.bad_rows import RowProblem, count_by_reason, raise_if_any
-from rayft.data.build import PreparedData, split_rows
-from rayft.data.dedup import dedup_rows
-from rayft.data.filters import apply_filters, count_by_filter
+from rayft.data.bad_rows import RowProblem
+from rayft.data.build import PreparedData, gather
 from rayft.data.readers import Row, read_rows
 
 
@@ -30,49 +28,23 @@ def prepare_classification(stage: Any, tokenizer: Any) -> PreparedData:
 
     cfg = stage.data
     problems: list[RowProblem] = []
-    read = read_rows([s.path for s in cfg.source_list()], problems)
-    rows = _checked(read, stage, problems)
-    bad_main = len(problems)
-    held_file = _checked(read_rows(cfg.eval_path, problems), stage, problems) if cfg.eval_path else []
-    raise_if_any(problems, cfg.on_error)
-    rows_read = len(rows) + bad_main
-    rows, filtered = apply_filters(rows, cfg.filters)
-    held_file, filtered_held = apply_filters(held_file, cfg.filters)
-    if not rows:
-        raise DataError(f"data.path: no usable rows for the {stage.name} stage ({bad_main} bad rows skipped)")
-    deduped = dedup_rows(rows, lambda row: row.data["text"], exact=cfg.dedup.exact, near=cfg.dedup.near,
-                         threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm, seed=cfg.seed)
-    train_rows, eval_rows = ((deduped.kept, held_file) if cfg.eval_path
-                             else split_rows(deduped.kept, cfg.eval_split, cfg.seed))
-    split: dict[str, Any] = {"bad": bad_main, "filtered": len(filtered), "train_rows": len(train_rows),
-                             "held_out_rows": len(eval_rows)}
-    if cfg.eval_path:
-        split["held_out_file"] = {"rows_read": len(held_file) + len(filtered_held) + len(problems) - bad_main,
-                                  "bad": len(problems) - bad_main, "filtered": len(filtered_held)}
-    if cfg.max_rows:
-        split["cut_by_max_rows"] = max(0, len(train_rows) - cfg.max_rows)
-        train_rows = train_rows[: cfg.max_rows]
-    split["train_examples"] = len(train_rows)
-    names = label_names([r.data["label"] for r in train_rows], stage.labels)
+    rows = _checked(read_rows([s.path for s in cfg.source_list()], problems), stage, problems)
+    collected = gather(cfg, rows, problems, lambda: _checked(read_rows(cfg.eval_path, problems), stage, problems),
+                       stage=stage.name)
+    names = label_names([r["label"] for r in collected.train], stage.labels)
     index = {name: i for i, name in enumerate(names)}
-    train, train_stats = _tokenized(train_rows, index, tokenizer, cfg.max_length)
-    held, eval_stats = _tokenized(eval_rows, index, tokenizer, cfg.max_length)
+    train, train_stats = _tokenized(collected.train, index, tokenizer, cfg.max_length)
+    held, eval_stats = _tokenized(collected.eval, index, tokenizer, cfg.max_length)
     if not train:
         raise DataError(f"data.path: no training row of the {stage.name} stage has a known label ({train_stats})")
     if len(names) < 2:
         raise DataError(f"{stage.name}: the training rows have {len(names)} label(s) ({names}); a classifier needs "
                         "at least two (set the stage's `labels` to name them all)")
-    stats = {"rows_read": rows_read, "split": split, "dedup": deduped.stats(), "formats": ["classification"],
-             "format": "classification", "template": "none", "labels": names,
-             "label_counts": {n: sum(1 for r in train if r["labels"] == i) for n, i in index.items()},
+    stats = {**collected.stats, "formats": ["classification"], "format": "classification", "template": "none",
+             "labels": names, "label_counts": {n: sum(1 for r in train if r["labels"] == i) for n, i in index.items()},
              "train": train_stats, "eval": eval_stats}
-    if problems:
-        stats["skipped_bad_rows"] = {"count": len(problems), "by_reason": count_by_reason(problems)}
-    if cfg.filters:
-        stats["filtered"] = {"count": len(filtered) + len(filtered_held),
-                             "by_filter": count_by_filter(filtered + filtered_held)}
     return PreparedData(Dataset.from_list(train), Dataset.from_list(held) if held else None, stats,
-                        deduped.removed, problems, filtered + filtered_held)
+                        collected.removed, collected.problems, collected.filtered)
 
 
 def _checked(rows: list[Row], stage: Any, problems: list[RowProblem]) -> list[Row]:
@@ -102,17 +74,17 @@ def _checked(rows: list[Row], stage: Any, problems: list[RowProblem]) -> list[Ro
     return out
 
 
-def _tokenized(rows: list[Row], index: dict[str, int], tokenizer: Any, max_length: int
+def _tokenized(rows: list[dict[str, Any]], index: dict[str, int], tokenizer: Any, max_length: int
                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     out, unknown, truncated = [], 0, 0
     for row in rows:
-        label = index.get(str(row.data["label"]))
+        label = index.get(str(row["label"]))
         if label is None:  # a held-out label the training rows never had
             unknown += 1
             continue
-        ids = tokenizer(row.data["first"], row.data["pair"], truncation=False)["input_ids"]
+        ids = tokenizer(row["first"], row["pair"], truncation=False)["input_ids"]
         if len(ids) > max_length:
             truncated += 1
-        encoded = tokenizer(row.data["first"], row.data["pair"], truncation=True, max_length=max_length)
+        encoded = tokenizer(row["first"], row["pair"], truncation=True, max_length=max_length)
         out.append({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": label})
     return out, {"rows": len(out), "truncated": truncated, "skipped_unknown_label": unknown}

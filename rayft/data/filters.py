@@ -4,12 +4,13 @@ counted once, under the first filter that matched, with its file:line and why.""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from rayft.data.bad_rows import write_records
 from rayft.data.readers import Row
 
 
@@ -78,12 +79,8 @@ def _match(spec: Any, pattern: re.Pattern | None, example: dict[str, Any]) -> st
 
 
 def count_by_filter(dropped: list[Filtered]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for item in dropped:
-        found[item.filter] = found.get(item.filter, 0) + 1
-    return found
+    return dict(Counter(item.filter for item in dropped))
 
 
 def write_filtered(dropped: list[Filtered], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(asdict(d)) + "\n" for d in dropped))
+    write_records(dropped, path)
