@@ -24,3 +24,8 @@ def absolute_path(path: str) -> str:
     """A path given on a command line or served (adapter stores, merged models): against the current
     directory; URIs as they are."""
     return path if "://" in path else str(Path(path).expanduser().absolute())
+
+
+def file_safe(name: str) -> str:
+    """A model or stage name as a file name: letters, digits, - and _ kept, the rest _."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rayft.core.paths import file_safe
 from rayft.metrics.benchmarks import ModelSpec, TaskPlan, evaluate_model, plan_tasks
 
 BASE = "base"
@@ -50,12 +51,12 @@ def run_benchmarks(bench: Any, task_plan: TaskPlan, model_path: str, outputs: di
         except Exception as exc:  # one model's failure must not lose the others' figures
             notes.append(f"benchmarks: {label} could not be evaluated: {_last_line(exc)}")
             continue
-        (folder / f"{_file_safe(label)}.json").write_text(json.dumps(results[label], indent=1) + "\n")
+        (folder / f"{file_safe(label)}.json").write_text(json.dumps(results[label], indent=1) + "\n")
         print(f"rayft: benchmarks of {label} done ({results[label]['seconds']:.0f} s)", flush=True)
     return {"settings": {"tasks": task_plan.tasks, "limit": bench.limit, "num_fewshot": bench.num_fewshot,
                          "batch_size": bench.batch_size, "device": device},
             "models": {label: {"command": r["command"], "seconds": round(r["seconds"], 1), "versions": r["versions"],
-                               "file": str(folder / f"{_file_safe(label)}.json")} for label, r in results.items()},
+                               "file": str(folder / f"{file_safe(label)}.json")} for label, r in results.items()},
             "rows": compare_to_base(results, BASE if include_base else None), "notes": notes,
             "wall_s": round(time.time() - t0, 1)}
 
@@ -128,9 +129,6 @@ def _last_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 
-
-def _file_safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def benchmark_table(benchmarks: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rayft.config.load import LoadedConfig
 from rayft.core.errors import UserError
+from rayft.core.paths import file_safe
 from rayft.eval.compare import Comparison, compare_models, held_out
 from rayft.eval.reward_scores import score_reward_models, score_reward_stages
 
@@ -132,7 +133,7 @@ def write_outputs(out_dir: Path, loaded: LoadedConfig, comparison: Comparison) -
     for name, result in comparison.reward_models.items():
         scores = result.get("scores") or {}
         if scores.get("chosen"):
-            path = out_dir / "eval_plots" / f"reward_{_file_safe(name)}.png"
+            path = out_dir / "eval_plots" / f"reward_{file_safe(name)}.png"
             result["histogram"] = str(plot_reward_histogram(scores["chosen"], scores["rejected"], path, name))
     (out_dir / "eval.json").write_text(json.dumps(comparison.to_json(), indent=2) + "\n")
     print_comparison(comparison)
@@ -140,6 +141,3 @@ def write_outputs(out_dir: Path, loaded: LoadedConfig, comparison: Comparison) -
     write_html_report(out_dir, loaded, comparison)
     return report
 
-
-def _file_safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

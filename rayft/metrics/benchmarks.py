@@ -75,25 +75,19 @@ def plan_tasks(bench: Any, work_dir: Path) -> TaskPlan:
 
 
 def _names_in(path: Path) -> list[str]:
+    """The task names a task YAML file holds, or a folder's: its groups, else its tasks."""
     import yaml
 
-    files = [path] if path.is_file() else sorted(path.rglob("*.yaml"))
-    found = []
-    for f in files:
+    groups, tasks = [], []
+    for f in [path] if path.is_file() else sorted(path.rglob("*.yaml")):
         try:
             spec = yaml.load(f.read_text(), Loader=_tagged_loader()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise UserError(f"eval.benchmarks.tasks: {f}: not a readable task YAML ({exc})") from None
-        name = spec.get("group") or spec.get("task") if isinstance(spec, dict) else None
-        if isinstance(name, str) and path.is_file():
-            found.append(name)
-        elif isinstance(name, str) and "group" in spec:  # a folder: its groups, else its tasks
-            found.append(name)
-    if path.is_dir() and not found:
-        for f in files:
-            spec = yaml.load(f.read_text(), Loader=_tagged_loader()) or {}
-            if isinstance(spec, dict) and isinstance(spec.get("task"), str):
-                found.append(spec["task"])
+        name = (spec.get("group") or spec.get("task")) if isinstance(spec, dict) else None
+        if isinstance(name, str):
+            (groups if "group" in spec else tasks).append(name)
+    found = groups + tasks if path.is_file() else groups or tasks
     if not found:
         raise UserError(f"eval.benchmarks.tasks: {path}: names no task (a task YAML has `task: <name>`)")
     return found
