@@ -82,7 +82,7 @@ def test_an_ia3_adapter_in_the_store_is_refused_naming_rayft_merge(tmp_path, mon
         LocalAdapterStore(tmp_path / "adapters").register(adapter, "orders-ia3")
     except Exception as exc:  # noqa: BLE001 - a store that validates weights: build a real adapter instead
         pytest.skip(f"cannot register a stub adapter: {exc}")
-    with pytest.raises(ConfigError, match=r"orders-ia3 \(IA3\): vLLM loads LoRA adapters only; .*`rayft merge"):
+    with pytest.raises(ConfigError, match=r"orders-ia3 \(IA3\): vLLM loads plain LoRA adapters only; .*`rayft merge"):
         llm_config_dicts(_pipeline(tmp_path))
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, model_validator
 
 from rayft.schema.base import Strict
+from rayft.models.tokens import CHATML_TOKENS
 from rayft.schema.cluster import ClusterConfig
 from rayft.schema.scaling import check_scaling
 from rayft.schema.search_space import check_path
@@ -92,6 +93,16 @@ class Pipeline(Strict):
             if stage.name in seen:
                 raise ValueError(f"stages.{i}.name: '{stage.name}' is used by an earlier stage")
             seen.add(stage.name)
+        return self
+
+    @model_validator(mode="after")
+    def _chatml_tokens(self) -> "Pipeline":
+        """`data.template: chatml` in any stage adds ChatML's two tokens to the run's tokenizer (one
+        tokenizer per run, so every stage and the evaluation agree on the ids)."""
+        if any(stage.data.template == "chatml" for stage in self.stages) or self.data.template == "chatml":
+            missing = [t for t in CHATML_TOKENS if t not in self.model.add_special_tokens]
+            if missing:
+                self.model.add_special_tokens = [*self.model.add_special_tokens, *missing]
         return self
 
     @model_validator(mode="after")

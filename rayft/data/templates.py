@@ -2,8 +2,10 @@
 and the answer stay separable and the loss can be put on the answer only.
 
 Templates: `alpaca` (with and without input), `qa` ("### Question: / ### Answer:"), `chat` (the
-tokenizer's own chat template), `none` (prompt and answer as they are), or any string with
-`{field}` placeholders for the row's fields (the answer follows the rendered string).
+tokenizer's own chat template), `chatml` (ChatML whatever the tokenizer's template; its tokens are
+added to the run's tokenizer by rayft.config.pipeline + rayft.models.tokens), `none` (prompt and
+answer as they are), or any string with `{field}` placeholders for the row's fields (the answer
+follows the rendered string).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ ALPACA_NO_INPUT = (
     "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 )
 QA = "### Question:\n{question}\n\n### Answer:\n"
-NAMED = ("alpaca", "qa", "chat", "none")
+NAMED = ("alpaca", "qa", "chat", "chatml", "none")
 AUTO = {"instruction": "alpaca", "qa": "qa", "chat": "chat", "sharegpt": "chat", "prompt_completion": "none", "text": "none",
         "preference": "chat", "preference_implicit": "chat"}
 
@@ -55,6 +57,10 @@ def render(example: dict[str, Any], template: str, tokenizer: Any) -> Segments:
         return [(example["text"], True)]
     if template == "chat":
         return _render_chat(example, tokenizer)
+    if template == "chatml":  # its tokens are in the tokenizer (rayft.models.tokens): one id each
+        from rayft.models.tokens import CHATML_TEMPLATE
+
+        return _render_chat(example, tokenizer, CHATML_TEMPLATE)
     segments: Segments = []
     if example.get("system") and template in ("alpaca", "qa"):
         segments.append((example["system"] + "\n\n", False))
@@ -84,7 +90,7 @@ def _prompt(example: dict[str, Any], template: str, user: str, first: bool) -> s
         raise DataError(f"{example.get('_origin', 'row')}: template field {exc} is not in the row") from None
 
 
-def _render_chat(example: dict[str, Any], tokenizer: Any) -> Segments:
+def _render_chat(example: dict[str, Any], tokenizer: Any, chat_template: str | None = None) -> Segments:
     """Each turn's text is the difference between the chat template rendered up to it and up to
     the turn before, so the segments always concatenate to the template's own full rendering."""
     messages = [{"role": "system", "content": example["system"]}] if example.get("system") else []
@@ -92,9 +98,10 @@ def _render_chat(example: dict[str, Any], tokenizer: Any) -> Segments:
     rendered = ""
     for user, answer in example["turns"]:
         messages.append({"role": "user", "content": user})
-        with_prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        with_prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                    chat_template=chat_template)
         messages.append({"role": "assistant", "content": answer})
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        full = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=chat_template)
         if not (with_prompt.startswith(rendered) and full.startswith(with_prompt)):
             raise DataError("data.template: this tokenizer's chat template is not prefix-stable, so "
                             "prompt and answer cannot be separated; use another template")

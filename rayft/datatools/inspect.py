@@ -24,7 +24,7 @@ def inspect_data(loaded: LoadedConfig, examples: int = 1, pairs: int = 5) -> dic
 
     console = Console()
     cfg = loaded.pipeline
-    tokenizer = load_tokenizer(resolve_model(cfg.model.name, cfg.model.revision), cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(resolve_model(cfg.model.name, cfg.model.revision), cfg.model.trust_remote_code, cfg.model)
     report: dict[str, Any] = {}
     for stage in cfg.stages:
         data = get_stage(stage.type).prepare_data(stage, tokenizer)

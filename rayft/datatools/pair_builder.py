@@ -84,7 +84,7 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
     if not examples:
         raise UserError(f"data.path: no {split} rows with an answer to build preference pairs from")
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model)
     templates = {f: resolve_template(data_cfg.template, f, tokenizer) for f in {e["_format"] for e in examples}}
     prompts = [prompt_for_generation(render(e, templates[e["_format"]], tokenizer)) for e in examples]
     model = load_for_inference(model_path, cfg.model, adapter)

@@ -42,7 +42,7 @@ def run_arena(loaded: LoadedConfig, out_dir: str | Path | None = None) -> Path:
     contestants = [_contestant(label, spec, model_path) for label, spec in arena.models.items()]
     names = [c.label for c in contestants]
     anchor = arena.anchor if arena.anchor in names else names[0]
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model)
     prompts, questions = _prompts(loaded, tokenizer)
     judge = make_judge(arena.judge, cfg.eval.batch_size)  # a judge that cannot load fails before any answer
     if out_dir is None:

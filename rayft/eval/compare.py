@@ -102,7 +102,7 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
     from rayft.models.loader import load_tokenizer
 
     cfg = loaded.pipeline
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model)
     prompts, references = held.generated
     comparison = Comparison(prompts, references)
     jobs: list[tuple[str, str, Path | None]] = [(BASE, model_path, None)] if include_base else []

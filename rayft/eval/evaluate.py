@@ -36,7 +36,7 @@ def evaluate_run(loaded: LoadedConfig, run_dir: str | Path) -> Path:
         raise UserError(f"{run_dir} has no completed stage to evaluate")
     task_plan = _benchmark_plan(loaded, run_dir)  # a bad task name fails here, before any model loads
     model_path = resolve_model(loaded.pipeline.model.name, loaded.pipeline.model.revision)
-    tokenizer = load_tokenizer(model_path, loaded.pipeline.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, loaded.pipeline.model.trust_remote_code, loaded.pipeline.model)
     if outputs and loaded.pipeline.eval.generate:
         held = held_out(loaded, tokenizer)
         comparison = compare_models(loaded, model_path, outputs, held, loaded.pipeline.eval.compare_base)
@@ -71,7 +71,7 @@ def evaluate_config(loaded: LoadedConfig, out_dir: str | Path | None = None) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     task_plan = _benchmark_plan(loaded, out_dir)
     model_path = resolve_model(cfg.model.name, cfg.model.revision)
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model)
     held = held_out(loaded, tokenizer) if cfg.eval.generate or cfg.eval.reward_model else None
     comparison = (compare_models(loaded, model_path, outputs, held, cfg.eval.compare_base) if cfg.eval.generate
                   else Comparison([], []))

@@ -8,13 +8,16 @@ from rayft.schema.sections import AdapterConfig, ModelConfig
 from rayft.core.errors import ModelError
 
 
-def lora_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
-    """The run's LoRA settings; `SEQ_CLS` (a reward model) also trains and saves the score head."""
+def lora_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM", token_rows: list[int] | None = None):
+    """The run's LoRA settings; `SEQ_CLS` (a reward model) also trains and saves the score head;
+    `token_rows` (added tokens' ids) are embedding rows trained and saved with the adapter (PEFT's
+    trainable tokens: only those rows, tied output rows included)."""
     from peft import LoraConfig
 
     return LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules, bias=cfg.bias, task_type=task_type,
+        trainable_token_indices=list(token_rows) if token_rows else None,
     )
 
 
@@ -30,12 +33,19 @@ def ia3_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
     return IA3Config(target_modules=targets, feedforward_modules=feedforward, task_type=task_type)
 
 
-def peft_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
-    return ia3_config(cfg, task_type) if cfg.type == "ia3" else lora_config(cfg, task_type)
+def peft_config(cfg: AdapterConfig, task_type: str = "CAUSAL_LM", token_rows: list[int] | None = None):
+    if cfg.type == "ia3":
+        if token_rows:
+            raise ModelError(f"adapter.type: ia3 cannot train the {len(token_rows)} added tokens' embedding rows "
+                             "(PEFT's IA3 only scales activations, and untrained rows would be noise); use "
+                             "adapter.type lora or full with model.add_special_tokens / data.template chatml")
+        return ia3_config(cfg, task_type)
+    return lora_config(cfg, task_type, token_rows)
 
 
-def apply_adapter(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
-    """Wrap `model` for training: a new (or `init_from`) LoRA or IA3 adapter, or the model as is (full)."""
+def apply_adapter(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM", token_rows: list[int] | None = None):
+    """Wrap `model` for training: a new (or `init_from`) LoRA or IA3 adapter, or the model as is (full).
+    `token_rows`: the ids of tokens the run added (rayft.models.tokens.new_token_ids)."""
     if cfg.type == "full":
         return model
     from peft import PeftModel, get_peft_model
@@ -44,9 +54,12 @@ def apply_adapter(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
 
     model = prepare_for_kbit_training(model)  # QLoRA: a no-op for an unquantized base
     if cfg.init_from:
-        return PeftModel.from_pretrained(model, cfg.init_from, is_trainable=True)
+        from rayft.models.tokens import fit_to_folder
+
+        return PeftModel.from_pretrained(fit_to_folder(model, cfg.init_from), cfg.init_from, is_trainable=True)
+    config = peft_config(cfg, task_type, token_rows)
     try:
-        return get_peft_model(model, peft_config(cfg, task_type))
+        return get_peft_model(model, config)
     except ValueError as exc:  # e.g. target_modules naming modules the model lacks
         raise ModelError(f"adapter.target_modules: {exc}") from None
 
@@ -80,7 +93,9 @@ def load_for_inference(base_path: str, model_cfg: ModelConfig, adapter_dir: str 
     if adapter_dir is not None:
         from peft import PeftModel
 
+        from rayft.models.tokens import fit_to_folder
+
         if not (Path(adapter_dir) / "adapter_config.json").is_file():
             raise ModelError(f"{adapter_dir}: not a PEFT adapter folder (no adapter_config.json)")
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        model = PeftModel.from_pretrained(fit_to_folder(model, adapter_dir), str(adapter_dir))
     return model.eval()

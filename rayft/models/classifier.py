@@ -26,8 +26,11 @@ def load_classifier(path: str, model_cfg: Any, names: Sequence[str], on_gpu: boo
             trust_remote_code=model_cfg.trust_remote_code, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as exc:
         raise ModelError(f"model.name: cannot load a sequence-classification model from {path}: {exc}") from None
+    from rayft.models.tokens import fit_to_config
+
+    fit_to_config(model, path, model_cfg)
     if model.config.pad_token_id is None:  # decoders: the score is read at the last non-padding token
-        model.config.pad_token_id = load_tokenizer(path, model_cfg.trust_remote_code).pad_token_id
+        model.config.pad_token_id = load_tokenizer(path, model_cfg.trust_remote_code, model_cfg).pad_token_id
     return model
 
 
@@ -36,7 +39,10 @@ def load_trained_classifier(base: str, output: Path, model_cfg: Any, names: Sequ
     if (output / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(load_classifier(base, model_cfg, names, on_gpu), str(output)).eval()
+        from rayft.models.tokens import fit_to_folder
+
+        base_model = fit_to_folder(load_classifier(base, model_cfg, names, on_gpu), output)
+        return PeftModel.from_pretrained(base_model, str(output)).eval()
     return load_classifier(str(output), model_cfg, names, on_gpu).eval()
 
 

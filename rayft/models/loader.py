@@ -76,10 +76,16 @@ def torch_dtype(cfg: ModelConfig, on_gpu: bool):
     return getattr(torch, cfg.dtype)
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+def load_tokenizer(path: str, trust_remote_code: bool = False, model_cfg: ModelConfig | None = None):
+    """The tokenizer at `path`; with `model_cfg`, the run's added tokens and pad token too
+    (rayft.models.tokens), so that every stage, the evaluation and the merge agree on the ids."""
     from transformers import AutoTokenizer
 
+    from rayft.models.tokens import extend_tokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if model_cfg is not None:
+        extend_tokenizer(tokenizer, model_cfg)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -90,10 +96,13 @@ def load_causal_lm(path: str, cfg: ModelConfig, on_gpu: bool = False):
 
     from rayft.models.quantization import quantized_load_kwargs
 
+    from rayft.models.tokens import fit_to_config
+
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype(cfg, on_gpu), attn_implementation=cfg.attn_implementation,
             trust_remote_code=cfg.trust_remote_code, **quantized_load_kwargs(cfg, on_gpu),
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"model.name: cannot load a causal LM from {path}: {exc}") from exc
+    return fit_to_config(model, path, cfg)  # room for model.add_special_tokens / pad_token

@@ -39,8 +39,11 @@ def load_reward_model(path: str, model_cfg: Any, on_gpu: bool = False, pad_token
                 **quantized_load_kwargs(model_cfg, on_gpu))
     except (OSError, ValueError) as exc:
         raise ModelError(f"model.name: cannot load a sequence-classification model from {path}: {exc}") from None
+    from rayft.models.tokens import fit_to_config
+
+    fit_to_config(model, path, model_cfg)
     if pad_token_id is None:
-        pad_token_id = load_tokenizer(path, model_cfg.trust_remote_code).pad_token_id
+        pad_token_id = load_tokenizer(path, model_cfg.trust_remote_code, model_cfg).pad_token_id
     model.config.pad_token_id = pad_token_id
     return model
 
@@ -69,8 +72,10 @@ class RewardScorer:
             from peft import PeftModel
 
             base = base_model_path or _base_model_of(out)
+            from rayft.models.tokens import fit_to_folder
+
             model = load_reward_model(base, model_cfg, pad_token_id=self.tokenizer.pad_token_id)
-            model = PeftModel.from_pretrained(model, str(out))
+            model = PeftModel.from_pretrained(fit_to_folder(model, out), str(out))
         else:
             model = load_reward_model(str(out), model_cfg, pad_token_id=self.tokenizer.pad_token_id)
         self.model = model.to(self.device).eval()

@@ -34,6 +34,31 @@ class ModelConfig(Strict):
     quantization: QuantizationConfig | None = Field(
         None, description="Load the base quantized with bitsandbytes and train LoRA on top (QLoRA): `4bit` "
         "(NF4, double quant), `8bit`, or a section (see model.quantization.*). null: unquantized.")
+    add_special_tokens: list[str] = Field(
+        default_factory=list, description="Tokens to add to the tokenizer as special tokens (never split), e.g. "
+        "[\"[SOS]\", \"[SEP]\"]; the embeddings are resized, and with LoRA the new rows (and tied output rows) "
+        "are trained and saved with the adapter. `data.template: chatml` adds <|im_start|> / <|im_end|> itself. "
+        "Tokens the tokenizer has already are reused, not added.")
+    pad_token: str | None = Field(
+        None, description="The padding token, e.g. `<pad>` (added when the tokenizer lacks it); default: the "
+        "tokenizer's own, else its EOS token.")
+
+    @field_validator("add_special_tokens")
+    @classmethod
+    def _distinct_tokens(cls, value: list[str]) -> list[str]:
+        if any(not t or t != t.strip() for t in value):
+            raise ValueError("a token is empty or has spaces around it")
+        repeated = sorted({t for t in value if value.count(t) > 1})
+        if repeated:
+            raise ValueError(f"listed more than once: {', '.join(repeated)}")
+        return value
+
+    @field_validator("pad_token")
+    @classmethod
+    def _pad_is_a_token(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value != value.strip()):
+            raise ValueError("empty, or has spaces around it")
+        return value
 
 
 class AdapterConfig(Strict):
@@ -113,7 +138,8 @@ class DataConfig(Strict):
     )
     template: str = Field(
         "auto",
-        description="`auto`, `alpaca`, `qa`, `chat` (the tokenizer's chat template), `none`, or a "
+        description="`auto`, `alpaca`, `qa`, `chat` (the tokenizer's chat template), `chatml` (ChatML, its two "
+        "tokens added to the tokenizer when missing: for a base model without a chat template), `none`, or a "
         "template string with {placeholders} for the row's fields.",
     )
     max_length: int = Field(512, ge=8, description="Maximum tokens per example.")

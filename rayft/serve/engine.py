@@ -66,7 +66,7 @@ class GenerationEngine:
             torch.set_num_threads(threads)
         cfg = model_cfg or ModelConfig(name=model_path)
         self.device = device
-        self.tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
+        self.tokenizer = load_tokenizer(model_path, cfg.trust_remote_code, cfg)
         self.model = load_causal_lm(model_path, cfg, on_gpu=device.startswith("cuda")).to(device).eval()
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self._add_bos = adds_bos(self.tokenizer)
@@ -97,6 +97,13 @@ class GenerationEngine:
         from peft import PeftModel
 
         from rayft.models.adapters import adapter_kind
+        from rayft.models.tokens import added_to_base
+
+        added = added_to_base(path, len(self.tokenizer))
+        if added:  # its new rows would index past this base's embedding; other adapters share the base
+            raise ValueError(f"it was trained with {added} token(s) this base's tokenizer lacks (model.add_special_tokens "
+                             "or data.template chatml); serve it merged (`rayft merge ADAPTER --out DIR`, then "
+                             "serve.merged_models), or give this serve config the same model.add_special_tokens")
 
         if adapter_kind(path) not in (None, "LORA"):  # IA3 and the like: apart (module docstring)
             if self.side is None:

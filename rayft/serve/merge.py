@@ -50,7 +50,9 @@ def merge_adapter(source: str | Path, out: str | Path, base: str | None = None, 
         raise UserError(f"--out {out}: exists and is not empty (pass --force to replace it)")
     base_name = base or base_model_for(adapter)
     base_path = resolve_model(base_name)
-    model = load_causal_lm(base_path, ModelConfig(name=base_path, dtype="float32"))
+    from rayft.models.tokens import fit_to_folder, folder_vocab_size
+
+    model = fit_to_folder(load_causal_lm(base_path, ModelConfig(name=base_path, dtype="float32")), adapter)
     try:
         merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (ValueError, RuntimeError, KeyError) as exc:
@@ -58,7 +60,8 @@ def merge_adapter(source: str | Path, out: str | Path, base: str | None = None, 
     with staged_folder(out) as staging:
         with torch.no_grad():
             merged.save_pretrained(staging, safe_serialization=True)
-        load_tokenizer(base_path).save_pretrained(staging)
+        # The adapter's own tokenizer when it has one (a run's added tokens, ChatML), else the base's.
+        load_tokenizer(str(adapter) if folder_vocab_size(adapter) else base_path).save_pretrained(staging)
         (staging / MERGE_META).write_text(json.dumps(
             {"adapter": str(adapter.resolve()), "base": base_name, "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             indent=2) + "\n")

@@ -32,7 +32,7 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
                           f"but ${cfg.auth.api_keys_env} is set: unset it, or serve on rayft's engine, or put a "
                           "gateway that checks keys in front")
     store = absolute_path(cfg.adapter_store)
-    _refuse_non_lora(store)
+    _refuse_non_lora(store, resolve_model(pipeline.model.name, pipeline.model.revision))
     lora = None
     if store.startswith(VLLM_ADAPTER_SCHEMES):
         # register() keeps each adapter's current version at <store>/.latest/<id>/, the layout Ray
@@ -75,24 +75,31 @@ def llm_config_dicts(pipeline: Pipeline, on_gpu: bool | None = None) -> list[dic
     return configs
 
 
-def _refuse_non_lora(store: str) -> None:
-    """vLLM loads LoRA adapters only: an IA3 adapter_config has no `r` / `lora_alpha`, and Ray Serve LLM
-    would fail on it at the first request that names it. Refuse it when the app is built, saying what
+def _refuse_non_lora(store: str, base_path: str) -> None:
+    """vLLM loads plain LoRA adapters only: an IA3 adapter_config has no `r` / `lora_alpha`, and vLLM
+    has no room for an adapter's added tokens (its trained embedding rows); Ray Serve LLM would fail
+    on either at the first request that names it. Refuse them when the app is built, saying what
     works instead."""
+    from transformers import AutoTokenizer
+
     from rayft.models.adapters import adapter_kind
+    from rayft.models.tokens import added_to_base
     from rayft.serve.store import open_store
 
     try:
         opened = open_store(store)
         refs = opened.list_adapters()
+        base_size = len(AutoTokenizer.from_pretrained(base_path)) if refs else 0
         other = sorted({(ref.id, kind) for ref in refs
                         for kind in [adapter_kind(opened.local_path(ref))] if kind not in (None, "LORA")})
+        other += sorted({(ref.id, "added tokens") for ref in refs
+                         if added_to_base(opened.local_path(ref), base_size)})
     except Exception:  # noqa: BLE001 - a remote store this machine cannot read; the replicas will meet it
         return
     if not other:
         return
     names = ", ".join(f"{adapter_id} ({kind})" for adapter_id, kind in other)
-    raise ConfigError(f"serve.adapter_store: {names}: vLLM loads LoRA adapters only; fold each into its base "
+    raise ConfigError(f"serve.adapter_store: {names}: vLLM loads plain LoRA adapters only; fold each into its base "
                       f"with `rayft merge ADAPTER --out DIR` and list DIR under serve.merged_models, or serve "
                       f"them with serve.engine: rayft")
 

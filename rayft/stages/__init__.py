@@ -70,10 +70,12 @@ class StageImpl:
         and `data` are the stage's config and prepared data (a classifier's labels come from them)."""
         from rayft.models.adapters import apply_adapter
         from rayft.models.loader import load_causal_lm
+        from rayft.models.tokens import new_token_ids
 
         if adapter_cfg.type == "full" and adapter_cfg.init_from:  # continue a full fine-tune's model/
             return load_causal_lm(adapter_cfg.init_from, pipeline.model, on_gpu)
-        return apply_adapter(load_causal_lm(model_path, pipeline.model, on_gpu), adapter_cfg)
+        return apply_adapter(load_causal_lm(model_path, pipeline.model, on_gpu), adapter_cfg,
+                             token_rows=new_token_ids(model_path, pipeline.model))
 
     def build_trainer(self, ctx: WorkerContext) -> Any:
         """Runs on each worker: a transformers.Trainer (TRL's or rayft's own) ready to train."""

@@ -52,12 +52,13 @@ class ClassifyImpl(StageImpl):
                    data: Any = None) -> Any:
         from rayft.models.adapters import apply_adapter
         from rayft.models.classifier import load_classifier
+        from rayft.models.tokens import new_token_ids
 
         names = data.stats["labels"]
         if adapter_cfg.type == "full" and adapter_cfg.init_from:
             return load_classifier(adapter_cfg.init_from, pipeline.model, names, on_gpu)
         return apply_adapter(load_classifier(model_path, pipeline.model, names, on_gpu, seed=stage.training.seed),
-                             adapter_cfg, task_type="SEQ_CLS")
+                             adapter_cfg, task_type="SEQ_CLS", token_rows=new_token_ids(model_path, pipeline.model))
 
     def build_trainer(self, ctx: WorkerContext) -> Any:
         from transformers import DataCollatorWithPadding, Trainer, TrainingArguments

@@ -48,8 +48,10 @@ class RewardImpl(StageImpl):
     def load_model(self, model_path: str, pipeline: Any, adapter_cfg: Any, on_gpu: bool, stage: Any = None,
                    data: Any = None) -> Any:
         from rayft.models.adapters import apply_adapter
+        from rayft.models.tokens import new_token_ids
 
-        return apply_adapter(load_reward_model(model_path, pipeline.model, on_gpu), adapter_cfg, task_type="SEQ_CLS")
+        return apply_adapter(load_reward_model(model_path, pipeline.model, on_gpu), adapter_cfg, task_type="SEQ_CLS",
+                             token_rows=new_token_ids(model_path, pipeline.model))
 
     def build_trainer(self, ctx: WorkerContext) -> Any:
         from trl import RewardConfig, RewardTrainer

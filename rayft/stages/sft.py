@@ -39,7 +39,10 @@ class SFTImpl(StageImpl):
         # packed rows also carry seq_lengths, which only rayft's collator understands.
         args = SFTConfig(**ctx.training_args, max_length=None, dataset_num_proc=None,
                          dataset_kwargs={"skip_prepare_dataset": True} if packed else None)
-        return SFTTrainer(
+        from rayft.models.tokens import trains_output_rows
+
+        trainer_class = _OwnHeadSFTTrainer() if trains_output_rows(ctx.model) else SFTTrainer
+        return trainer_class(
             model=ctx.model, args=args, train_dataset=ctx.data.train, data_collator=collator,
             eval_dataset=_without_text(ctx.data.eval), processing_class=ctx.tokenizer,
         )
@@ -66,3 +69,21 @@ def _without_text(dataset: Any) -> Any:
     if dataset is None:
         return None
     return dataset.remove_columns([c for c in ("prompt", "reference") if c in dataset.column_names])
+
+
+def _OwnHeadSFTTrainer() -> type:
+    """SFTTrainer whose loss comes from the model's own forward. TRL 1.16 computes SFT's loss with a
+    fused LM head that reads `lm_head.weight` and `lm_head.bias` directly; with added tokens on a
+    model whose output layer is tied to its embedding, PEFT wraps that layer (trainable token rows)
+    and the wrapper has no `bias`. The model's forward applies the trained rows and computes the same
+    token-mean loss (answer-only labels, `num_items_in_batch`); TRL's entropy / token-accuracy
+    metrics are not logged on this path."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class OwnHeadSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return OwnHeadSFTTrainer

@@ -76,7 +76,7 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
     for index, stage in enumerate(pipeline.stages):  # e.g. reward functions that must import
         get_stage(stage.type).preflight(stage, index)
     model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
-    tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code, pipeline.model)
     result = RunResult(run_dir)
     previous: Path | None = Path(pipeline.adapter.init_from) if pipeline.adapter.init_from else None
     for index, stage in enumerate(pipeline.stages):

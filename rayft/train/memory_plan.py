@@ -43,7 +43,7 @@ def plan_run(loaded: Any, address: str | None = None) -> list[MemoryPlan]:
 
     pipeline = loaded.pipeline
     model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
-    tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code, pipeline.model)
     shape = model_shape(model_path, pipeline.model.trust_remote_code)
     limit, source = worker_limit(pipeline.scaling, address)
     plans = []

@@ -19,6 +19,7 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     import torch
 
     from rayft.models.loader import load_tokenizer, resolve_model
+    from rayft.models.tokens import check_fused_head
     from rayft.stages import get_stage
     from rayft.compute.training_args import training_kwargs
     from rayft.compute.memory import gather_peak_memory
@@ -43,7 +44,7 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     # Resolved again here: on another node the driver's path may not exist; on the driver's node
     # this is a cache hit. A builtin converts once per node, under the cache's file lock.
     model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
-    tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code, pipeline.model)
     stage_impl = get_stage(stage.type)
     local_out = tempfile.mkdtemp(prefix=f"rayft-{stage.name}-r{rank}-")
     has_eval = job.data.eval is not None
@@ -55,6 +56,7 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     # from_pretrained loads each layer straight into its shards (zero.Init) instead of whole.
     zero3_anchor = _zero3_init_anchor(args)
     model = stage_impl.load_model(model_path, pipeline, job.adapter, on_gpu, stage=stage, data=job.data)
+    check_fused_head(stage.type, model)
     resume = choose_resume_checkpoint(rank)
     attempt = record_attempt(stage_dir, rank, resume, job.started_at)
     wctx = WorkerContext(pipeline, stage, model, tokenizer, job.data, args, on_gpu, stage_dir.parent,
@@ -196,6 +198,9 @@ def _save_output(model: Any, tokenizer: Any, stage_dir: Path, full: bool, extra:
         model.save_pretrained(stage_dir / f".{final.name}.gather-only", safe_serialization=True)
         return
     with staged_folder(final) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
+        if hasattr(model, "peft_config"):  # added tokens: their trained rows, not the whole matrix (rayft.models.tokens)
+            model.save_pretrained(staging, safe_serialization=True, save_embedding_layers=False)
+        else:
+            model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         extra(staging)  # stage-specific files beside the weights (e.g. PPO's value head)

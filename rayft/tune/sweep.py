@@ -41,7 +41,7 @@ def check_sweep_data(spec: SweepSpec) -> None:
 
     pipeline = trial_config(spec, {}, label="config").pipeline
     tokenizer = load_tokenizer(resolve_model(pipeline.model.name, pipeline.model.revision),
-                               pipeline.model.trust_remote_code)
+                               pipeline.model.trust_remote_code, pipeline.model)
     get_stage(pipeline.stages[0].type).prepare_data(pipeline.stages[0], tokenizer)
 
 
