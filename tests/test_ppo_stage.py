@@ -30,7 +30,8 @@ def test_ppo_mechanics_on_two_workers(ray_cluster, tmp_path, reference):
     loaded = _ppo_config(tmp_path, "builtin:tiny-random", 3, [
         "data.template=alpaca", "stages.0.training.batch_size=4", "stages.0.max_new_tokens=8",
         "stages.0.minibatch_size=2", "stages.0.ppo_epochs=2", "stages.0.training.lr=1e-3",
-        f"stages.0.reference={reference}", "stages.0.kl_target=0.5", "stages.0.kl_horizon=8"])
+        f"stages.0.reference={reference}", "stages.0.kl_target=0.5", "stages.0.kl_horizon=8",
+        "tracking.wandb.project=rayft-ppo", "tracking.wandb.mode=offline"])
     run_pipeline(loaded)
     stage_dir = tmp_path / "ppo" / "ppo"
     summary = json.loads((stage_dir / "summary.json").read_text())
@@ -53,6 +54,14 @@ def test_ppo_mechanics_on_two_workers(ray_cluster, tmp_path, reference):
     assert (stage_dir / "adapter" / "adapter_config.json").is_file()
     assert (stage_dir / "adapter" / "value_head.pt").is_file()
     assert list((stage_dir / "tensorboard").glob("events.out.tfevents.*"))
+    # tracking.wandb (offline): PPO's own loop logs its scalars per step into the stage's one W&B run.
+    from wandb_reader import read_offline_run
+
+    run = read_offline_run(stage_dir)
+    assert run["name"] == "ppo/ppo" and run["group"] == "ppo" and run["project"] == "rayft-ppo"
+    rewards = {row["train/global_step"]: row["ppo/reward"] for row in run["history"] if "ppo/reward" in row}
+    assert sorted(rewards) == [1, 2, 3]
+    assert rewards[3] == pytest.approx(history[-1]["reward"], rel=1e-5)
 
 
 @pytest.mark.embedded

@@ -27,6 +27,8 @@ def sft_run(ray_cluster, tmp_path_factory):
     broken.write_text('{"instruction": "Say hi", "output": "hi"}\n{"instruction": "x"}\n{oops\n')
     loaded = load_pipeline(None, [*OVERRIDES, f"storage.path={storage}", "data.on_error=skip",
                                 f"tracking.mlflow.tracking_uri=file://{storage}/mlruns",
+                                "tracking.wandb.project=rayft-test", "tracking.wandb.mode=offline",
+                                "tracking.wandb.tags=[ci]",
                                 f"data.path=[{DEMO_DATA}, {broken}]"])
     return loaded, run_pipeline(loaded)
 
@@ -118,3 +120,30 @@ def test_mlflow_gets_params_and_per_step_metrics(sft_run):
     assert run.data.tags["rayft.stage"] == "sft" and float(run.data.params["learning_rate"]) == 3e-3
     losses = client.get_metric_history(run.info.run_id, "loss")
     assert len(losses) >= 5 and max(m.step for m in losses) == 12
+
+
+def test_wandb_offline_run_holds_the_stage_s_scalars(sft_run):
+    """tracking.wandb (offline): rank 0 writes one W&B run per stage under <stage>/wandb/, read back
+    with wandb's own reader: named and grouped after the run, the per-step loss as in summary.json."""
+    from wandb_reader import read_offline_run
+
+    _, result = sft_run
+    run = read_offline_run(result.run_dir / "sft")  # one run, not one per worker
+    assert run["name"] == "t1/sft" and run["group"] == "t1" and run["project"] == "rayft-test"
+    losses = {row["train/global_step"]: row["train/loss"] for row in run["history"] if "train/loss" in row}
+    summary = json.loads((result.run_dir / "sft" / "summary.json").read_text())
+    assert losses and {step: round(loss, 4) for step, loss in summary["loss_history"]} == \
+        {step: round(loss, 4) for step, loss in losses.items()}
+    assert any("eval/loss" in row for row in run["history"])
+
+
+def test_wandb_online_without_a_key_is_refused_before_any_stage(tmp_path, monkeypatch):
+    from rayft.core.errors import ConfigError
+    from rayft.train.launch import run_pipeline
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    loaded = load_pipeline(None, [*OVERRIDES, f"storage.path={tmp_path}", "tracking.wandb.project=p"])
+    with pytest.raises(ConfigError, match="tracking.wandb.mode: online needs WANDB_API_KEY"):
+        run_pipeline(loaded)
+    assert not (tmp_path / "t1" / "sft").exists()

@@ -31,6 +31,7 @@ CONFIG = {
     "training": {"max_steps": 12, "batch_size": 4, "eval_steps": 4, "logging_steps": 4, "lr_scheduler": "constant"},
     "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 1}},
     "eval": {"enabled": False},
+    "tracking": {"wandb": {"project": "rayft-sweep", "mode": "offline"}},
     "tune": {"search_space": {"training.lr": "grid[3e-3, 2e-3, 1e-8, 2e-8, 3e-8, 4e-8]"},
              "search_alg": "grid", "scheduler": "asha", "grace_period": 4, "reduction_factor": 2,
              "max_concurrent_trials": 2,
@@ -87,6 +88,18 @@ def test_outputs(sweep):
     best = yaml.safe_load((out / "best_config.yaml").read_text())
     assert "tune" not in best and best["training"]["lr"] == sweep.best.params["training.lr"]
     assert best["stages"][0]["training"]["lr"] == sweep.best.params["training.lr"]
+
+
+def test_each_trial_is_one_wandb_run_grouped_by_the_sweep(sweep):
+    """tracking.wandb (offline): one W&B run per trial, named after the trial, grouped by the sweep."""
+    from wandb_reader import read_offline_run
+
+    completed = [r for r in sweep.trials if r.status == "completed"]
+    for trial in completed:
+        run = read_offline_run(Path(trial.run_dir) / "sft")
+        assert run["name"] == f"{Path(trial.run_dir).name}/sft" and run["group"] == sweep.sweep_dir.name
+        steps = sorted(row["train/global_step"] for row in run["history"] if "eval/loss" in row)
+        assert sorted(set(steps)) == [4, 8, 12]  # each evaluation (the last one also ends the stage)
 
 
 def test_the_ui_listing_reads_the_sweep_and_its_trials(sweep):

@@ -328,7 +328,23 @@ class MLflowConfig(Strict):
     experiment: str = Field("rayft", description="MLflow experiment name.")
 
 
+class WandbConfig(Strict):
+    project: str = Field(description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user); default: the account's own.")
+    name: str | None = Field(None, description="Run name prefix; each stage's W&B run is `<name>/<stage>` "
+                             "(default: `<run directory>/<stage>`).")
+    group: str | None = Field(None, description="W&B group; default: the run directory's name, so a pipeline's "
+                              "stages group together (a sweep's trials: the sweep's name).")
+    tags: list[str] = Field(default_factory=list, description="W&B tags on every stage's run.")
+    mode: Literal["online", "offline", "disabled"] = Field(
+        "online", description="`online` needs WANDB_API_KEY (or `wandb login`) on the workers' nodes; `offline` "
+        "writes each stage's run under `<stage>/wandb/` for a later `wandb sync`; `disabled` logs nothing.")
+
+
 class TrackingConfig(Strict):
     tensorboard: bool = Field(True, description="TensorBoard event files in each stage's tensorboard/ folder.")
     mlflow: MLflowConfig | None = Field(None, description="Also log params and per-step metrics to MLflow "
                                         "(rank 0 of each stage; one MLflow run per stage).")
+    wandb: WandbConfig | None = Field(None, description="Also log params and per-step metrics to Weights & "
+                                      "Biases (rank 0 of each stage; one W&B run per stage, a sweep's trials grouped; "
+                                      "needs `pip install rayft[wandb]`).")

@@ -75,6 +75,9 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
 
     for index, stage in enumerate(pipeline.stages):  # e.g. reward functions that must import
         get_stage(stage.type).preflight(stage, index)
+    from rayft.records.tracking import check_wandb
+
+    check_wandb(pipeline.tracking)  # the package, and a key for online mode: before any stage starts
     model_path = resolve_model(pipeline.model.name, pipeline.model.revision)
     tokenizer = load_tokenizer(model_path, pipeline.model.trust_remote_code, pipeline.model)
     result = RunResult(run_dir)

@@ -26,7 +26,8 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     from rayft.records.attempts import record_attempt
     from rayft.records.checkpoints import choose_resume_checkpoint
     from rayft.records.rundir import METRICS_FILE, write_json_atomic
-    from rayft.records.tracking import end_mlflow_run, mlflow_run_name, report_targets, start_mlflow_run
+    from rayft.records.tracking import (end_mlflow_run, end_wandb_run, mlflow_run_name, report_targets, start_mlflow_run,
+                                        start_wandb_run)
     from rayft.compute.strategy import use_gloo_for_cpu_deepspeed
 
     job = config[JOB_KEY]
@@ -62,6 +63,7 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     wctx = WorkerContext(pipeline, stage, model, tokenizer, job.data, args, on_gpu, stage_dir.parent,
                          job.adapter.init_from, resume)
     tracked = start_mlflow_run(args["report_to"], args["run_name"])
+    wandb_run = start_wandb_run(args["report_to"], args["run_name"])
     outcome = stage_impl.run_loop(wctx, job.started_at)  # a stage with its own explicit loop (PPO)
     if outcome is None:
         outcome = _run_hf_trainer(wctx, stage_impl, job, ctx.get_world_size(), resume, attempt)
@@ -77,6 +79,7 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     if rank == 0:  # Ray Train keeps only checkpoint-attached metrics in Result; the driver reads this file.
         write_json_atomic(stage_dir / METRICS_FILE, metrics)
     end_mlflow_run(tracked)
+    end_wandb_run(wandb_run)
     ray.train.report(metrics)
 
 

@@ -57,7 +57,11 @@ def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
     sampled_config = trial_config(spec, sampled, label=label)
     # Tune needs the metric in every report; a checkpoint report between evaluations lacks it.
     no_checkpoints = {f"stages.{i}.training.save_steps": None for i in range(len(sampled_config.pipeline.stages))}
-    pipeline = with_values(sampled_config.pipeline, {"storage.path": str(spec.sweep_dir), **no_checkpoints}, label)
+    grouped = {}
+    if sampled_config.pipeline.tracking.wandb is not None and not sampled_config.pipeline.tracking.wandb.group:
+        grouped = {"tracking.wandb.group": spec.sweep_dir.name}  # one W&B run per trial, grouped by sweep
+    pipeline = with_values(sampled_config.pipeline, {"storage.path": str(spec.sweep_dir), **no_checkpoints, **grouped},
+                           label)
     loaded = LoadedConfig(pipeline=pipeline, source=spec.source)
     stage = pipeline.stages[0]
     stage_dir = spec.sweep_dir / trial_dir_name(trial_id) / stage.name
