@@ -171,6 +171,11 @@ def test_a_run_started_from_the_page_completes_and_its_curve_has_points(ui, page
     # The page switches to the Runs tab and follows the run until it completes.
     info = wait_text(page, "run-info", "completed", 420)
     assert "from-the-page" in info
+    summary = json.loads((ui.storage / "from-the-page" / "sft" / "summary.json").read_text())
+    read = summary["data"]["accounting"]["rows read"]
+    # The run's data counts, as `rayft data inspect` words them: every row read in one line.
+    counts = wait_text(page, "run-info", "rows read", 30)
+    assert f"data of sft: {read} rows read" in counts and "trained on" in counts, counts
     curve = wait_text(page, "curve-info", "train/loss", 30)
     assert "train/loss: 8 points" in curve and "eval/loss: 2 points" in curve, curve
     page.wait_for_selector("#run-curve img", timeout=30_000)  # the plot of those points

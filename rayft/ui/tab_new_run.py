@@ -32,7 +32,7 @@ def build(backend: Backend, page: gr.Blocks) -> SimpleNamespace:
                          file_types=[".jsonl", ".json", ".csv", ".parquet"], elem_id="upload")
     with gr.Row():
         data_format = gr.Dropdown(FORMATS, value="auto", label="Format")
-        template = gr.Dropdown(["auto", "alpaca", "qa", "chat", "none"], value=Form.template,
+        template = gr.Dropdown(["auto", "alpaca", "qa", "chat", "chatml", "none"], value=Form.template,
                                label="Template", info="chat: as the Chat tab asks the served model")
         stages = gr.CheckboxGroup(list(BUILTIN_ORDER), value=["sft"], label="Stages (in order)")
     with gr.Row():

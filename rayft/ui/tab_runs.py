@@ -46,6 +46,7 @@ def build(backend: Backend) -> gr.Dropdown:
                 info = f"**{run.name}** · {run.status} · `{run.path}`"
                 if stage and stage.error:
                     info += f"\n\n**{stage.name}:** {stage.error.splitlines()[0]}"
+                info += data_counts(run)
                 curve, points = curve_frame(run.path / stage.name, which) if stage else (empty_curve(), "")
                 report_text = run.report.readtext_of()[:20000] if run.report else ""
                 values = [frame, names, info, curve, points, report_text]
@@ -104,3 +105,20 @@ def build(backend: Backend) -> gr.Dropdown:
 
     register.click(on_register, [run_pick, adapter_id], run_action)
     return run_pick
+
+
+def data_counts(run) -> str:
+    """Each started stage's data counts as `rayft data inspect` prints them: every row read in one
+    line (bad, filtered, duplicate, held out, trained on, dropped)."""
+    from rayft.data.accounting import one_line
+    from rayft.records.rundir import read_summary
+
+    lines = []
+    for stage in run.stages:
+        counts = ((read_summary(run.path / stage.name) or {}).get("data") or {}).get("accounting")
+        if counts:
+            try:
+                lines.append(f"- data of **{stage.name}**: {one_line(counts)}")
+            except KeyError:  # a summary written by an older rayft
+                continue
+    return ("\n\n" + "\n".join(lines)) if lines else ""
