@@ -44,8 +44,9 @@ class LocalCluster:
                         RAY_AUTH_TOKEN=token, RAY_TRAIN_ENABLE_PRINT_PATCH="0", TOKENIZERS_PARALLELISM="false",
                         # A busy machine starts a node's agents slowly; the defaults give up in ~15-30 s.
                         RAY_agent_register_timeout_ms="180000", RAY_raylet_start_wait_time_s="180")
-        self.labels = labels
+        self.labels = list(labels)
         self.procs: list[subprocess.Popen] = []
+        self.killed: set[int] = set()  # `ray start` processes kill_node ended on purpose
 
     def _ports(self, first_worker_port: int) -> list[str]:
         return ["--node-ip-address=127.0.0.1", f"--node-manager-port={free_port()}",
@@ -72,6 +73,33 @@ class LocalCluster:
             self.wait_nodes(1 + i, timeout)
         return self
 
+    def add_node(self, label: str, timeout: float = 300) -> None:
+        """Join one more 1-CPU worker node labelled `label` (a node that comes while a stage trains)."""
+        base = 61000 + (os.getpid() % 6) * 600
+        self.labels.append(label)
+        self._start([f"--address={self.address}", "--num-cpus=1", f'--resources={{"{label}": 1}}',
+                     *self._ports(base + 200 * len(self.labels))], label)
+        self.wait_nodes(len(self.labels) + 1, timeout)
+
+    def kill_node(self, label: str) -> None:
+        """SIGKILL the whole process tree of node `label` (its raylet, agents and workers): a node
+        that disappears without notice."""
+        import psutil
+
+        index = 1 + self.labels.index(label)  # procs[0] is the head
+        root = psutil.Process(self.procs[index].pid)
+        family = [root, *root.children(recursive=True)]
+        for proc in family:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(family, timeout=30)
+        self.killed.add(self.procs[index].pid)
+
+    def node_id_of(self, label: str) -> str | None:
+        return next((n["node_id"] for n in self.nodes() if label in n["resources"]), None)
+
     def nodes(self) -> list[dict]:
         """Alive nodes as {node_id, resources}, read by a short-lived driver of its own."""
         code = ("import json, ray; ray.init(address='%s', logging_level='ERROR'); "
@@ -85,7 +113,7 @@ class LocalCluster:
     def wait_nodes(self, count: int, timeout: float) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if any(p.poll() is not None for p in self.procs):
+            if any(p.poll() is not None for p in self.procs if p.pid not in self.killed):
                 raise RuntimeError(f"a `ray start` exited early; logs in {self.root}:\n{self.logs()}")
             if len(self.nodes()) >= count:
                 return

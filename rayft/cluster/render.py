@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import shlex
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -37,7 +38,7 @@ def render_all(loaded: LoadedConfig) -> dict[str, dict]:
     """{file name: manifest} for the RayCluster, RayJob and RayService of this config."""
     cluster = loaded.pipeline.cluster
     return {
-        "raycluster.yaml": ray_cluster(cluster),
+        "raycluster.yaml": ray_cluster(cluster, scaling=loaded.pipeline.scaling),
         "rayjob.yaml": ray_job(loaded),
         "rayservice.yaml": ray_service(loaded),
     }
@@ -56,12 +57,14 @@ def write_all(manifests: dict[str, dict], out_dir: str | Path, source: str) -> l
     return written
 
 
-def ray_cluster(cluster: ClusterConfig, name: str | None = None) -> dict:
+def ray_cluster(cluster: ClusterConfig, name: str | None = None, scaling: Any = None) -> dict:
     return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
-            "metadata": _metadata(cluster, name or cluster.name), "spec": ray_cluster_spec(cluster)}
+            "metadata": _metadata(cluster, name or cluster.name), "spec": ray_cluster_spec(cluster, scaling)}
 
 
-def ray_cluster_spec(cluster: ClusterConfig) -> dict:
+def ray_cluster_spec(cluster: ClusterConfig, scaling: Any = None) -> dict:
+    """`scaling`: the run's, whose elastic worker range sets the first worker group's pod bounds
+    where the config leaves them unset."""
     return {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
@@ -80,7 +83,8 @@ def ray_cluster_spec(cluster: ClusterConfig) -> dict:
             "template": _pod(cluster, "ray-head", _resources(cluster.head.cpu, cluster.head.memory),
                              ports=[("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), ("serve", 8000)]),
         },
-        "workerGroupSpecs": [_worker_group(cluster, g) for g in cluster.worker_groups],
+        "workerGroupSpecs": [_worker_group(cluster, g, scaling if i == 0 else None)
+                             for i, g in enumerate(cluster.worker_groups)],
     }
 
 
@@ -93,7 +97,7 @@ def ray_job(loaded: LoadedConfig) -> dict:
         "ttlSecondsAfterFinished": cluster.job.ttl_s,
         "backoffLimit": cluster.job.backoff_limit,
         "activeDeadlineSeconds": cluster.job.active_deadline_s,
-        "rayClusterSpec": ray_cluster_spec(cluster),
+        "rayClusterSpec": ray_cluster_spec(cluster, loaded.pipeline.scaling),
     }
     return {"apiVersion": "ray.io/v1", "kind": "RayJob",
             "metadata": _metadata(cluster, f"{cluster.name}-train"), "spec": spec}
@@ -184,18 +188,47 @@ def default_pip() -> list[str]:
     return [f"rayft=={__version__}", *(f"{name}=={importlib.metadata.version(name)}" for name in PINNED)]
 
 
-def _worker_group(cluster: ClusterConfig, group: WorkerGroupConfig) -> dict:
+def preemption_drain(grace_s: int) -> dict:
+    """A worker pod's preStop hook: Kubernetes' notice (eviction, drain, scale-down, spot reclaim)
+    becomes Ray's preemption notice for the pod's node, with a deadline inside the grace period,
+    then the hook waits it out, so a training stage checkpoints and moves before the SIGTERM."""
+    deadline = max(1, grace_s - 5)
+    return {"preStop": {"exec": {"command": [
+        "/bin/sh", "-c",
+        f"ray drain-node --address auto --reason DRAIN_NODE_REASON_PREEMPTION --reason-message "
+        f"'pod terminating (preStop)' --deadline-remaining-seconds {deadline} && sleep {deadline} || true"]}}}
+
+
+def elastic_pod_bounds(group: WorkerGroupConfig, scaling: Any) -> tuple[int, int, int] | None:
+    """(replicas, minReplicas, maxReplicas) of worker pods for an elastic worker range (scaling.min_workers):
+    enough pods for min_workers at start, room for num_workers at most. None: not elastic, or the
+    config sets the group's bounds itself."""
+    if scaling is None or not scaling.elastic or {"min_replicas", "max_replicas"} & group.model_fields_set:
+        return None
+    if scaling.use_gpu and group.gpus:
+        per_pod = max(1, group.gpus // max(1, int(scaling.resources_per_worker.get("GPU", 1))))
+    else:
+        cpus = float(group.cpu[:-1]) / 1000 if group.cpu.endswith("m") else float(group.cpu)
+        per_pod = max(1, int(cpus // max(scaling.resources_per_worker.get("CPU", 1), 1e-9)))
+    low, high = -(-scaling.min_workers // per_pod), -(-scaling.num_workers // per_pod)
+    return low, low, high
+
+
+def _worker_group(cluster: ClusterConfig, group: WorkerGroupConfig, scaling: Any = None) -> dict:
     limits_extra = {"nvidia.com/gpu": group.gpus} if group.gpus else {}
     template = _pod(cluster, "ray-worker", _resources(group.cpu, group.memory, limits_extra))
+    template["spec"]["terminationGracePeriodSeconds"] = group.termination_grace_s
+    template["spec"]["containers"][0]["lifecycle"] = preemption_drain(group.termination_grace_s)
+    bounds = elastic_pod_bounds(group, scaling)
     if group.gpus:
         template["spec"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         if group.gpu_type:
             template["spec"]["nodeSelector"] = {group.gpu_node_label: group.gpu_type}
     return {
         "groupName": group.name,
-        "replicas": group.replicas,
-        "minReplicas": group.min_replicas,
-        "maxReplicas": group.max_replicas,
+        "replicas": bounds[0] if bounds else group.replicas,
+        "minReplicas": bounds[1] if bounds else group.min_replicas,
+        "maxReplicas": bounds[2] if bounds else group.max_replicas,
         "rayStartParams": {},  # KubeRay passes --num-gpus from the nvidia.com/gpu limit
         "template": template,
     }

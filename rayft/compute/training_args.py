@@ -65,3 +65,12 @@ def training_kwargs(cfg: TrainingConfig, *, output_dir: str, on_gpu: bool, has_e
     )
     kwargs.update(strategy_kwargs(cfg, on_gpu, user_deepspeed))  # deepspeed / fsdp (rayft.compute.strategy)
     return kwargs
+
+
+def elastic_grad_accum(grad_accum: int, max_workers: int, workers: int) -> int:
+    """Accumulation steps that keep the global batch of `max_workers` x `grad_accum` on `workers`
+    workers (the schema makes sure it divides: rayft.schema.scaling._check_elastic)."""
+    total = grad_accum * max_workers
+    if total % workers:
+        raise ValueError(f"{workers} workers cannot keep a global batch of {total} micro-batches")
+    return total // workers

@@ -40,7 +40,8 @@ def worker_identity(rank: int) -> dict[str, Any]:
             "hostname": socket.gethostname()}
 
 
-def record_attempt(stage_dir: Path, rank: int, resume: Any, driver_started_at: float) -> int | None:
+def record_attempt(stage_dir: Path, rank: int, resume: Any, driver_started_at: float,
+                   grad_accum: int | None = None) -> int | None:
     """Gather every rank's identity; rank 0 appends the attempt's line. Returns the attempt number
     on rank 0 (None elsewhere)."""
     import torch.distributed as dist
@@ -63,13 +64,17 @@ def record_attempt(stage_dir: Path, rank: int, resume: Any, driver_started_at: f
         "resumed_from_step": resume.step, "checkpoint": Path(resume.checkpoint.path).name if resume.checkpoint else None,
         "skipped_checkpoints": resume.skipped, "previous_attempt_reached_step": reached,
         "steps_redone": max(0, reached - start) if reached is not None else 0, "workers": workers,
-        "previous_attempt_losses": previous.get("losses", []),
+        "previous_attempt_losses": previous.get("losses", []), "grad_accum": grad_accum,
     }
     with (stage_dir / ATTEMPTS_FILE).open("a") as f:
         f.write(json.dumps(line) + "\n")
     if resume.step:
         print(f"rayft: attempt {number}: resuming from step {resume.step} ({line['checkpoint']}); "
               f"{line['steps_redone']} step(s) of the previous attempt are redone", flush=True)
+    before = len(read_attempts(stage_dir)[-2]["workers"]) if number > 1 else None
+    if before is not None and before != len(workers):
+        print(f"rayft: attempt {number}: {before} -> {len(workers)} workers; gradient accumulation {grad_accum} "
+              "keeps the global batch", flush=True)
     return number
 
 
@@ -89,4 +94,29 @@ def resume_summary(stage_dir: Path) -> dict[str, Any]:
         "workers": last["workers"],
         "attempt_history": [{k: a[k] for k in ("attempt", "resumed_from_step", "checkpoint",
                                                "previous_attempt_reached_step", "steps_redone")} for a in attempts],
+        "resizes": resizes(attempts),
+        **preemption_summary(stage_dir),
     }
+
+
+def resizes(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each change of worker count between attempts: at which step, before / after, why."""
+    out = []
+    for before, after in zip(attempts, attempts[1:]):
+        old, new = len(before["workers"]), len(after["workers"])
+        if old != new:
+            out.append({"step": after["resumed_from_step"] or 0, "workers_before": old, "workers_after": new,
+                        "grad_accum_after": after.get("grad_accum"),
+                        "why": "grew: the cluster had room for more workers" if new > old
+                        else "shrank: a node (or its workers) went"})
+    return out
+
+
+def preemption_summary(stage_dir: Path) -> dict[str, Any]:
+    from rayft.records.preemption import read_preemptions
+
+    notices = read_preemptions(stage_dir)
+    if not notices:
+        return {}
+    return {"preemption_notices": len(notices), "preempted_nodes": sorted({n for x in notices for n in x["nodes"]}),
+            "checkpointed_on_preemption_at_steps": [x["step"] for x in notices]}

@@ -53,6 +53,11 @@ class WorkerGroupConfig(Strict):
     replicas: int = Field(1, ge=0, description="Worker pods at start.")
     min_replicas: int = Field(0, ge=0, description="Autoscaler lower bound.")
     max_replicas: int = Field(4, ge=1, description="Autoscaler upper bound.")
+    termination_grace_s: int = Field(
+        120, ge=10, description="`terminationGracePeriodSeconds` of a worker pod. Its preStop hook drains the pod's "
+        "Ray node with reason preemption and a deadline 5 s short of this, then waits it out: a stage checkpoints "
+        "at its next step boundary (scaling.checkpoint_on_preemption) and resumes elsewhere, before the SIGTERM. "
+        "Give it a training step plus a checkpoint upload.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "WorkerGroupConfig":

@@ -71,6 +71,36 @@ def check_scaling(pipeline: Any) -> str | None:
         problem = _check_stage(training_field(pipeline, i), stage.training, quant, on_gpu)
         if problem:
             return problem
+        if pipeline.scaling.elastic:
+            problem = _check_elastic(pipeline.scaling, training_field(pipeline, i), stage)
+            if problem:
+                return problem
+    return None
+
+
+# Stages with rayft's own loop split rollouts / generations per worker: their world size is fixed.
+FIXED_WORLD_STAGES = ("ppo", "grpo")
+
+
+def _check_elastic(scaling: Any, where: str, stage: Any) -> str | None:
+    """An elastic worker range (scaling.min_workers) must keep the stage's global batch and resume
+    its checkpoint on any worker count in the range."""
+    low, high = scaling.min_workers, scaling.num_workers
+    if stage.type in FIXED_WORLD_STAGES:
+        return (f"scaling.min_workers: stage '{stage.name}' ({stage.type}) splits its rollouts per worker and "
+                "keeps a fixed worker count; drop min_workers (or set it to num_workers)")
+    t = stage.training
+    if t.strategy != "ddp":
+        return (f"scaling.min_workers: {where}.strategy is {t.strategy}: DeepSpeed ZeRO and FSDP save optimizer "
+                "state sharded by the worker count, and resuming it on another count is not supported (DeepSpeed's "
+                "universal checkpoints convert offline); elastic worker counts need strategy ddp")
+    total = t.grad_accum * high
+    uneven = [w for w in range(low, high + 1) if total % w]
+    if uneven:
+        fits = next(g for g in range(1, 10**6) if all((g * high) % w == 0 for w in range(low, high + 1)))
+        return (f"scaling.min_workers: on {', '.join(map(str, uneven))} worker(s) the global batch ({t.batch_size} x "
+                f"grad_accum {t.grad_accum} x {high} workers) cannot be kept with whole accumulation steps; set "
+                f"{where}.grad_accum to {fits} (or a multiple), or a worker range whose counts all divide {total}")
     return None
 
 

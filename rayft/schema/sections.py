@@ -250,7 +250,21 @@ class TrainingConfig(Strict):
 
 
 class ScalingConfig(Strict):
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (one process each).")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (one process each); with `min_workers`, the "
+                             "most a stage grows to. An elastic range in one field: `2-4` or `{min: 2, max: 4}`.")
+    min_workers: int | None = Field(
+        None, ge=1, description="Elastic worker count: a stage starts with what the cluster can give (at least "
+        "this many), grows to num_workers as nodes join and shrinks as they leave, resuming from its last "
+        "checkpoint each time; the global batch is kept (training.grad_accum x num_workers / the workers it has). "
+        "DDP only. null: exactly num_workers.")
+    elastic_check_s: float = Field(60.0, gt=0, description="Elastic: how often Ray considers growing a healthy "
+                                   "worker group (seconds).")
+    checkpoint_on_preemption: bool = Field(
+        True, description="When Ray announces that a worker's node will go (a drain with reason preemption: a "
+        "spot reclaim, `ray drain-node`, a KubeRay pod's preStop hook), save a checkpoint at every step boundary "
+        "until it is gone, so the restart redoes no step.")
+    max_preemptions: int = Field(-1, ge=-1, description="Restarts after a node preemption, counted apart from "
+                                 "max_failures (-1: no limit).")
     use_gpu: bool = Field(False, description="One GPU per worker (unless resources_per_worker says otherwise).")
     resources_per_worker: dict[str, float] = Field(
         default_factory=lambda: {"CPU": 1},
@@ -262,6 +276,43 @@ class ScalingConfig(Strict):
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch threads per CPU worker (default: its CPU resources)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _worker_range(cls, raw: Any) -> Any:
+        """`num_workers: 2-4` or `{min: 2, max: 4}` is `min_workers: 2, num_workers: 4`."""
+        if not isinstance(raw, dict):
+            return raw
+        value = raw.get("num_workers")
+        low = high = None
+        if isinstance(value, str) and "-" in value:
+            low, _, high = value.partition("-")
+        elif isinstance(value, dict) and set(value) <= {"min", "max"}:
+            low, high = value.get("min"), value.get("max")
+        if high is None:
+            return raw
+        try:
+            low, high = int(low), int(high)
+        except (TypeError, ValueError):
+            raise ValueError(f"num_workers: '{value}' is not a worker range such as 2-4 or {{min: 2, max: 4}}") from None
+        if "min_workers" in raw:
+            raise ValueError("num_workers: a range already says min_workers; set one or the other")
+        return {**raw, "num_workers": high, "min_workers": low}
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> "ScalingConfig":
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"min_workers: {self.min_workers} is more than num_workers ({self.num_workers}), the most "
+                             "a stage grows to")
+        return self
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_workers is not None and self.min_workers < self.num_workers
+
+    def fewest_workers(self) -> int:
+        """What a stage needs to start: min_workers when elastic, else num_workers."""
+        return self.min_workers if self.elastic else self.num_workers
 
 
 class StorageConfig(Strict):

@@ -200,13 +200,15 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbac
         train_stage_worker,
         train_loop_config={JOB_KEY: job},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources,
-            placement_strategy=scaling.placement_strategy,
+            num_workers=(scaling.min_workers, scaling.num_workers) if scaling.elastic else scaling.num_workers,
+            elastic_resize_monitor_interval_s=scaling.elastic_check_s,
+            use_gpu=scaling.use_gpu, resources_per_worker=resources, placement_strategy=scaling.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name="ray", storage_path=str(stage_dir),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=stage.training.save_total_limit),
-            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures,
+                                                   max_preemption_failures=scaling.max_preemptions),
             callbacks=[make() for make in callbacks.ray_train],
         ),
     )
@@ -233,14 +235,15 @@ def ensure_ray(address: str | None, scaling) -> None:
         ray.init(address=address, logging_level=logging.WARNING, configure_logging=True)
     if address is not None:
         return
-    need = {k: v * scaling.num_workers for k, v in scaling.resources_per_worker.items()}
+    fewest = scaling.fewest_workers()  # elastic: the stage starts with what fits, from min_workers up
+    need = {k: v * fewest for k, v in scaling.resources_per_worker.items()}
     if scaling.use_gpu:
-        need["GPU"] = need.get("GPU", scaling.num_workers)
+        need["GPU"] = need.get("GPU", fewest)
     have = ray.cluster_resources()
     short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
     if short:
         detail = ", ".join(f"{k}: need {n:g}, have {h:g}" for k, (n, h) in short.items())
-        raise UserError(f"scaling: the local Ray cluster cannot fit {scaling.num_workers} workers ({detail}); "
+        raise UserError(f"scaling: the local Ray cluster cannot fit {fewest} workers ({detail}); "
                         "lower scaling.num_workers / scaling.resources_per_worker or pass --address")
 
 

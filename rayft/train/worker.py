@@ -29,6 +29,7 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     from rayft.records.tracking import (end_mlflow_run, end_wandb_run, mlflow_run_name, report_targets, start_mlflow_run,
                                         start_wandb_run)
     from rayft.compute.strategy import use_gloo_for_cpu_deepspeed
+    from rayft.compute.training_args import elastic_grad_accum
 
     job = config[JOB_KEY]
     pipeline, stage = job.pipeline, job.stage
@@ -53,13 +54,16 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
                            report_to=report_targets(pipeline, stage.name, stage_dir, rank),
                            run_name=mlflow_run_name(stage_dir), user_deepspeed=job.user_deepspeed)
     args = use_gloo_for_cpu_deepspeed(args, on_gpu)
+    if pipeline.scaling.elastic:  # keep the global batch on whatever worker count Ray gave this attempt
+        args["gradient_accumulation_steps"] = elastic_grad_accum(stage.training.grad_accum, pipeline.scaling.num_workers,
+                                                                 ctx.get_world_size())
     # ZeRO-3: TrainingArguments made before the model registers the DeepSpeed config, so
     # from_pretrained loads each layer straight into its shards (zero.Init) instead of whole.
     zero3_anchor = _zero3_init_anchor(args)
     model = stage_impl.load_model(model_path, pipeline, job.adapter, on_gpu, stage=stage, data=job.data)
     check_fused_head(stage.type, model)
     resume = choose_resume_checkpoint(rank)
-    attempt = record_attempt(stage_dir, rank, resume, job.started_at)
+    attempt = record_attempt(stage_dir, rank, resume, job.started_at, grad_accum=args["gradient_accumulation_steps"])
     wctx = WorkerContext(pipeline, stage, model, tokenizer, job.data, args, on_gpu, stage_dir.parent,
                          job.adapter.init_from, resume)
     tracked = start_mlflow_run(args["report_to"], args["run_name"])
@@ -104,6 +108,10 @@ def _run_hf_trainer(wctx: WorkerContext, stage_impl: StageImpl, job: StageJob, w
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate our progress lines
     trainer.add_callback(progress)
     trainer.add_callback(CheckpointReporter(rank, world_size))
+    if wctx.pipeline.scaling.checkpoint_on_preemption:
+        from rayft.records.preemption import PreemptionSaver
+
+        trainer.add_callback(PreemptionSaver(job.stage_dir, rank))
     if rank == 0:
         trainer.add_callback(ProgressRecorder(job.stage_dir, attempt))
     tracker = _best_tracker(wctx, stage_impl, job, rank)

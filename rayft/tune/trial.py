@@ -57,6 +57,7 @@ def run_trial(params: dict[str, Any], spec: SweepSpec) -> None:
     sampled_config = trial_config(spec, sampled, label=label)
     # Tune needs the metric in every report; a checkpoint report between evaluations lacks it.
     no_checkpoints = {f"stages.{i}.training.save_steps": None for i in range(len(sampled_config.pipeline.stages))}
+    no_checkpoints["scaling.checkpoint_on_preemption"] = False
     grouped = {}
     if sampled_config.pipeline.tracking.wandb is not None and not sampled_config.pipeline.tracking.wandb.group:
         grouped = {"tracking.wandb.group": spec.sweep_dir.name}  # one W&B run per trial, grouped by sweep
