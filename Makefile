@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Set-up is re-done only when pyproject.toml changes (the stamp carries its hash).
 STAMP := $(VENV)/.rayft-setup-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup browser demo test test-fast bench clean-venv setup-vllm test-vllm
+.PHONY: setup browser demo test test-slow test-fast bench clean-venv setup-vllm test-vllm
 
 setup: $(STAMP)
 
@@ -25,7 +25,11 @@ demo: setup
 	$(BIN)/rayft demo
 
 test: setup browser
-	$(BIN)/python -m pytest -q -ra --durations=25 tests
+	$(BIN)/python -m pytest -q -ra --durations=25 -m "not slow" tests
+
+# The tests marked slow (a node killed mid-stage, a node joining an elastic stage: minutes each).
+test-slow: setup
+	$(BIN)/python -m pytest -q -ra --durations=10 -m slow tests
 
 # Debian's Chromium for the browser tests of `rayft ui` (tests/test_ui_browser.py); without root or
 # apt they skip and say why.

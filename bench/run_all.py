@@ -52,6 +52,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("memory_strategies", "peak memory per worker vs rayft plan's estimate: strategies, stages, checkpointing",
           (), ("--cases", "lora-ddp,reward-ckpt"), ("shared-data",)),
     Bench("recovery", "steps redone after a worker kill vs the checkpoint interval", ("--baseline",)),
+    Bench("node_recovery", "steps redone and wall lost when a node goes: preemption notice (on / off) and a kill"),
     Bench("tune_efficiency", "ASHA vs running every trial to the end", ("--trials", "9", "--steps", "32"),
           ("--trials", "6", "--steps", "8")),
     Bench("lamini_alignment", "held-out ROUGE-L: base vs SFT vs SFT -> on-policy DPO (dpo_lamini.yaml) on the Lamini docs",

@@ -309,3 +309,35 @@ def test_strict_schema_follows_kubernetes_structural_rules():
     assert not v.is_valid({"unknown": 1}), "unknown fields are errors where the schema lists properties"
     assert not v.is_valid({"quantity": 0.5}) and not v.is_valid({"labels": {"k": 1}})
     assert "additionalProperties" not in schema, "the CRD schema itself is not modified"
+
+
+def test_worker_pods_drain_themselves_and_take_bounds_from_an_elastic_range(tmp_path, crds, monkeypatch):
+    """A worker pod's preStop hook turns Kubernetes' notice into Ray's preemption notice (a stage then
+    checkpoints and moves, docs/resilience.md) within its grace period; an elastic worker range sets
+    the first worker group's pod bounds unless the config sets them. Still valid against the CRDs."""
+    from rayft.cluster.render import preemption_drain
+
+    monkeypatch.chdir(REPO)
+    sets = ["scaling.num_workers=2-4", "training.grad_accum=3", "scaling.resources_per_worker={CPU: 1}",
+            'cluster.worker_groups=[{name: cpu, gpus: 0, cpu: "2", memory: 8Gi, termination_grace_s: 90}, '
+            '{name: big, gpus: 0, cpu: "4", memory: 8Gi, replicas: 1, max_replicas: 3}]']
+    assert main(["k8s", "render", "jobs/configs/sft_tiny.yaml", "--out", str(tmp_path),
+                 *[a for s in sets for a in ("--set", s)]]) == 0
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        doc = yaml.safe_load((tmp_path / name).read_text())
+        spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        first, second = spec["workerGroupSpecs"]
+        assert (first["replicas"], first["minReplicas"], first["maxReplicas"]) == (1, 1, 2)  # 2 workers per 2-CPU pod
+        assert (second["replicas"], second["minReplicas"], second["maxReplicas"]) == (1, 0, 3)  # as configured
+        pod = first["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] == 90
+        command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1]
+        assert "ray drain-node --address auto --reason DRAIN_NODE_REASON_PREEMPTION" in command
+        assert "--deadline-remaining-seconds 85 && sleep 85" in command
+        for result in validate_file(tmp_path / name, crds):
+            assert result.checked and not result.errors, "\n".join(result.errors)
+    assert preemption_drain(8)["preStop"]["exec"]["command"][-1].count(" 3") == 2  # never a deadline below 1 s
+    # The hand-written manifests carry the same hook.
+    for path in K8S_FILES:
+        if path.name != "storage.yaml":
+            assert "DRAIN_NODE_REASON_PREEMPTION" in path.read_text(), path

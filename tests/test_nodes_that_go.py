@@ -110,6 +110,7 @@ def test_a_preemption_notice_checkpoints_at_the_step_and_redoes_none(cluster, tm
     _each_step_once(summary, 40)
 
 
+@pytest.mark.slow
 def test_a_killed_node_leaves_the_stage_on_the_other_one(cluster, tmp_path):
     """A 2-worker elastic stage (1-2 workers) loses a whole node (raylet and workers SIGKILLed, no
     notice): it shrinks to the remaining node, resumes from its last checkpoint with twice the
@@ -125,10 +126,13 @@ def test_a_killed_node_leaves_the_stage_on_the_other_one(cluster, tmp_path):
     assert summary["global_step"] == 24
     resize = summary["resizes"][0]
     assert (resize["workers_before"], resize["workers_after"], resize["grad_accum_after"]) == (2, 1, 2), summary["resizes"]
-    assert summary["steps_redone"] <= 1  # at most the step in flight since the last 2-step checkpoint
+    # No notice, so the steps since the last whole checkpoint are redone: fewer than two save
+    # intervals (a checkpoint being written when the node died is incomplete, verified and skipped).
+    assert summary["steps_redone"] < 2 * 2, summary["attempt_history"]
     _each_step_once(summary, 24)
 
 
+@pytest.mark.slow
 def test_an_elastic_stage_grows_when_a_node_joins(cluster, tmp_path):
     """Asked for 2-3 workers on a cluster with room for 2: it starts with 2; a third node joins
     while it trains and Ray Train grows the group to 3 (gradient accumulation 3 -> 2: the global
