@@ -10,7 +10,10 @@ The estimate, in bytes per worker, is the sum of:
   8h + 4f + 2kv + heads elements (h hidden, f MLP width, kv key/value width), measured for a Llama
   layer with saved-tensor hooks (tests/test_memory_plan.py measures it again); with LoRA 2h less
   (frozen norms) plus r per adapted module and, with dropout, 1.46 copies of each adapted input; with gradient checkpointing, one h per token and layer
-  plus one layer recomputed in backward;
+  plus one layer recomputed in backward; on CPU, a share of what checkpointing saves that the
+  allocator keeps anyway (CPU_CHECKPOINT_RETAINED);
+- DeepSpeed ZeRO-3 on CPU workers: the whole model loaded (no zero.Init without an accelerator)
+  plus the worker's flat fp32 partition of the trained weights;
 - logits: tokens x vocabulary in fp32, three copies at the loss's backward (logits, log-softmax,
   their gradient), four for SFT (TRL's token accuracy and entropy); none for a reward model;
 - a frozen reference copy where one is kept (a full fine-tune's DPO-family stage, PPO's `copy`);
@@ -30,6 +33,11 @@ from typing import Any
 from rayft.compute.memory import FULL_BYTES, GIB, LORA_BYTES, NF4_BYTES_DOUBLE_QUANT, SHARDED, ModelShape
 
 RUNTIME_BYTES = {"cpu": 1.3 * GIB, "gpu": 0.6 * GIB}  # a worker before its model (CUDA context on a GPU)
+# With gradient checkpointing on CPU, glibc keeps much of the activation memory freed during
+# backward (its dynamic mmap threshold moves the ~10 MB per-layer tensors onto the heap, which it
+# does not give back): this share of what checkpointing saves stays resident (bench/memory_strategies.py:
+# 0.37 for the reward stage, 0.32 for DPO, on SmolLM2-135M, 384 tokens).
+CPU_CHECKPOINT_RETAINED = 0.35
 LORA_DROPOUT_COPIES = 1.46  # elements kept per adapted input element with lora dropout > 0 (measured)
 PAIR_STAGES = ("reward", "dpo", "orpo", "cpo")
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -106,8 +114,14 @@ def model_state(shape: ModelShape, pipeline: Any, stage: Any, on_gpu: bool, work
             parts["weights"] += shape.linear_params() * 1.0 + shape.other_params() * weight_bytes
         else:
             parts["weights"] += shape.params() * weight_bytes
-    for key in SHARDED[_sharding(training)]:
+    sharding = _sharding(training)
+    for key in SHARDED[sharding]:
         parts[key] /= workers
+    if sharding == "zero3" and not on_gpu and training.strategy == "deepspeed":
+        # No zero.Init without an accelerator: every CPU worker loads the whole model before DeepSpeed
+        # partitions it, and keeps its fp32 partition of the trained weights as a flat buffer.
+        parts["weights"] *= workers
+        parts["flat_partition"] = trained * 4.0 / workers
     if on_gpu and training.strategy == "deepspeed":
         if training.deepspeed.offload_optimizer:
             parts["optimizer"] = 0.0  # kept in host memory
@@ -132,12 +146,18 @@ def step_memory(shape: ModelShape, pipeline: Any, stage: Any, on_gpu: bool,
     else:
         kept = shape.layers * per_layer
     activations = tokens * (kept + 2 * shape.hidden) * act_bytes
+    retained = 0.0
+    if stage.training.gradient_checkpointing and not on_gpu:
+        retained = CPU_CHECKPOINT_RETAINED * tokens * (shape.layers * per_layer - kept) * act_bytes
     logits = tokens * shape.vocab * 4.0 * copies
     if generated:
         cache = 2 * shape.layers * shape.kv_dim * tokens * act_bytes + sequences * shape.vocab * 4.0
         if cache > activations + logits:
             return {"kv_cache": cache}
-    return {"activations": activations, "logits": logits}
+    parts = {"activations": activations, "logits": logits}
+    if retained:
+        parts["cpu_allocator_retained"] = retained
+    return parts
 
 
 def micro_batch(stage: Any, longest: int | None = None) -> tuple[int, int, int, int]:
