@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from rayft.schema.base import Strict
 from rayft.models.tokens import CHATML_TOKENS
 from rayft.schema.cluster import ClusterConfig
+from rayft.schema.generation import GenerationConfig
 from rayft.schema.scaling import check_scaling
 from rayft.schema.search_space import check_path
 from rayft.schema.sections import (AdapterConfig, DataConfig, EvalConfig, ModelConfig, ScalingConfig, StorageConfig,
@@ -54,6 +55,8 @@ class Pipeline(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="The engine that writes "
+                                         "evaluation answers, on-policy pairs and teacher data: hf or vLLM.")
     tune: TuneConfig | None = Field(None, description="A Ray Tune sweep (`rayft tune`): search space, metric, "
                                     "scheduler, search algorithm. `rayft train` ignores it. See docs/tune.md.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="`rayft serve`: the OpenAI-compatible "
