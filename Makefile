@@ -64,4 +64,4 @@ setup-vllm:
 	@echo "[setup-vllm] done: $(VLLM_VENV)/bin/rayft (serve.engine: vllm)"
 
 test-vllm: setup setup-vllm
-	RAYFT_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q -ra -m vllm tests
+	RAYFT_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q -ra -m vllm tests

@@ -29,7 +29,7 @@ from conftest import REPO
 from openai_contract import CHECKS, Served
 from serve_helpers import QUESTION, S3Server, ServeProcess, free_port, train_adapter
 
-VLLM_PYTHON = Path(os.environ.get("RAYFT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
+VLLM_PYTHON = Path(os.environ.get("RAYFT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python")).absolute()
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(
     not VLLM_PYTHON.is_file(), reason=f"no vLLM environment at {VLLM_PYTHON} (build it with `make setup-vllm`)")]
 MODEL = "smollm2-135m-instruct"

@@ -57,8 +57,7 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
     inside a run); answers are at most `max_new_tokens` (default `eval.max_new_tokens`) long."""
     from rayft.data.build import collect
     from rayft.data.templates import prompt_for_generation, render, resolve_template
-    from rayft.generation.hf import generate
-    from rayft.models.adapters import load_for_inference
+    from rayft.generation.vllm_pool import chosen_engine
     from rayft.models.loader import load_tokenizer, resolve_model
 
     out = Path(out).expanduser().resolve()
@@ -87,40 +86,74 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model)
     templates = {f: resolve_template(data_cfg.template, f, tokenizer) for f in {e["_format"] for e in examples}}
     prompts = [prompt_for_generation(render(e, templates[e["_format"]], tokenizer)) for e in examples]
-    model = load_for_inference(model_path, cfg.model, adapter)
     done, started, total = [0], time.time(), len(prompts) * (samples + int(greedy))
 
     def progress(n: int) -> None:
         done[0] += n
         print(f"rayft: generated {done[0]}/{total} answers ({time.time() - started:.0f} s)", flush=True)
 
-    from transformers import set_seed
-
-    set_seed(seed)
     if samples == 1:
         sampling = {"do_sample": cfg.eval.do_sample, "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p}
     else:
         sampling = {"do_sample": True, "temperature": temperature, "top_p": cfg.eval.top_p}
-    options = {"max_new_tokens": max_new_tokens or cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size,
-               "on_batch": progress}
-    texts = [g.text for g in generate(model, tokenizer, [p for p in prompts for _ in range(samples)], **options,
-                                      **sampling)]
+    limit_tokens = max_new_tokens or cfg.eval.max_new_tokens
+    engine = chosen_engine(cfg.generation)
+    if engine == "vllm":
+        texts, greedy_texts = _answers_on_vllm(cfg, model_path, adapter, tokenizer, prompts, samples, greedy, seed,
+                                               limit_tokens, sampling)
+    else:
+        texts, greedy_texts = _answers_on_hf(cfg, model_path, adapter, tokenizer, prompts, samples, greedy, seed,
+                                             {"max_new_tokens": limit_tokens, "batch_size": cfg.eval.batch_size,
+                                              "on_batch": progress}, sampling)
     if samples == 1:
         pairs, counts = _reference_pairs(examples, texts)
     else:
         candidates = [texts[i * samples:(i + 1) * samples] for i in range(len(examples))]
-        greedy_texts = [g.text for g in generate(model, tokenizer, prompts, **options)] if greedy else None
         pairs, counts = _ranked_pairs(examples, prompts, candidates, score_fn, min_gap, greedy_texts)
     if not pairs:
         raise UserError(_no_pairs_message(len(examples), samples, counts))
     _write_jsonl_atomic(out, pairs)
     stats = {"examples": len(examples), "samples": samples, "score": score or "reference answer as chosen",
              "pairs": len(pairs), **counts, "out": str(out), "model": cfg.model.name, "adapter": adapter,
-             "split": split, "seed": seed, "seconds": round(time.time() - started, 1)}
+             "split": split, "seed": seed, "engine": engine, "seconds": round(time.time() - started, 1)}
     if samples > 1:
         stats.update(temperature=temperature, greedy=greedy, min_gap=min_gap)
     print(f"rayft: {json.dumps(stats)}", flush=True)
     return stats
+
+
+def _answers_on_hf(cfg: Pipeline, model_path: str, adapter: str | None, tokenizer: Any, prompts: list[str],
+                   samples: int, greedy: bool, seed: int, options: dict[str, Any],
+                   sampling: dict[str, Any]) -> tuple[list[str], list[str] | None]:
+    """(`samples` answers per prompt, flat in prompt order; the greedy answers when asked) with HF generate."""
+    from transformers import set_seed
+
+    from rayft.generation.hf import generate
+    from rayft.models.adapters import load_for_inference
+
+    model = load_for_inference(model_path, cfg.model, adapter)
+    set_seed(seed)
+    texts = [g.text for g in generate(model, tokenizer, [p for p in prompts for _ in range(samples)], **options,
+                                      **sampling)]
+    greedy_texts = [g.text for g in generate(model, tokenizer, prompts, **options)] if greedy else None
+    return texts, greedy_texts
+
+
+def _answers_on_vllm(cfg: Pipeline, model_path: str, adapter: str | None, tokenizer: Any, prompts: list[str],
+                     samples: int, greedy: bool, seed: int, max_new_tokens: int,
+                     sampling: dict[str, Any]) -> tuple[list[str], list[str] | None]:
+    """The same on vLLM engines: one engine start; each prompt's samples seeded by seed + its index."""
+    from rayft.generation.vllm_pool import VLLMPool, check_vllm_adapter
+
+    if adapter:
+        check_vllm_adapter(adapter, len(tokenizer))
+    with VLLMPool(model_path, cfg.model, cfg.generation, [adapter] if adapter else []) as pool:
+        print(f"rayft: generating {len(prompts) * samples} answers on vLLM ...", flush=True)
+        sampled = pool.answer(tokenizer, prompts, adapter=adapter, samples=samples, seed=seed,
+                              max_new_tokens=max_new_tokens, **sampling)
+        greedy_gens = pool.answer(tokenizer, prompts, adapter=adapter, max_new_tokens=max_new_tokens) if greedy else None
+    texts = [g.text for per_prompt in sampled for g in per_prompt]
+    return texts, [g[0].text for g in greedy_gens] if greedy_gens else None
 
 
 def _no_pairs_message(examples: int, samples: int, counts: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ win-rate matrix picture."""
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from rayft.config.load import LoadedConfig
 from rayft.core.errors import UserError
+from rayft.data.prompt_files import read_prompt_file
 from rayft.eval.compare import Comparison
 
 
@@ -54,7 +54,8 @@ def run_arena(loaded: LoadedConfig, out_dir: str | Path | None = None) -> Path:
 
     (out_dir / "config.yaml").write_text(dump_yaml(cfg))
     t0 = time.time()
-    answers = {c.label: _answers(c, loaded, tokenizer, prompts) for c in contestants}
+    answers = _local_answers_on_vllm(contestants, loaded, tokenizer, prompts)
+    answers.update({c.label: _answers(c, loaded, tokenizer, prompts) for c in contestants if c.label not in answers})
     pairs = list(itertools.combinations(names, 2))
     print(f"rayft: judging {len(pairs)} pairs x {len(prompts)} prompts in both orders with {judge.name} ...",
           flush=True)
@@ -115,31 +116,18 @@ def _prompts(loaded: LoadedConfig, tokenizer: Any) -> tuple[list[str], list[str]
     return prompts, questions
 
 
-def read_prompt_file(path: Path) -> list[str]:
-    """A .jsonl file (`prompt`, `instruction` or `question` per row) or plain text, one prompt per line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"eval.arena.prompts: cannot read {path}: {exc}") from None
-    found = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if path.suffix != ".jsonl":
-            found.append(line.strip())
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not JSON ({exc.msg})") from None
-        text = next((row.get(k) for k in ("prompt", "instruction", "question") if isinstance(row, dict)
-                     and isinstance(row.get(k), str) and row.get(k).strip()), None)
-        if text is None:
-            raise UserError(f"{path}:{number}: no `prompt`, `instruction` or `question` text")
-        found.append(text)
-    if not found:
-        raise UserError(f"eval.arena.prompts: {path} holds no prompt")
-    return found
+def _local_answers_on_vllm(contestants: list[Contestant], loaded: LoadedConfig, tokenizer: Any,
+                           prompts: list[str]) -> dict[str, list[str]]:
+    """With generation.engine vllm, the local contestants' answers (one engine start per base model)."""
+    from rayft.generation.parallel import decoding
+    from rayft.generation.vllm_pool import answer_models, chosen_engine
+
+    cfg = loaded.pipeline
+    jobs = [(c.label, c.model_path, c.adapter) for c in contestants if c.endpoint is None]
+    if not jobs or chosen_engine(cfg.generation) != "vllm":
+        return {}
+    written, _, _ = answer_models(jobs, cfg.model, cfg.generation, tokenizer, prompts, **decoding(cfg.eval))
+    return {label: [g[0].text for g in gens] for label, gens in written.items()}
 
 
 def _answers(contestant: Contestant, loaded: LoadedConfig, tokenizer: Any, prompts: list[str]) -> list[str]:

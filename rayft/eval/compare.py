@@ -94,7 +94,8 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
                    include_base: bool = True) -> Comparison:
     """Answer and score the held-out rows with the base model (if asked) and each output (adapter or
     model folder)."""
-    from rayft.generation.parallel import generate_answers
+    from rayft.generation.parallel import decoding, generate_answers
+    from rayft.generation.vllm_pool import answer_models, chosen_engine
     from rayft.metrics.teacher_forced import answer_loss, completion_logprobs, implicit_dpo_rewards
     import torch
 
@@ -112,13 +113,21 @@ def compare_models(loaded: LoadedConfig, model_path: str, outputs: dict[str, Pat
     base_logps: tuple[list[float], list[float]] | None = None
     scoring = (cfg.eval.perplexity and held.rows is not None) or held.rejected is not None
     rule = answer_rule(cfg.eval)  # the same for every model
+    on_vllm = chosen_engine(cfg.generation) == "vllm"
+    if on_vllm:  # every model's answers first: one engine start per base model, adapters as LoRA requests
+        written, comparison.seconds, notes = answer_models(jobs, cfg.model, cfg.generation, tokenizer, prompts,
+                                                           **decoding(cfg.eval))
+        comparison.notes.extend(notes)
     for label, path, adapter in jobs:
         # One load per model when it both generates here and is scored teacher-forced.
         model = (load_for_inference(path, cfg.model, adapter, on_gpu=torch.cuda.is_available())
-                 if scoring or cfg.eval.num_workers == 1 else None)
-        t0 = time.time()
-        gens = generate_answers(label, path, adapter, cfg.model, tokenizer, prompts, cfg.eval, model)
-        comparison.seconds[label] = time.time() - t0
+                 if scoring or (cfg.eval.num_workers == 1 and not on_vllm) else None)
+        if on_vllm:
+            gens = [g[0] for g in written[label]]
+        else:
+            t0 = time.time()
+            gens = generate_answers(label, path, adapter, cfg.model, tokenizer, prompts, cfg.eval, model)
+            comparison.seconds[label] = time.time() - t0
         comparison.answers[label] = [g.text for g in gens]
         comparison.scores[label] = score_pairs(comparison.answers[label], references, rule)
         comparison.tags[label] = [tag_generation(g.text, p, hit_max_tokens=g.hit_max_tokens)

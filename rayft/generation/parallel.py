@@ -42,9 +42,14 @@ def generate_answers(label: str, model_path: str, adapter: Path | None, model_cf
     return answers  # type: ignore[return-value]
 
 
+def decoding(eval_cfg: Any) -> dict[str, Any]:
+    """The `eval` section's decoding settings, as both engines take them."""
+    return {"max_new_tokens": eval_cfg.max_new_tokens, "do_sample": eval_cfg.do_sample,
+            "temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p}
+
+
 def _decoding(eval_cfg: Any) -> dict[str, Any]:
-    return {"max_new_tokens": eval_cfg.max_new_tokens, "batch_size": eval_cfg.batch_size,
-            "do_sample": eval_cfg.do_sample, "temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p}
+    return {**decoding(eval_cfg), "batch_size": eval_cfg.batch_size}
 
 
 def _answer_shard(model_path: str, adapter: Path | str | None, model_cfg: Any, tokenizer: Any,

@@ -101,7 +101,8 @@ class VLLMPool:
             ray.init(logging_level=logging.WARNING)
         cpus, gpus, count = _engine_shape(gen_cfg)
         env = {"VLLM_CPU_KVCACHE_SPACE": str(gen_cfg.cpu_kv_cache_gib), "OMP_NUM_THREADS": str(int(cpus)),
-               "VLLM_CPU_OMP_THREADS_BIND": "nobind", "TOKENIZERS_PARALLELISM": "false"}
+               "VLLM_CPU_OMP_THREADS_BIND": "nobind", "TOKENIZERS_PARALLELISM": "false",
+               "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR")}
         runtime_env = {"env_vars": env, **({} if python == sys.executable else {"py_executable": python})}
         actor = ray.remote(VLLMEngineActor).options(num_cpus=cpus, num_gpus=gpus, runtime_env=runtime_env,
                                                     scheduling_strategy="SPREAD")
@@ -176,3 +177,38 @@ def _engine_shape(gen_cfg: Any) -> tuple[float, float, int]:
         raise UserError(f"generation.cpus_per_engine: no node of this Ray cluster has {cpus:g} CPU(s) and "
                         f"{gpus:g} GPU(s) for a vLLM engine")
     return cpus, gpus, len(fits)
+
+
+def answer_models(jobs: list[tuple[str, str, Any]], model_cfg: Any, gen_cfg: Any, tokenizer: Any,
+                  prompts: list[str], *, samples: int = 1, seed: int = 0,
+                  **decoding: Any) -> tuple[dict[str, list[list[Generation]]], dict[str, float], list[str]]:
+    """Answers of each (label, model path, adapter folder or None) job on vLLM: one pool per model
+    path, its adapters as LoRA requests on the same engines. Returns answers per label, generation
+    seconds per label (engine start-up apart) and a line per pool saying where it ran."""
+    from rayft.models.tokens import new_token_ids
+
+    if new_token_ids(jobs[0][1], model_cfg):
+        raise UserError("generation.engine: vllm cannot add model.add_special_tokens (or ChatML's tokens) to a "
+                        "base model; set generation.engine: hf, or merge a tuned model and evaluate the folder")
+    by_path: dict[str, list[tuple[str, Any]]] = {}
+    for label, path, adapter in jobs:
+        by_path.setdefault(path, []).append((label, adapter))
+    answers: dict[str, list[list[Generation]]] = {}
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+    for path, members in by_path.items():
+        adapters = [str(a) for _, a in members if a]
+        base_vocab = len(tokenizer)
+        for folder in adapters:
+            check_vllm_adapter(folder, base_vocab)
+        with VLLMPool(path, model_cfg, gen_cfg, adapters) as pool:
+            for label, adapter in members:
+                print(f"rayft: generating {len(prompts) * samples} answers with {label} on vLLM ...", flush=True)
+                t0 = time.time()
+                answers[label] = pool.answer(tokenizer, prompts, adapter=adapter, samples=samples, seed=seed,
+                                             **decoding)
+                seconds[label] = time.time() - t0
+            nodes = len({p["node_id"] for p in pool.placements})
+            notes.append(f"answers of {', '.join(label for label, _ in members)} written by vLLM: "
+                         f"{len(pool.placements)} engine(s) on {nodes} node(s), {pool.start_s:.0f} s to start")
+    return answers, seconds, notes
