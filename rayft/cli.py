@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(inspect)
     inspect.add_argument("--examples", type=int, default=2, help="examples to show per stage")
     inspect.set_defaults(handler=_data_inspect)
+    gen = data_verbs.add_parser("generate", help="a teacher model (generation.teacher) answers instructions, or "
+                                "writes new ones first (self-instruct): training data with provenance; resumable")
+    _config_args(gen)
+    gen.add_argument("--out", required=True, help="output jsonl (prompt_completion format); never overwritten")
+    gen.add_argument("--limit", type=int, help="answer only the first N instructions (self-instruct: write N)")
+    gen.add_argument("--restart", action="store_true", help="discard the journal of an earlier, unfinished run")
+    gen.set_defaults(handler=_data_generate)
     pref = data_verbs.add_parser("preference", help="build preference pairs: reference answer as chosen and "
                                  "the model's answer as rejected, or (--samples N --score S) the best and the "
                                  "worst of N sampled answers")
@@ -181,6 +188,14 @@ def _data_preference(args: argparse.Namespace, started_at: float) -> int:
     build_preference_pairs(load_pipeline(args.config, args.overrides), args.out, args.adapter, args.limit, args.split,
                            samples=args.samples, score=args.score, temperature=args.temperature, min_gap=args.min_gap,
                            greedy=args.greedy, seed=args.seed)
+    return 0
+
+
+def _data_generate(args: argparse.Namespace, started_at: float) -> int:
+    from rayft.config.load import load_pipeline
+    from rayft.datatools.teacher_data import generate_data
+
+    generate_data(load_pipeline(args.config, args.overrides), args.out, limit=args.limit, restart=args.restart)
     return 0
 
 

@@ -168,6 +168,14 @@ def resolve_paths(loaded: LoadedConfig) -> None:
         ev.benchmarks.data_dir = resolve(ev.benchmarks.data_dir)
         ev.benchmarks.tasks = [resolve(t) if t.endswith((".yaml", ".yml")) or (loaded.base_dir / t).is_dir() else t
                                for t in ev.benchmarks.tasks]
+    gen = loaded.pipeline.generation
+    if gen.vllm_python:
+        gen.vllm_python = resolve(gen.vllm_python)
+    if gen.teacher is not None:  # builtin: names and endpoints stay as they are
+        teacher = gen.teacher
+        teacher.prompts, teacher.adapter = resolve(teacher.prompts), resolve(teacher.adapter)
+        if teacher.model and not teacher.model.startswith("builtin:") and (loaded.base_dir / teacher.model).exists():
+            teacher.model = resolve(teacher.model)
     for training in [loaded.pipeline.training, *(s.training for s in loaded.pipeline.stages)]:
         if training.deepspeed.config_file:
             training.deepspeed.config_file = resolve(training.deepspeed.config_file)

@@ -5,9 +5,62 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator, model_validator
 
 from rayft.schema.base import Strict
+
+
+class SelfInstructConfig(Strict):
+    num_instructions: int = Field(100, ge=1, description="New instructions the teacher writes before it answers them.")
+    examples_per_prompt: int = Field(3, ge=1, le=20, description="Seed instructions shown in each request for a "
+                                     "new one (drawn at random, seeded).")
+    max_new_tokens: int = Field(96, ge=8, description="Length limit of a new instruction.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of new instructions.")
+
+
+class TeacherConfig(Strict):
+    model: str | None = Field(None, description="The teacher: `builtin:<name>` or a local model folder (default: "
+                              "the config's model.name); ignored with `endpoint`.")
+    adapter: str | None = Field(None, description="A LoRA adapter folder on the teacher model.")
+    endpoint: str | None = Field(None, description="An OpenAI-compatible API instead of a local model (`rayft "
+                                 "serve`, vLLM, ...): its base URL, e.g. http://127.0.0.1:8000/v1.")
+    endpoint_model: str | None = Field(None, description="The model name the endpoint serves (with endpoint).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the endpoint's API key.")
+    prompts: str | None = Field(None, description="Instructions to answer: a .jsonl file (`prompt`, `instruction` "
+                                "or `question` per row) or text, one per line. Default: the questions of the "
+                                "config's data rows (their answers are not used).")
+    self_instruct: SelfInstructConfig | None = Field(None, description="First write new instructions from the "
+                                                     "prompts as seed examples (self-instruct), then answer those.")
+    system: str | None = Field(None, description="System message given to the teacher with every instruction.")
+    max_new_tokens: int = Field(256, ge=1, description="Length limit of an answer; an answer cut there is dropped.")
+    temperature: float = Field(0.0, ge=0, description="0: greedy answers; above 0: sampled, seeded per row.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
+    seed: int = Field(0, description="Seed of the sampling and of the self-instruct examples drawn.")
+    answer_pattern: str | None = Field(None, description="A regex every kept answer must match (re.search), e.g. "
+                                       "`^\\{.*\\}$` for JSON answers; the others are dropped as not in the asked format.")
+    chunk_rows: int = Field(32, ge=1, description="Rows generated and saved together: a killed run redoes at most one "
+                            "chunk.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight to an endpoint.")
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _endpoint_names_its_model(self) -> TeacherConfig:
+        if self.endpoint and not self.endpoint_model:
+            raise ValueError("endpoint: name the model it serves in endpoint_model")
+        if self.endpoint and (self.model or self.adapter):
+            raise ValueError("endpoint: a teacher is either an endpoint or a local model (model / adapter), not both")
+        return self
 
 
 class GenerationConfig(Strict):
@@ -33,3 +86,5 @@ class GenerationConfig(Strict):
     max_loras: int = Field(4, ge=1, description="Adapters one engine holds at once.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine arguments, passed "
                                           "as they are (they win over the fields above).")
+    teacher: TeacherConfig | None = Field(None, description="`rayft data generate`: the teacher model that writes "
+                                          "training data (docs/generation.md).")
