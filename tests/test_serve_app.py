@@ -131,6 +131,49 @@ def test_merged_model_answers_like_its_adapter(client):
     assert _chat(client, "tiny-alpha-merged") == _chat(client, "alpha")
 
 
+def test_a_teacher_endpoint_writes_training_data(app, tmp_path, monkeypatch):
+    """`rayft data generate` with the served adapter as the teacher, over HTTP: the row it answers
+    as trained is written with its provenance; an answer cut at max_new_tokens, an answer not
+    matching answer_pattern and a prompt the server refuses (over its max_prompt_tokens: a 4xx)
+    are each counted and dropped (the tiny adapter never says EOS: a stop string ends its answer); every instruction lands in one count; the prompts file is untouched."""
+    from rayft.cli import main
+
+    monkeypatch.setenv("TEACHER_KEY", KEY)
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": QUESTION}, {"prompt": "Name a fruit, please."}, {"prompt": "word " * 400}, {"prompt": QUESTION + " "}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = prompts.read_bytes()
+    config = tmp_path / "teacher.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": "builtin:tiny-random"}, "generation": {"teacher": {
+        "endpoint": app["url"] + "/v1", "endpoint_model": "alpha", "api_key_env": "TEACHER_KEY",
+        "prompts": str(prompts), "max_new_tokens": 12, "stop": [" red"], "answer_pattern": "apples|^[^a]*$",
+        "concurrency": 2}}}))
+    out = tmp_path / "taught.jsonl"
+    assert main(["data", "generate", str(config), "--out", str(out)]) == 0
+    stats = json.loads(out.with_name("taught.jsonl.stats.json").read_text())["answers"]
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written[0]["prompt"] == QUESTION and written[0]["completion"] == "apples are"  # ended by the stop string
+    assert written[0]["provenance"] == {"teacher": "alpha", "endpoint": app["url"] + "/v1", "engine": "endpoint",
+                                        "max_new_tokens": 12, "temperature": 0.0, "top_p": 1.0, "seed": 0}
+    assert stats["rejected_by_endpoint"] == 1  # the 400-word prompt
+    assert stats["duplicates"] == 1  # the same question with a trailing space, answered alike
+    assert [r["prompt"] for r in written] == [QUESTION, "Name a fruit, please."]  # alpha says apples to all
+    assert stats["questions"] == 4 == sum(stats[k] for k in ("empty", "cut_at_limit", "wrong_format",
+                                                             "rejected_by_endpoint", "duplicates", "written"))
+    assert prompts.read_bytes() == before and not out.with_name("taught.jsonl.partial.jsonl").exists()
+    assert main(["data", "generate", str(config), "--out", str(out)]) == 2  # never overwritten
+    # The base model's random tokens (no readable text, or cut at the limit, or not "apples..."): every
+    # answer dropped with its reason in the journal, nothing written, exit 2.
+    raw = yaml.safe_load(config.read_text())
+    raw["generation"]["teacher"].update(endpoint_model="tiny", stop=[], answer_pattern="^apples")
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["data", "generate", str(config), "--out", str(tmp_path / "base.jsonl")]) == 2
+    assert not (tmp_path / "base.jsonl").exists()
+    journal = [json.loads(line) for line in (tmp_path / "base.jsonl.partial.jsonl").read_text().splitlines()[1:]]
+    assert len(journal) == 4 and all(r["status"] in ("empty", "cut_at_limit", "wrong_format", "rejected_by_endpoint")
+                                     for r in journal)
+
+
 def test_streaming_chat_and_completion(client, app):
     full = _chat(client, "alpha")
     chunks = list(client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": QUESTION}],

@@ -61,6 +61,11 @@ def generate_data(loaded: Any, out: str | Path, *, limit: int | None = None, res
         if teacher_cfg.self_instruct:
             asked = limit or teacher_cfg.self_instruct.num_instructions
             questions, counts["instructions"] = _new_instructions(teacher, teacher_cfg, journal, seeds, asked, cfg)
+            if not questions:
+                raise UserError(f"generation.teacher.self_instruct: no new instruction kept of {asked} asked "
+                                f"({json.dumps(counts['instructions'])}); a reply whose first line did not end "
+                                "within self_instruct.max_new_tokens is dropped: raise it, or give more varied seed "
+                                "instructions, and rerun with --restart")
         else:
             questions = seeds
         records = _answers(teacher, teacher_cfg, journal, questions)
@@ -119,13 +124,14 @@ class Journal:
 
 
 def _run_chunks(teacher: Any, teacher_cfg: Any, journal: Journal, phase: str, requests: list[Any],
-                check: Any, max_new_tokens: int, temperature: float) -> list[dict[str, Any]]:
+                check: Any, max_new_tokens: int, temperature: float, stop: list[str]) -> list[dict[str, Any]]:
     """Generate the requests not yet in the journal, chunk by chunk; the records in request order."""
     todo = [i for i in range(len(requests)) if i not in journal.done[phase]]
     for start in range(0, len(todo), teacher_cfg.chunk_rows):
         chunk = todo[start:start + teacher_cfg.chunk_rows]
         gens = teacher.answer([requests[i] for i in chunk], first=chunk[0], seed=teacher_cfg.seed,
-                              max_new_tokens=max_new_tokens, temperature=temperature, top_p=teacher_cfg.top_p)
+                              max_new_tokens=max_new_tokens, temperature=temperature, top_p=teacher_cfg.top_p,
+                              stop=stop)
         journal.append([{"phase": phase, "i": i, "seed": teacher_cfg.seed + i, "tokens": g.new_tokens,
                          **check(g)} for i, g in zip(chunk, gens)])
         print(f"rayft: {phase}s {len(journal.done[phase])}/{len(requests)}", flush=True)
@@ -159,6 +165,8 @@ def _new_instructions(teacher: Any, teacher_cfg: Any, journal: Journal, seeds: l
         requests.append([{"role": "user", "content": INSTRUCTION_REQUEST.format(examples=examples)}])
 
     def check(gen: Any) -> dict[str, Any]:
+        if gen.hit_max_tokens and "\n" in gen.text.strip():  # the first line, the instruction, was finished
+            gen = type(gen)(gen.text, gen.new_tokens, False)
         verdict = _verdict(gen, None)
         if verdict["status"] == "ok":
             verdict["text"] = _one_instruction(gen.text)
@@ -167,7 +175,7 @@ def _new_instructions(teacher: Any, teacher_cfg: Any, journal: Journal, seeds: l
         return verdict
 
     records = _run_chunks(teacher, teacher_cfg, journal, "instruction", requests, check, options.max_new_tokens,
-                          options.temperature)
+                          options.temperature, [])
     counts = {"asked": asked, **{r: sum(x["status"] == r for x in records) for r in DROP_REASONS}}
     from rayft.data.dedup import dedup_rows
 
@@ -192,7 +200,7 @@ def _answers(teacher: Any, teacher_cfg: Any, journal: Journal, questions: list[s
     requests = [[*system, {"role": "user", "content": q}] for q in questions]
     pattern = re.compile(teacher_cfg.answer_pattern, re.DOTALL) if teacher_cfg.answer_pattern else None
     return _run_chunks(teacher, teacher_cfg, journal, "answer", requests, lambda g: _verdict(g, pattern),
-                       teacher_cfg.max_new_tokens, teacher_cfg.temperature)
+                       teacher_cfg.max_new_tokens, teacher_cfg.temperature, teacher_cfg.stop)
 
 
 def _kept_rows(records: list[dict[str, Any]], questions: list[str], cfg: Any,

@@ -19,6 +19,14 @@ class Rejected(Generation):
     """A request the endpoint refused (a 4xx answer): dropped and counted, never retried."""
 
 
+def cut_at_stop(gen: Generation, stop: list[str]) -> Generation:
+    """A local engine's answer ended before the first stop string, as an endpoint ends it."""
+    found = [gen.text.find(s) for s in stop if s and s in gen.text]
+    if not found:
+        return gen
+    return Generation(gen.text[:min(found)].strip(), gen.new_tokens, False)
+
+
 def open_teacher(cfg: Any) -> LocalTeacher | EndpointTeacher:
     teacher = cfg.generation.teacher
     if teacher.endpoint:
@@ -49,7 +57,13 @@ class LocalTeacher:
         return "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
 
     def answer(self, requests: list[Messages], *, first: int, seed: int, max_new_tokens: int, temperature: float,
-               top_p: float) -> list[Generation]:
+               top_p: float, stop: list[str]) -> list[Generation]:
+        return [cut_at_stop(g, stop) for g in self._answer(requests, first=first, seed=seed,
+                                                            max_new_tokens=max_new_tokens, temperature=temperature,
+                                                            top_p=top_p)]
+
+    def _answer(self, requests: list[Messages], *, first: int, seed: int, max_new_tokens: int, temperature: float,
+                top_p: float) -> list[Generation]:
         prompts = [self.render(m) for m in requests]
         sampling = {"do_sample": temperature > 0, "temperature": temperature or 1.0, "top_p": top_p}
         if self.engine == "vllm":
@@ -102,14 +116,15 @@ class EndpointTeacher:
         return {"teacher": self.teacher.endpoint_model, "endpoint": self.teacher.endpoint, "engine": "endpoint"}
 
     def answer(self, requests: list[Messages], *, first: int, seed: int, max_new_tokens: int, temperature: float,
-               top_p: float) -> list[Generation]:
+               top_p: float, stop: list[str]) -> list[Generation]:
         def ask(index: int) -> Generation:
             import openai
 
             try:
                 reply = self.client.chat.completions.create(
                     model=self.teacher.endpoint_model, messages=requests[index], max_tokens=max_new_tokens,
-                    temperature=temperature, top_p=top_p if temperature else 1.0, seed=seed + first + index)
+                    temperature=temperature, top_p=top_p if temperature else 1.0, seed=seed + first + index,
+                    **({"stop": stop} if stop else {}))
             except openai.APIStatusError as exc:
                 if 400 <= exc.status_code < 500 and exc.status_code not in (401, 403, 404, 429):
                     return Rejected(f"{exc.status_code}: {str(exc)[:200]}", 0, False)

@@ -38,6 +38,8 @@ class TeacherConfig(Strict):
     temperature: float = Field(0.0, ge=0, description="0: greedy answers; above 0: sampled, seeded per row.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
     seed: int = Field(0, description="Seed of the sampling and of the self-instruct examples drawn.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings: an answer ends before the first "
+                            "(e.g. `\n\nUser:`); an answer that reached one is not counted as cut.")
     answer_pattern: str | None = Field(None, description="A regex every kept answer must match (re.search), e.g. "
                                        "`^\\{.*\\}$` for JSON answers; the others are dropped as not in the asked format.")
     chunk_rows: int = Field(32, ge=1, description="Rows generated and saved together: a killed run redoes at most one "
