@@ -65,6 +65,7 @@ def test_ppo_mechanics_on_two_workers(ray_cluster, tmp_path, reference):
 
 
 @pytest.mark.embedded
+@pytest.mark.slow  # ~300 s; its last result is in docs/contributing.md ("Tests marked slow")
 def test_ppo_raises_a_programmatic_reward(ray_cluster, tmp_path):
     """SmolLM2 answers order messages at length; rewarding short answers must raise the reward."""
     from rayft.train.launch import run_pipeline

@@ -99,12 +99,13 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
     limit_tokens = max_new_tokens or cfg.eval.max_new_tokens
     engine = chosen_engine(cfg.generation)
     if engine == "vllm":
-        texts, greedy_texts = _answers_on_vllm(cfg, model_path, adapter, tokenizer, prompts, samples, greedy, seed,
-                                               limit_tokens, sampling)
+        texts, greedy_texts, tokens = _answers_on_vllm(cfg, model_path, adapter, tokenizer, prompts, samples,
+                                                       greedy, seed, limit_tokens, sampling)
     else:
-        texts, greedy_texts = _answers_on_hf(cfg, model_path, adapter, tokenizer, prompts, samples, greedy, seed,
-                                             {"max_new_tokens": limit_tokens, "batch_size": cfg.eval.batch_size,
-                                              "on_batch": progress}, sampling)
+        texts, greedy_texts, tokens = _answers_on_hf(cfg, model_path, adapter, tokenizer, prompts, samples, greedy,
+                                                     seed, {"max_new_tokens": limit_tokens,
+                                                            "batch_size": cfg.eval.batch_size, "on_batch": progress},
+                                                     sampling)
     if samples == 1:
         pairs, counts = _reference_pairs(examples, texts)
     else:
@@ -115,7 +116,8 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
     _write_jsonl_atomic(out, pairs)
     stats = {"examples": len(examples), "samples": samples, "score": score or "reference answer as chosen",
              "pairs": len(pairs), **counts, "out": str(out), "model": cfg.model.name, "adapter": adapter,
-             "split": split, "seed": seed, "engine": engine, "seconds": round(time.time() - started, 1)}
+             "split": split, "seed": seed, "engine": engine, "output_tokens": tokens,
+             "seconds": round(time.time() - started, 1)}
     if samples > 1:
         stats.update(temperature=temperature, greedy=greedy, min_gap=min_gap)
     print(f"rayft: {json.dumps(stats)}", flush=True)
@@ -124,8 +126,9 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
 
 def _answers_on_hf(cfg: Pipeline, model_path: str, adapter: str | None, tokenizer: Any, prompts: list[str],
                    samples: int, greedy: bool, seed: int, options: dict[str, Any],
-                   sampling: dict[str, Any]) -> tuple[list[str], list[str] | None]:
-    """(`samples` answers per prompt, flat in prompt order; the greedy answers when asked) with HF generate."""
+                   sampling: dict[str, Any]) -> tuple[list[str], list[str] | None, int]:
+    """(`samples` answers per prompt, flat in prompt order; the greedy answers when asked; the tokens
+    generated) with HF generate."""
     from transformers import set_seed
 
     from rayft.generation.hf import generate
@@ -133,15 +136,15 @@ def _answers_on_hf(cfg: Pipeline, model_path: str, adapter: str | None, tokenize
 
     model = load_for_inference(model_path, cfg.model, adapter)
     set_seed(seed)
-    texts = [g.text for g in generate(model, tokenizer, [p for p in prompts for _ in range(samples)], **options,
-                                      **sampling)]
-    greedy_texts = [g.text for g in generate(model, tokenizer, prompts, **options)] if greedy else None
-    return texts, greedy_texts
+    sampled = generate(model, tokenizer, [p for p in prompts for _ in range(samples)], **options, **sampling)
+    greedy_gens = generate(model, tokenizer, prompts, **options) if greedy else []
+    tokens = sum(g.new_tokens for g in sampled + greedy_gens)
+    return [g.text for g in sampled], [g.text for g in greedy_gens] if greedy else None, tokens
 
 
 def _answers_on_vllm(cfg: Pipeline, model_path: str, adapter: str | None, tokenizer: Any, prompts: list[str],
                      samples: int, greedy: bool, seed: int, max_new_tokens: int,
-                     sampling: dict[str, Any]) -> tuple[list[str], list[str] | None]:
+                     sampling: dict[str, Any]) -> tuple[list[str], list[str] | None, int]:
     """The same on vLLM engines: one engine start; each prompt's samples seeded by seed + its index."""
     from rayft.generation.vllm_pool import VLLMPool, check_vllm_adapter
 
@@ -152,8 +155,9 @@ def _answers_on_vllm(cfg: Pipeline, model_path: str, adapter: str | None, tokeni
         sampled = pool.answer(tokenizer, prompts, adapter=adapter, samples=samples, seed=seed,
                               max_new_tokens=max_new_tokens, **sampling)
         greedy_gens = pool.answer(tokenizer, prompts, adapter=adapter, max_new_tokens=max_new_tokens) if greedy else None
-    texts = [g.text for per_prompt in sampled for g in per_prompt]
-    return texts, [g[0].text for g in greedy_gens] if greedy_gens else None
+    flat = [g for per_prompt in sampled for g in per_prompt]
+    tokens = sum(g.new_tokens for g in flat) + sum(g[0].new_tokens for g in greedy_gens or [])
+    return [g.text for g in flat], [g[0].text for g in greedy_gens] if greedy_gens else None, tokens
 
 
 def _no_pairs_message(examples: int, samples: int, counts: dict[str, Any]) -> str:

@@ -78,7 +78,7 @@ def generate_data(loaded: Any, out: str | Path, *, limit: int | None = None, res
                         f"generation.teacher.max_new_tokens, or loosen answer_pattern / data.filters, and rerun "
                         f"with --restart")
     _write_jsonl_atomic(out, rows)
-    stats = {"out": str(out), "written": len(rows), **counts,
+    stats = {"out": str(out), "written": len(rows), **counts, "output_tokens": sum(r["tokens"] for r in records),
              "provenance": {k: v for k, v in settings.items() if v is not None},
              "seconds": round(time.time() - started, 1)}
     _write_jsonl_atomic(out.with_name(out.name + ".stats.json"), [stats], jsonl=False)

@@ -1,0 +1,274 @@
+"""Generation at scale: rayft's hf engine (HF generate, this process) vs its vllm engine (vLLM
+engine actors on Ray, .venv-vllm), on the embedded model, in one run, the same machine and session:
+
+(a) evaluation: greedy answers (64 new tokens) of the base and a tuned LoRA adapter to the >= 400
+    held-out Lamini rows (sft_lamini.yaml with eval_split 0.3; the adapter: that config's SFT, cut
+    to --sft-steps), and how far the two engines' answers and metrics agree;
+(b) the pairs of jobs/configs/dpo_lamini.yaml: 400 training questions, 4 samples + the greedy
+    answer each, ROUGE-L ranked (`rayft data preference`'s code);
+(c) `rayft data generate`: the embedded model as teacher answers 500 Lamini questions (128 tokens).
+
+Wall time (vLLM's engine start-up included, and shown apart) and output tokens/s per engine.
+Writes bench/results/generation.json and the `generation` section of docs/benchmarks.md.
+
+    RAYFT_HOME=/tmp/rh .venv/bin/python bench/generation.py            # ~55 min on 2 cores
+    .venv/bin/python bench/generation.py --quick                         # 40 / 20 / 20 rows: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from docs_section import write_section  # noqa: E402
+
+LAMINI = REPO.parent / "shared" / "data" / "lamini_docs.jsonl"
+ENGINE = ["generation.cpus_per_engine=2"]  # the whole 2-core machine, as HF generate gets it
+
+
+def train_adapter(work: Path, steps: int) -> Path:
+    adapter = work / "sft" / "sft" / "adapter"
+    if not adapter.is_dir():
+        sets = ["data.eval_split=0.3", f"training.max_steps={steps}", "eval.enabled=false", f"storage.path={work}",
+                "tracking.tensorboard=false"]
+        subprocess.run([sys.executable, "-m", "rayft", "train", str(REPO / "jobs/configs/sft_lamini.yaml"),
+                        "--run-name", "sft", *[a for s in sets for a in ("--set", s)]], check=True, cwd=REPO)
+    return adapter
+
+
+def evaluation(adapter: Path, rows: int | None) -> dict:
+    """(a): both engines answer the held-out rows with the base and the adapter."""
+    from rayft.config.load import load_pipeline
+    from rayft.eval.compare import held_out
+    from rayft.generation.hf import generate
+    from rayft.generation.vllm_pool import answer_models
+    from rayft.metrics.text import score_pairs
+    from rayft.models.adapters import load_for_inference
+    from rayft.models.loader import load_tokenizer, resolve_model
+
+    loaded = load_pipeline(REPO / "jobs/configs/sft_lamini.yaml",
+                           ["data.eval_split=0.3", "eval.num_examples=100000", "eval.max_new_tokens=64", *ENGINE])
+    cfg = loaded.pipeline
+    path = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(path, False, cfg.model)
+    prompts, references = held_out(loaded, tokenizer).generated
+    prompts, references = prompts[:rows], references[:rows]
+    jobs = [("base", path, None), ("tuned", path, adapter)]
+    out: dict = {"rows": len(prompts), "engines": {}}
+    answers: dict = {}
+    t0 = time.time()
+    hf = {}
+    for label, _, folder in jobs:
+        model = load_for_inference(path, cfg.model, folder)
+        hf[label] = generate(model, tokenizer, prompts, max_new_tokens=64, batch_size=cfg.eval.batch_size)
+    out["engines"]["hf"] = _figures(time.time() - t0, 0.0, hf)
+    answers["hf"] = hf
+    t0 = time.time()
+    written, _, notes = answer_models(jobs, cfg.model, cfg.generation, tokenizer, prompts, max_new_tokens=64)
+    vllm = {label: [g[0] for g in gens] for label, gens in written.items()}
+    start = float(re.search(r"([\d.]+) s to start", notes[0]).group(1))
+    out["engines"]["vllm"] = _figures(time.time() - t0, start, vllm)
+    answers["vllm"] = vllm
+    for label, _, _ in jobs:
+        scores = {e: score_pairs([g.text for g in answers[e][label]], references) for e in answers}
+        same = sum(a.text == b.text for a, b in zip(answers["hf"][label], answers["vllm"][label]))
+        out[label] = {"agree_exactly": same, "of": len(prompts),
+                      **{e: {"exact_match": s["exact_match"], "rouge_l": round(s["rouge_l"], 4),
+                             "intervals": s.get("intervals", {})} for e, s in scores.items()}}
+    return out
+
+
+def _figures(wall: float, start: float, gens: dict) -> dict:
+    tokens = sum(g.new_tokens for per in gens.values() for g in per)
+    return {"wall_s": round(wall, 1), "start_s": start, "output_tokens": tokens, "tok_s": round(tokens / wall, 1),
+            "tok_s_after_start": round(tokens / max(wall - start, 1e-9), 1)}
+
+
+def pairs(adapter: Path, work: Path, limit: int) -> dict:
+    """(b): dpo_lamini.yaml's pairs with each engine."""
+    from rayft.config.load import load_pipeline
+    from rayft.datatools.pair_builder import build_preference_pairs
+
+    out = {}
+    for engine in ("hf", "vllm"):
+        loaded = load_pipeline(REPO / "jobs/configs/dpo_lamini.yaml", [f"generation.engine={engine}", *ENGINE,
+                                                                       f"adapter.init_from={adapter}"])
+        t0 = time.time()
+        stats = build_preference_pairs(loaded, work / f"pairs-{engine}.jsonl", str(adapter), limit=limit,
+                                       samples=4, score="rouge_l", min_gap=0.15, greedy=True, seed=0)
+        wall = time.time() - t0
+        out[engine] = {"wall_s": round(wall, 1), "pairs": stats["pairs"], "answers": stats["examples"] * 5,
+                       "output_tokens": stats["output_tokens"], "tok_s": round(stats["output_tokens"] / wall, 1)}
+    return out
+
+
+def teacher_data(work: Path, count: int) -> dict:
+    """(c): the embedded model answers `count` Lamini questions through `rayft data generate`."""
+    from rayft.config.load import load_pipeline
+    from rayft.datatools.teacher_data import generate_data
+
+    questions = work / "questions.txt"
+    rows = [json.loads(line) for line in LAMINI.read_text().splitlines() if line.strip()]
+    texts = [re.sub(r"^### Question:\s*|\s*### Answer:\s*$", "", r["question"]).replace("\n", " ") for r in rows]
+    questions.write_text("".join(t + "\n" for t in texts[:count]))
+    out = {}
+    for engine in ("hf", "vllm"):
+        config = work / f"teacher-{engine}.yaml"
+        config.write_text(json.dumps({"model": {"name": "builtin:smollm2-135m-instruct"},
+                                      "generation": {"engine": engine, "cpus_per_engine": 2, "teacher": {
+                                          "prompts": str(questions), "max_new_tokens": 128, "chunk_rows": 100}}}))
+        target = work / f"taught-{engine}.jsonl"
+        for leftover in work.glob(f"taught-{engine}.jsonl*"):
+            leftover.unlink()
+        t0 = time.time()
+        stats = generate_data(load_pipeline(config, []), target)
+        wall = time.time() - t0
+        out[engine] = {"wall_s": round(wall, 1), "answers": count, "written": stats["written"],
+                       "cut_at_limit": stats["answers"]["cut_at_limit"], "output_tokens": stats["output_tokens"],
+                       "tok_s": round(stats["output_tokens"] / wall, 1)}
+    return out
+
+
+RAY_DATA_LLM = """
+import json, sys, time
+started = time.time()
+import ray
+from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+prompts, path, out = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+config = vLLMEngineProcessorConfig(
+    model_source=path, engine_kwargs={"max_model_len": 2048, "enforce_eager": True, "dtype": "float32"},
+    batch_size=32, concurrency=1, chat_template_stage=False, log_engine_metrics=False,
+    # 1 CPU: a 2-CPU bundle on a 2-CPU Ray deadlocks (the detokenize stage's actor holds a CPU too).
+    placement_group_config={"bundles": [{"CPU": 1}]},
+    runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}})
+processor = build_processor(config, preprocess=lambda row: {
+    "prompt": row["prompt"], "sampling_params": {"temperature": 0.0, "max_tokens": 64}},
+    postprocess=lambda row: {"text": row["generated_text"], "tokens": row["num_generated_tokens"]})
+rows = processor(ray.data.from_items([{"prompt": p} for p in prompts])).take_all()
+json.dump({"wall_s": time.time() - started, "tokens": int(sum(r["tokens"] for r in rows)), "rows": len(rows)},
+          open(out, "w"))
+"""
+
+
+def ray_data_llm(work: Path, rows: int) -> dict:
+    """(d): the same greedy prompts through Ray Data LLM's processor (in .venv-vllm) and through
+    rayft's own engine actors with 1 and 2 CPUs: the measure behind rayft's choice (docs/generation.md)."""
+    from rayft.config.load import load_pipeline
+    from rayft.eval.compare import held_out
+    from rayft.generation.vllm_pool import VLLMPool, find_vllm_python
+    from rayft.models.loader import load_tokenizer, resolve_model
+    from rayft.schema.generation import GenerationConfig
+
+    import ray
+
+    loaded = load_pipeline(REPO / "jobs/configs/sft_lamini.yaml", ["data.eval_split=0.3", "eval.num_examples=100000"])
+    path = resolve_model(loaded.pipeline.model.name)
+    tokenizer = load_tokenizer(path, False, loaded.pipeline.model)
+    prompts = held_out(loaded, tokenizer).generated[0][:rows]
+    (work / "prompts.json").write_text(json.dumps(prompts))
+    python = find_vllm_python(GenerationConfig(engine="vllm"))
+    (work / "rdllm.py").write_text(RAY_DATA_LLM)
+    subprocess.run([python, str(work / "rdllm.py"), str(work / "prompts.json"), path, str(work / "rdllm.json")],
+                   check=True, cwd=work)
+    out = {"rows": len(prompts), "ray_data_llm_1cpu": json.loads((work / "rdllm.json").read_text())}
+    for cpus in (1, 2):
+        t0 = time.time()
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        with VLLMPool(path, loaded.pipeline.model, GenerationConfig(engine="vllm", cpus_per_engine=cpus)) as pool:
+            gens = pool.answer(tokenizer, prompts, max_new_tokens=64)
+        ray.shutdown()
+        out[f"rayft_actor_{cpus}cpu"] = {"wall_s": time.time() - t0, "tokens": sum(g[0].new_tokens for g in gens),
+                                         "rows": len(gens)}
+    for leg in out.values():
+        if isinstance(leg, dict):
+            leg["wall_s"] = round(leg["wall_s"], 1)
+    return out
+
+
+def markdown(result: dict, command: str) -> str:
+    a, b, c = result["evaluation"], result["pairs"], result["teacher_data"]
+
+    def ratio(part: dict) -> str:
+        return f"**{part['hf']['wall_s'] / part['vllm']['wall_s']:.2f}x**"
+
+    lines = [
+        "## Generation at scale: hf vs vLLM engines (`generation.engine`)", "",
+        f"`{command}` ({result['date']}, {result['machine']}; one run, both engines in the same session; the "
+        "embedded 135M model; vLLM = vllm-cpu 0.32 in .venv-vllm, one engine actor with 2 CPUs on Ray; hf = "
+        "HF generate in the process, batch 16, 2 torch threads). Wall includes vLLM's engine start-up (shown apart).", "",
+        "| work | hf wall s | vLLM wall s (start) | speed-up | hf tok/s | vLLM tok/s (after start) |",
+        "|---|---|---|---|---|---|",
+        f"| (a) eval: base + tuned, {a['rows']} held-out rows, greedy, 64 tokens | {a['engines']['hf']['wall_s']} | "
+        f"{a['engines']['vllm']['wall_s']} ({a['engines']['vllm']['start_s']:.0f}) | "
+        f"**{a['engines']['hf']['wall_s'] / a['engines']['vllm']['wall_s']:.2f}x** | {a['engines']['hf']['tok_s']} | "
+        f"{a['engines']['vllm']['tok_s']} ({a['engines']['vllm']['tok_s_after_start']}) |",
+        f"| (b) dpo_lamini pairs: {b['hf']['answers'] // 5} questions x (4 samples + greedy) | {b['hf']['wall_s']} | "
+        f"{b['vllm']['wall_s']} | {ratio(b)} | {b['hf']['tok_s']} | {b['vllm']['tok_s']} |",
+        f"| (c) `rayft data generate`: {c['hf']['answers']} answers, 128 tokens | {c['hf']['wall_s']} | "
+        f"{c['vllm']['wall_s']} | {ratio(c)} | {c['hf']['tok_s']} | {c['vllm']['tok_s']} |", "",
+        "Same answers (a), greedy, the same prompt tokens on both engines:", "",
+        "| model | answers identical | exact match hf / vLLM | ROUGE-L hf / vLLM |", "|---|---|---|---|"]
+    for label in ("base", "tuned"):
+        m = a[label]
+        lines.append(f"| {label} | {m['agree_exactly']} / {m['of']} | {m['hf']['exact_match']:.3f} / "
+                     f"{m['vllm']['exact_match']:.3f} | {m['hf']['rouge_l']:.3f} / {m['vllm']['rouge_l']:.3f} |")
+    lines += ["", f"Pairs kept: hf {b['hf']['pairs']}, vLLM {b['vllm']['pairs']} (sampled answers differ between "
+              f"engines: each samples with its own generator). Teacher rows written: hf {c['hf']['written']}, vLLM "
+              f"{c['vllm']['written']} (answers cut at 128 tokens dropped: {c['hf']['cut_at_limit']} / "
+              f"{c['vllm']['cut_at_limit']})."]
+    d = result["ray_data_llm"]
+    lines += ["", f"Ray Data LLM's processor or rayft's own engine actors? The same {d['rows']} held-out prompts, "
+              "greedy, 64 tokens, each from a fresh Ray (wall includes Ray and engine start):", "",
+              "| path | wall s | tokens out |", "|---|---|---|",
+              *[f"| {name} | {leg['wall_s']} | {leg['tokens']} |" for name, leg in d.items() if isinstance(leg, dict)]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="40 / 20 / 20 rows, to check the script")
+    parser.add_argument("--sft-steps", type=int, default=80)
+    parser.add_argument("--work", default="/tmp/rayft-generation-bench")
+    parser.add_argument("--parts", default="a,b,c,d")
+    args = parser.parse_args()
+    if not LAMINI.is_file():
+        sys.exit(f"bench/generation.py needs {LAMINI} (../shared/data)")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    adapter = train_adapter(work, args.sft_steps)
+    parts = set(args.parts.split(","))
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {_cores()} cores, no GPU"}
+    if "a" in parts:
+        result["evaluation"] = evaluation(adapter, 40 if args.quick else None)
+    if "b" in parts:
+        result["pairs"] = pairs(adapter, work, 20 if args.quick else 400)
+    if "c" in parts:
+        result["teacher_data"] = teacher_data(work, 20 if args.quick else 500)
+    if "d" in parts:
+        result["ray_data_llm"] = ray_data_llm(work, 20 if args.quick else 100)
+    print(json.dumps(result, indent=1))
+    if args.quick or parts != {"a", "b", "c", "d"}:
+        return
+    (REPO / "bench/results").mkdir(exist_ok=True)
+    (REPO / "bench/results/generation.json").write_text(json.dumps(result, indent=1))
+    write_section(REPO / "docs/benchmarks.md", "generation",
+                  markdown(result, "RAYFT_HOME=/tmp/rh .venv/bin/python bench/generation.py"))
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    main()
