@@ -58,6 +58,13 @@ def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> 
     score = spec.score
     if score.startswith("stage:"):  # an earlier reward stage of this run (checked when the config loaded)
         score = str(out.parents[2] / score[len("stage:"):])
+    from rayft.generation.vllm_pool import chosen_engine
+
+    if chosen_engine(pipeline.generation) == "vllm":  # the engines are Ray actors: drive them from here
+        try:
+            return _build(pipeline, stage.data, out, adapter, score, spec, None)
+        except UserError as exc:
+            raise UserError(f"stages.{index}.pairs: {exc}") from None
     task = ray.remote(_build).options(**options)
     try:
         return ray.get(task.remote(pipeline, stage.data, out, adapter, score, spec, threads))
@@ -68,14 +75,16 @@ def _build_remote(pipeline: Any, index: int, out: Path, adapter: str | None) -> 
         raise
 
 
-def _build(pipeline: Any, data: Any, out: Path, adapter: str | None, score: str, spec: Any, threads: int
+def _build(pipeline: Any, data: Any, out: Path, adapter: str | None, score: str, spec: Any, threads: int | None
            ) -> dict[str, Any]:
-    """The Ray task: `spec` (the stage's `pairs:`) as the builder's arguments, on the training split."""
+    """The Ray task (or, on vLLM, the driver): `spec` (the stage's `pairs:`) as the builder's
+    arguments, on the training split."""
     import torch
 
     from rayft.datatools.pair_builder import build_pairs
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     return build_pairs(pipeline, data, out, adapter, limit=spec.limit, split="train", samples=spec.samples,
                        score=score, temperature=spec.temperature, min_gap=spec.min_gap, greedy=spec.greedy,
                        seed=spec.seed, max_new_tokens=spec.max_new_tokens)
