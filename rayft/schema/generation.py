@@ -84,7 +84,8 @@ class GenerationConfig(Strict):
                        "engine, so both engines agree) and the model's own on GPU.")
     memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM's gpu_memory_utilization on GPU (the "
                                       "share of the GPU it may hold).")
-    cpu_kv_cache_gib: int = Field(1, ge=1, description="On CPU: the KV cache in whole GiB (VLLM_CPU_KVCACHE_SPACE).")
+    cpu_kv_cache_gib: int = Field(2, ge=1, description="On CPU: the KV cache of each engine in whole GiB "
+                                  "(VLLM_CPU_KVCACHE_SPACE); seeded samples go in waves that fit it.")
     max_loras: int = Field(4, ge=1, description="Adapters one engine holds at once.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine arguments, passed "
                                           "as they are (they win over the fields above).")
