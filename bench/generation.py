@@ -34,6 +34,16 @@ LAMINI = REPO.parent / "shared" / "data" / "lamini_docs.jsonl"
 ENGINE = ["generation.cpus_per_engine=2"]  # the whole 2-core machine, as HF generate gets it
 
 
+LEGS: dict = {}  # finished legs of this bench in --work (legs.json): a rerun with --reuse skips them
+LEGS_FILE: list[Path] = []
+
+
+def keep_leg(name: str, figures: dict) -> None:
+    LEGS[name] = figures
+    if LEGS_FILE:
+        LEGS_FILE[0].write_text(json.dumps(LEGS, indent=1))
+
+
 def train_adapter(work: Path, steps: int) -> Path:
     """A LoRA SFT of the embedded model on Lamini rows outside the held-out split (sft_lamini.yaml's
     adapter settings, answer-only loss, batch 8), in this process: `rayft train` would add its
@@ -133,6 +143,9 @@ def pairs(adapter: Path, work: Path, limit: int) -> dict:
 
     out = {}
     for engine in ("hf", "vllm"):
+        if (cached := LEGS.get(f"pairs-{engine}-{limit}")) is not None:
+            out[engine] = cached
+            continue
         loaded = load_pipeline(REPO / "jobs/configs/dpo_lamini.yaml", [f"generation.engine={engine}", *ENGINE,
                                                                        f"adapter.init_from={adapter}"])
         t0 = time.time()
@@ -141,6 +154,7 @@ def pairs(adapter: Path, work: Path, limit: int) -> dict:
         wall = time.time() - t0
         out[engine] = {"wall_s": round(wall, 1), "pairs": stats["pairs"], "answers": stats["examples"] * 5,
                        "output_tokens": stats["output_tokens"], "tok_s": round(stats["output_tokens"] / wall, 1)}
+        keep_leg(f"pairs-{engine}-{limit}", out[engine])
     return out
 
 
@@ -265,6 +279,7 @@ def markdown(result: dict, command: str) -> str:
         m = a[label]
         lines.append(f"| {label} | {m['agree_exactly']} / {m['of']} | {m['hf']['exact_match']:.3f} / "
                      f"{m['vllm']['exact_match']:.3f} | {m['hf']['rouge_l']:.3f} / {m['vllm']['rouge_l']:.3f} |")
+    lines += [f"\nNote: {b['hf']['note']}." if b["hf"].get("note") else ""]
     lines += ["", f"Pairs kept: hf {b['hf']['pairs']}, vLLM {b['vllm']['pairs']} (sampled answers differ between "
               f"engines: each samples with its own generator). Teacher rows written: hf {c['hf']['written']}, vLLM "
               f"{c['vllm']['written']} (answers cut at 128 tokens dropped: {c['hf']['cut_at_limit']} / "
@@ -284,22 +299,30 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=40)
     parser.add_argument("--work", default="/tmp/rayft-generation-bench")
     parser.add_argument("--parts", default="a,b,c,d")
+    parser.add_argument("--reuse", action="store_true", help="reuse the legs a killed run of the same --work finished")
     args = parser.parse_args()
     if not LAMINI.is_file():
         sys.exit(f"bench/generation.py needs {LAMINI} (../shared/data)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    LEGS_FILE.append(work / "legs.json")
+    if args.reuse and LEGS_FILE[0].is_file():
+        LEGS.update(json.loads(LEGS_FILE[0].read_text()))
+        print(f"bench: reusing {sorted(LEGS)} from {LEGS_FILE[0]}", flush=True)
     adapter = train_adapter(work, args.sft_steps)
     parts = set(args.parts.split(","))
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {_cores()} cores, no GPU"}
     if "a" in parts:
-        result["evaluation"] = evaluation(adapter, 40 if args.quick else None)
+        result["evaluation"] = LEGS.get("evaluation") or evaluation(adapter, 40 if args.quick else None)
+        keep_leg("evaluation", result["evaluation"])
     if "b" in parts:
         result["pairs"] = pairs(adapter, work, 20 if args.quick else 400)
     if "c" in parts:
-        result["teacher_data"] = teacher_data(work, 20 if args.quick else 500)
+        result["teacher_data"] = LEGS.get("teacher_data") or teacher_data(work, 20 if args.quick else 500)
+        keep_leg("teacher_data", result["teacher_data"])
     if "d" in parts:
-        result["ray_data_llm"] = ray_data_llm(work, 20 if args.quick else 100)
+        result["ray_data_llm"] = LEGS.get("ray_data_llm") or ray_data_llm(work, 20 if args.quick else 100)
+        keep_leg("ray_data_llm", result["ray_data_llm"])
     print(json.dumps(result, indent=1))
     if args.quick or parts != {"a", "b", "c", "d"}:
         return

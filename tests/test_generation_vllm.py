@@ -77,8 +77,8 @@ def test_both_engines_give_the_same_greedy_answers_and_metrics(evaluated):
     rows = {(e, r["model"]): r for e in evaluated for r in evaluated[e]["metrics"]}
     for label in ("base", "whale"):
         for metric in ("exact_match", "rouge_l"):
-            low, high = rows[("hf", label)]["intervals"][metric]
-            assert low - 1e-9 <= rows[("vllm", label)][metric] <= high + 1e-9, (label, metric)
+            interval = rows[("hf", label)]["intervals"][metric]  # {n, low, high}: the 95% bootstrap interval
+            assert interval["low"] - 1e-9 <= rows[("vllm", label)][metric] <= interval["high"] + 1e-9, (label, metric)
 
 
 def test_the_adapter_answers_as_trained_on_vllm(adapter, ray_cluster):
