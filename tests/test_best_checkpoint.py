@@ -104,6 +104,7 @@ def test_an_unknown_metric_names_the_ones_there_are(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.embedded
+@pytest.mark.slow  # ~175-280 s; its last result is in docs/contributing.md ("Tests marked slow")
 def test_an_overfit_run_publishes_its_best_evaluation_and_stops_early(ray_cluster, tmp_path):
     """16 training rows, a high learning rate, 60 steps: the held-out loss falls, then rises as the
     model memorizes. The published adapter is the best evaluation's: its held-out loss, measured

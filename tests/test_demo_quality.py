@@ -41,7 +41,6 @@ def test_demo_tuned_beats_base_on_held_out_rows(tmp_path):
     assert not [e for e in examples if any(t in e["prompt"] for t in train_inputs)]
 
 
-@pytest.mark.slow  # ~300 s; its last result is in docs/contributing.md ("Tests marked slow")
 def test_an_ia3_adapter_on_the_demo_task_beats_base(tmp_path):
     """adapter.type: ia3 (57,600 trained weights; LoRA's are 4.9 M) learns the demo task too: its
     exact match beats the base model's on the same held-out rows."""
