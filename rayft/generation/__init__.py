@@ -1,1 +1,1 @@
-"""Text generation with a model: batched HF generate in this process, or spread over Ray workers."""
+"""Text generation with a model: HF generate in this process or Ray tasks, or vLLM engines in Ray actors."""

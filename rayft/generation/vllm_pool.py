@@ -22,6 +22,8 @@ from rayft.generation.hf import Generation, _eos_ids
 # vLLM accepts these LoRA ranks (max_lora_rank); an adapter's r is rounded up to the next.
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 _CHECKOUT_VENV = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+NO_VLLM = ("generation.engine: vllm, but no environment with vLLM was found (this Python, $RAYFT_VLLM_PYTHON, "
+           ".venv-vllm): run `make setup-vllm` or set generation.vllm_python")
 
 
 def find_vllm_python(gen_cfg: Any) -> str | None:
@@ -46,8 +48,7 @@ def chosen_engine(gen_cfg: Any) -> str:
     if python is None:
         if gen_cfg.engine == "auto":
             return "hf"
-        raise UserError("generation.engine: vllm, but no environment with vLLM was found (this Python, "
-                        "$RAYFT_VLLM_PYTHON, .venv-vllm): run `make setup-vllm` or set generation.vllm_python")
+        raise UserError(NO_VLLM)
     if not Path(python).is_file():
         raise UserError(f"generation.vllm_python: {python} does not exist (build it with `make setup-vllm`)")
     return "vllm"
@@ -94,7 +95,7 @@ class VLLMPool:
         adapters = [str(Path(a).resolve()) for a in adapters or []]
         python = find_vllm_python(gen_cfg)
         if python is None:
-            chosen_engine(gen_cfg)  # raises the error that says what to do
+            raise UserError(NO_VLLM)
         if not ray.is_initialized():
             import logging
 
