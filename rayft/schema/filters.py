@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rayft.schema.base import Strict
+from rayft.schema.base import Strict, compile_regex
 
 
 class FilterConfig(Strict):
@@ -31,12 +31,7 @@ class FilterConfig(Strict):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            import re
-
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_regex(value)
         return value
 
     @model_validator(mode="after")

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import re
-
 from pydantic import Field, field_validator, model_validator
 
-from rayft.schema.base import Strict
+from rayft.schema.base import Strict, compile_regex
 
 
 class SelfInstructConfig(Strict):
@@ -50,10 +48,7 @@ class TeacherConfig(Strict):
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
+            compile_regex(value)
         return value
 
     @model_validator(mode="after")

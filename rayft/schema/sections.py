@@ -9,7 +9,7 @@ from typing import Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from rayft.schema.base import Strict
+from rayft.schema.base import Strict, compile_regex
 from rayft.schema.filters import FilterConfig
 from rayft.schema.arena import ArenaConfig
 from rayft.schema.benchmarks import BenchmarksConfig
@@ -362,13 +362,7 @@ class EvalConfig(Strict):
     def _pattern_has_a_group(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        import re
-
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        if compiled.groups < 1:
+        if compile_regex(value).groups < 1:
             raise ValueError("needs a group around the answer, e.g. '#### (\\S+)'")
         return value
 
