@@ -22,12 +22,12 @@ Pairs where the two sides agree (after normalization) or one is empty are skippe
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from rayft.core.errors import ModelError, UserError
+from rayft.core.publish import write_text_atomic
 
 if TYPE_CHECKING:
     from rayft.config.load import LoadedConfig
@@ -113,7 +113,7 @@ def build_pairs(cfg: Pipeline, data_cfg: DataConfig, out: str | Path, adapter: s
         pairs, counts = _ranked_pairs(examples, prompts, candidates, score_fn, min_gap, greedy_texts)
     if not pairs:
         raise UserError(_no_pairs_message(len(examples), samples, counts))
-    _write_jsonl_atomic(out, pairs)
+    write_jsonl_atomic(out, pairs)
     stats = {"examples": len(examples), "samples": samples, "score": score or "reference answer as chosen",
              "pairs": len(pairs), **counts, "out": str(out), "model": cfg.model.name, "adapter": adapter,
              "split": split, "seed": seed, "engine": engine, "output_tokens": tokens,
@@ -266,8 +266,5 @@ def _prompt_field(example: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": [*messages, {"role": "user", "content": user}]}
 
 
-def _write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    os.replace(tmp, path)
+def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -4,12 +4,13 @@ adapter/ (or model/), tensorboard/ and plots/."""
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from rayft.core.publish import write_text_atomic
 
 METRICS_FILE = "worker_metrics.json"  # rank 0's final figures, merged into summary.json
 STOPPED_FILE = "stopped.json"  # a sweep scheduler's stop: outranks any later status write
@@ -27,10 +28,7 @@ def versions() -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def read_summary(stage_dir: Path) -> dict[str, Any] | None:
