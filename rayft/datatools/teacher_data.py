@@ -28,6 +28,8 @@ from typing import Any
 
 from rayft.core.errors import UserError
 from rayft.data.readers import Row
+from rayft.datatools.pair_builder import write_jsonl_atomic
+from rayft.records.rundir import write_json_atomic
 
 INSTRUCTION_REQUEST = ("Here are examples of instructions a user gave an AI assistant:\n\n{examples}\n\nWrite one new "
                        "instruction of the same kind, on a different subject. Reply with the instruction only.")
@@ -77,11 +79,11 @@ def generate_data(loaded: Any, out: str | Path, *, limit: int | None = None, res
                         f"({json.dumps(counts)}); an answer cut at max_new_tokens is dropped: raise "
                         f"generation.teacher.max_new_tokens, or loosen answer_pattern / data.filters, and rerun "
                         f"with --restart")
-    _write_jsonl_atomic(out, rows)
+    write_jsonl_atomic(out, rows)
     stats = {"out": str(out), "written": len(rows), **counts, "output_tokens": sum(r["tokens"] for r in records),
              "provenance": {k: v for k, v in settings.items() if v is not None},
              "seconds": round(time.time() - started, 1)}
-    _write_jsonl_atomic(out.with_name(out.name + ".stats.json"), [stats], jsonl=False)
+    write_json_atomic(out.with_name(out.name + ".stats.json"), stats)
     journal_path.unlink()
     print(f"rayft: {json.dumps({k: v for k, v in stats.items() if k != 'provenance'})}", flush=True)
     return stats
@@ -93,25 +95,23 @@ class Journal:
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
         self.path, self.done = path, {"instruction": {}, "answer": {}}
         fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        if path.exists():
-            lines = path.read_text(encoding="utf-8").split("\n")
-            complete = [json.loads(line) for line in lines[:-1] if line]  # the last piece lacks its newline
-            if not complete:  # killed before its first line was whole
-                path.unlink()
-                self.__init__(path, settings)
-                return
-            if complete[0].get("fingerprint") != fingerprint:
-                raise UserError(f"{path}: a journal of an earlier run with other settings; rerun with --restart to "
-                                "discard it, or restore the settings it was made with")
-            for record in complete[1:]:
-                self.done[record["phase"]][record["i"]] = record
-            kept = "".join(line + "\n" for line in lines[:-1] if line)
-            path.write_text(kept, encoding="utf-8")  # drop a line cut by a kill before appending
-            print(f"rayft: continuing from {path}: {len(self.done['instruction'])} instructions and "
-                  f"{len(self.done['answer'])} answers already written", flush=True)
-        else:
+        raw = path.read_bytes() if path.exists() else b""
+        whole = raw[:raw.rfind(b"\n") + 1]  # a line cut by a kill lacks its newline
+        if len(whole) < len(raw):
+            os.truncate(path, len(whole))  # drop only the torn tail before appending
+        complete = [json.loads(line) for line in whole.decode("utf-8").splitlines() if line]
+        if not complete:  # no journal, or killed before its first line was whole
             path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
             self.append([{"fingerprint": fingerprint, "settings": settings}])
+            return
+        if complete[0].get("fingerprint") != fingerprint:
+            raise UserError(f"{path}: a journal of an earlier run with other settings; rerun with --restart to "
+                            "discard it, or restore the settings it was made with")
+        for record in complete[1:]:
+            self.done[record["phase"]][record["i"]] = record
+        print(f"rayft: continuing from {path}: {len(self.done['instruction'])} instructions and "
+              f"{len(self.done['answer'])} answers already written", flush=True)
 
     def append(self, records: list[dict[str, Any]]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
@@ -253,15 +253,7 @@ def _seed_instructions(cfg: Any, teacher_cfg: Any) -> list[str]:
 
 def _refuse_inputs(cfg: Any, teacher_cfg: Any, out: Path) -> None:
     sources = [teacher_cfg.prompts] if teacher_cfg.prompts else [s.path for s in cfg.data.source_list()]
+    written = (out, out.with_name(out.name + ".partial.jsonl"), out.with_name(out.name + ".stats.json"))
     for source in sources:
-        written = (out, out.with_name(out.name + ".partial.jsonl"), out.with_name(out.name + ".stats.json"))
         if source and not str(source).startswith("hf:") and Path(source).resolve() in written:
             raise UserError(f"--out: {out} is one of the input files; input files are never modified")
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict[str, Any]], jsonl: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) if jsonl else json.dumps(rows[0], indent=2)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
