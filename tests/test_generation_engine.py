@@ -46,6 +46,13 @@ def test_adapters_vllm_cannot_load_are_refused_by_name(tmp_path):
         vllm_pool.check_vllm_adapter(_adapter(tmp_path / "head", modules_to_save=["score"]), 100)
 
 
+def test_a_pool_refuses_such_an_adapter_before_any_engine_starts(tmp_path, tiny_model_path):
+    """Every caller (evaluation, pairs, a teacher) gets the check: VLLMPool makes it first."""
+    with pytest.raises(UserError, match="IA3 adapter"):
+        vllm_pool.VLLMPool(tiny_model_path, ModelConfig(), GenerationConfig(engine="vllm"),
+                           [_adapter(tmp_path / "ia3", peft_type="IA3")])
+
+
 def test_engine_arguments(tmp_path):
     model = ModelConfig()
     cpu = vllm_pool.engine_kwargs(GenerationConfig(max_model_len=512), model, [], on_gpu=False)

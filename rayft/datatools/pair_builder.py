@@ -146,10 +146,8 @@ def _answers_on_vllm(cfg: Pipeline, model_path: str, adapter: str | None, tokeni
                      samples: int, greedy: bool, seed: int, max_new_tokens: int,
                      sampling: dict[str, Any]) -> tuple[list[str], list[str] | None, int]:
     """The same on vLLM engines: one engine start; each prompt's samples seeded by seed + its index."""
-    from rayft.generation.vllm_pool import VLLMPool, check_vllm_adapter
+    from rayft.generation.vllm_pool import VLLMPool
 
-    if adapter:
-        check_vllm_adapter(adapter, len(tokenizer))
     with VLLMPool(model_path, cfg.model, cfg.generation, [adapter] if adapter else []) as pool:
         print(f"rayft: generating {len(prompts) * samples} answers on vLLM ...", flush=True)
         sampled = pool.answer(tokenizer, prompts, adapter=adapter, samples=samples, seed=seed,

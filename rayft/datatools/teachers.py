@@ -79,10 +79,8 @@ class LocalTeacher:
 
     def _vllm(self) -> Any:
         if self._pool is None:
-            from rayft.generation.vllm_pool import VLLMPool, check_vllm_adapter
+            from rayft.generation.vllm_pool import VLLMPool
 
-            if self.adapter:
-                check_vllm_adapter(self.adapter, len(self.tokenizer))
             self._pool = VLLMPool(self.path, self.cfg.model, self.cfg.generation, [self.adapter] if self.adapter else [])
         return self._pool
 

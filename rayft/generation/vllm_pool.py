@@ -95,6 +95,12 @@ class VLLMPool:
         from rayft.generation.vllm_actor import VLLMEngineActor
 
         adapters = [str(Path(a).resolve()) for a in adapters or []]
+        if adapters:  # refused before any engine starts, for every caller
+            from rayft.models.tokens import folder_vocab_size
+
+            base_vocab = folder_vocab_size(model_path) or 0
+            for folder in adapters:
+                check_vllm_adapter(folder, base_vocab)
         python = find_vllm_python(gen_cfg)
         if python is None:
             raise UserError(NO_VLLM)
@@ -201,9 +207,6 @@ def answer_models(jobs: list[tuple[str, str, Any]], model_cfg: Any, gen_cfg: Any
     notes: list[str] = []
     for path, members in by_path.items():
         adapters = [str(a) for _, a in members if a]
-        base_vocab = len(tokenizer)
-        for folder in adapters:
-            check_vllm_adapter(folder, base_vocab)
         with VLLMPool(path, model_cfg, gen_cfg, adapters) as pool:
             for label, adapter in members:
                 print(f"rayft: generating {len(prompts) * samples} answers with {label} on vLLM ...", flush=True)
