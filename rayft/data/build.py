@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from rayft.schema.sections import DataConfig
-from rayft.data.dedup import dedup_rows
+from rayft.data.dedup import dedup_as_configured
 from rayft.data.bad_rows import RowProblem, count_by_reason, raise_if_any
 from rayft.data.filters import Filtered, apply_filters, count_by_filter
 from rayft.data.formats import detect_format, normalize, rename_columns
@@ -83,8 +83,7 @@ def gather(cfg: DataConfig, rows: list[Row], problems: list[RowProblem], read_he
         raise DataError(f"data.path: no usable rows{f' for the {stage} stage' if stage else ''} ({bad_main} bad "
                         f"rows skipped, {len(filtered)} rows dropped by data.filters)")
     # Dedup before the split, so no copy of a held-out row can sit in the training split.
-    deduped = dedup_rows(rows, lambda row: _example_text(row.data), exact=cfg.dedup.exact, near=cfg.dedup.near,
-                         threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm, seed=cfg.seed)
+    deduped = dedup_as_configured(rows, lambda row: _example_text(row.data), cfg)
     if cfg.eval_path:
         train_rows, eval_rows = deduped.kept, held_file
     else:

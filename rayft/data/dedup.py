@@ -13,7 +13,7 @@ import json
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from datasketch import MinHash, MinHashLSH
 
@@ -134,6 +134,14 @@ def dedup_rows(
         survivors = kept
 
     return DedupResult(kept=[rows[i] for i in survivors], removed=removed)
+
+
+def dedup_as_configured(rows: list[Row], text_of: Callable[[Row], str], data_cfg: Any,
+                        exact: bool | None = None) -> DedupResult:
+    """`dedup_rows` with a data section's `dedup` settings and seed (`exact` to override its exact pass)."""
+    d = data_cfg.dedup
+    return dedup_rows(rows, text_of, exact=d.exact if exact is None else exact, near=d.near, threshold=d.threshold,
+                      num_perm=d.num_perm, seed=data_cfg.seed)
 
 
 def write_removed(removed: list[Removed], path: Path) -> None:

@@ -177,12 +177,11 @@ def _new_instructions(teacher: Any, teacher_cfg: Any, journal: Journal, seeds: l
     records = _run_chunks(teacher, teacher_cfg, journal, "instruction", requests, check, options.max_new_tokens,
                           options.temperature, [])
     counts = {"asked": asked, **{r: sum(x["status"] == r for x in records) for r in DROP_REASONS}}
-    from rayft.data.dedup import dedup_rows
+    from rayft.data.dedup import dedup_as_configured
 
     ok = [Row({"text": x["text"]}, f"instruction:#{x['i']}") for x in records if x["status"] == "ok"]
     known = [Row({"text": s}, f"seed:#{i}") for i, s in enumerate(seeds)]
-    deduped = dedup_rows(known + ok, lambda row: row.data["text"], exact=True, near=cfg.data.dedup.near,
-                         threshold=cfg.data.dedup.threshold, num_perm=cfg.data.dedup.num_perm, seed=cfg.data.seed)
+    deduped = dedup_as_configured(known + ok, lambda row: row.data["text"], cfg.data, exact=True)
     kept = [row.data["text"] for row in deduped.kept if row.origin.startswith("instruction:")]
     counts.update(duplicates=len(ok) - len(kept), kept=len(kept))
     return kept, counts
@@ -206,7 +205,7 @@ def _answers(teacher: Any, teacher_cfg: Any, journal: Journal, questions: list[s
 def _kept_rows(records: list[dict[str, Any]], questions: list[str], cfg: Any,
                settings: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Good answers through data.filters and dedup (on the instruction), as output rows; the counts."""
-    from rayft.data.dedup import dedup_rows
+    from rayft.data.dedup import dedup_as_configured
     from rayft.data.filters import apply_filters, count_by_filter
 
     teacher_cfg = cfg.generation.teacher
@@ -215,9 +214,7 @@ def _kept_rows(records: list[dict[str, Any]], questions: list[str], cfg: Any,
     good = [Row({"turns": [(questions[x["i"]], x["text"])], "system": teacher_cfg.system}, f"answer:#{x['i']}")
             for x in records if x["status"] == "ok"]
     filtered_rows, dropped = apply_filters(good, cfg.data.filters)
-    deduped = dedup_rows(filtered_rows, lambda row: row.data["turns"][0][0], exact=cfg.data.dedup.exact,
-                         near=cfg.data.dedup.near, threshold=cfg.data.dedup.threshold,
-                         num_perm=cfg.data.dedup.num_perm, seed=cfg.data.seed)
+    deduped = dedup_as_configured(filtered_rows, lambda row: row.data["turns"][0][0], cfg.data)
     counts.update(filtered=count_by_filter(dropped), duplicates=len(deduped.removed), written=len(deduped.kept))
     by_index = {x["i"]: x for x in records}
     sampling = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_p")}
