@@ -30,6 +30,19 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A real local Ray cluster (a head and two 1-CPU nodes labelled node_a / node_b on 127.0.0.1;
+    tests/local_cluster.py), one per test module that asks for it, stopped after the module."""
+    from local_cluster import LocalCluster
+
+    started = LocalCluster(["node_a", "node_b"], os.environ["RAYFT_HOME"])
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
     from rayft.models.loader import resolve_model

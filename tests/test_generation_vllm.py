@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from conftest import REPO
-from local_cluster import LocalCluster
 from serve_helpers import QUESTION, train_adapter
 
 VLLM_PYTHON = Path(os.environ.get("RAYFT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python")).absolute()
@@ -135,14 +134,6 @@ def test_pairs_and_teacher_data_on_vllm(tmp_path, adapter):
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert written and all(r["provenance"]["engine"] == "vllm" and r["completion"] for r in written)
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    started = LocalCluster(["node_a", "node_b"], os.environ["RAYFT_HOME"])
-    try:
-        yield started.start()
-    finally:
-        started.stop()
 
 
 def test_evaluation_spreads_over_the_nodes(cluster, adapter, evaluated, tmp_path):

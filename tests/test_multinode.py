@@ -7,7 +7,6 @@ completes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from local_cluster import RAY, LocalCluster
+from local_cluster import RAY
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 
@@ -23,14 +22,6 @@ TRAIN_SETS = ["model.name=builtin:tiny-random", "training.max_steps=4", "trainin
               "training.logging_steps=1", "training.batch_size=4", "data.max_length=160", "data.eval_split=0",
               "scaling.num_workers=2", "scaling.placement_strategy=STRICT_SPREAD", "eval.enabled=false"]
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    started = LocalCluster(["node_a", "node_b"], os.environ["RAYFT_HOME"])
-    try:
-        yield started.start()
-    finally:
-        started.stop()
 
 
 def _sets(storage) -> list[str]:
