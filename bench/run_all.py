@@ -75,6 +75,8 @@ BENCHES: tuple[Bench, ...] = (
                "--judge-steps", "2", "--arena-prompts", "4", "--subjects", "anatomy"), ("shared-data",)),
     Bench("gpu_training", "GPU: ZeRO-3 + bf16 full fine-tune vs QLoRA of a ~1B Llama: tokens/s, peak GPU memory, MFU",
           (), ("--steps", "10"), ("gpu",)),
+    Bench("generation", "generation engines hf vs vLLM: eval, on-policy pairs, teacher data, Ray Data LLM (embedded)",
+          (), ("--quick",), ("shared-data", "vllm")),
 )
 
 # Scripts in bench/ that are not benchmarks themselves.
