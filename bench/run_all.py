@@ -77,6 +77,8 @@ BENCHES: tuple[Bench, ...] = (
           (), ("--steps", "10"), ("gpu",)),
     Bench("generation", "generation engines hf vs vLLM: eval, on-policy pairs, teacher data, Ray Data LLM (embedded)",
           (), ("--quick",), ("shared-data", "vllm")),
+    Bench("rollouts", "GRPO rollouts in the training worker (hf) vs on a vLLM engine actor (embedded)",
+          ("--steps", "8"), ("--steps", "2"), ("vllm",)),
 )
 
 # Scripts in bench/ that are not benchmarks themselves.

@@ -82,3 +82,26 @@ def test_generation_section_checks(tmp_path):
     gen = load_pipeline(config, []).pipeline.generation
     assert gen.vllm_python == str(tmp_path / "env/bin/python") and gen.teacher.prompts == str(tmp_path / "q.txt")
     assert gen.teacher.model == "builtin:x"
+
+
+def test_rollouts_on_vllm_are_refused_where_the_engine_cannot_sample_the_policy(tmp_path):
+    """A grpo stage with generation.engine vllm needs a LoRA policy on an unquantized base: refused
+    by name when the run starts (before any stage, Ray or engine); hf rollouts are not checked."""
+    from rayft.config.load import load_pipeline
+    from rayft.train.rollout_engines import check_rollout_policy, rollout_engine
+
+    python = tmp_path / "venv" / "bin" / "python"  # an environment "with vLLM": the choice only needs the file
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    base = ["model.name=builtin:tiny-random", "stages=[{type: sft}, {type: grpo, rewards: [rayft.rewards:length_penalty]}]",
+            "generation.engine=vllm", f"generation.vllm_python={python}"]
+    lora = load_pipeline(None, base).pipeline
+    assert [rollout_engine(lora, i) for i in (0, 1)] == ["hf", "vllm"]  # only rollout stages use the engines
+    check_rollout_policy(lora, 1)
+    for extra, why in ((["adapter.type=full"], "adapter.type full: only LoRA weights"),
+                       (["adapter.type=ia3"], "adapter.type ia3"),
+                       (["model.quantization=4bit"], "model.quantization: the engines hold the unquantized base")):
+        with pytest.raises(UserError, match=f"generation.engine: stage 'grpo' .grpo. cannot roll out on vLLM: {why}"):
+            check_rollout_policy(load_pipeline(None, base + extra).pipeline, 1)
+    hf = load_pipeline(None, [*base[:2], "adapter.type=full"]).pipeline
+    assert rollout_engine(hf, 1) == "hf"

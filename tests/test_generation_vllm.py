@@ -145,3 +145,34 @@ def test_evaluation_spreads_over_the_nodes(cluster, adapter, evaluated, tmp_path
     for label in ("base", "whale"):
         same = sum(x == y for x, y in zip(_answers(results, label), _answers(evaluated["vllm"], label)))
         assert same >= 22, f"{label}: {same} of 24 answers as on one node"
+
+
+def test_grpo_then_ppo_roll_out_on_vllm_with_the_policy_of_each_step(tmp_path, ray_cluster):
+    """A grpo stage then a ppo stage (starting from grpo's adapter, kept as PPO's frozen reference
+    adapter) with generation.engine vllm: each stage starts one engine actor beside its training
+    worker; at each optimizer step rank 0 saves the policy's LoRA adapter (only the trained one) and
+    the engine samples that step's completions from it (one seeded sample per prompt)."""
+    from rayft.config.load import load_pipeline
+    from rayft.train.launch import run_pipeline
+
+    overrides = [f"model.name={MODEL}", f"data.path={DEMO}", "data.template=alpaca", "data.eval_split=0",
+                 "stages=[{type: grpo, rewards: [rayft.rewards:length_penalty], num_generations: 2, "
+                 "max_completion_length: 12}, {type: ppo, rewards: [rayft.rewards:length_penalty], "
+                 "max_new_tokens: 12}]", "training.max_steps=2", "training.batch_size=2",
+                 "training.logging_steps=1", "eval.enabled=false", "scaling.num_workers=1",
+                 "generation.engine=vllm", f"generation.vllm_python={VLLM_PYTHON}", "generation.cpus_per_engine=1",
+                 f"storage.path={tmp_path}", "run_name=rl-vllm", "tracking.tensorboard=false"]
+    result = run_pipeline(load_pipeline(None, overrides))
+    for stage in ("grpo", "ppo"):
+        summary = json.loads((result.run_dir / stage / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["global_step"] == 2, stage
+        rollouts = summary["rollouts"]
+        assert rollouts["engine"] == "vllm" and rollouts["engines"] == 1, stage
+        assert rollouts["adapters_saved"] == 2 == rollouts["rollouts"], stage  # steps 0/1 (ppo: 0/1), once each
+        assert rollouts["completions"] == 2 * 2, stage  # batch 2 per step
+        folder = result.run_dir / stage / "rollout_adapters"
+        assert sorted(p.name for p in folder.iterdir()) == ["step-1"], stage  # the step before is removed
+        saved = json.loads((folder / "step-1" / "adapter_config.json").read_text())
+        assert saved["r"] == 16 and (folder / "step-1" / "adapter_model.safetensors").is_file(), stage
+    ppo = json.loads((result.run_dir / "ppo" / "summary.json").read_text())
+    assert [h["step"] for h in ppo["ppo_history"]] == [1, 2] and ppo["init_adapter"].endswith("grpo/adapter")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from conftest import DEMO_DATA, REPO
 from local_cluster import RAY, LocalCluster
+from resilience import alive
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 
@@ -108,6 +110,32 @@ def test_a_preemption_notice_checkpoints_at_the_step_and_redoes_none(cluster, tm
     assert resumed >= 5 and resumed in summary["checkpointed_on_preemption_at_steps"]
     assert node not in _worker_nodes(stage_dir)[-1]  # it moved off the drained node
     _each_step_once(summary, 40)
+
+
+def test_a_sigterm_to_one_worker_checkpoints_before_it_exits(cluster, tmp_path):
+    """SIGTERM (what Kubernetes sends a pod) to one of two worker processes mid-stage, no periodic
+    checkpoint: the workers save at the next step boundary, the signalled process exits once Ray
+    Train has committed that checkpoint, Ray Train restarts the group, and the stage resumes from
+    it: 0 steps redone (without the handler every step so far would be redone)."""
+    stage_dir = tmp_path / "term" / "sft"
+    proc = _train(cluster, tmp_path, "term", ["training.max_steps=30", "training.save_steps=1000",
+                                              "scaling.num_workers=2", "scaling.max_failures=1",
+                                              "scaling.placement_strategy=SPREAD"])
+    _wait_for_step(proc, stage_dir, 5)
+    first = json.loads((stage_dir / "attempts.jsonl").read_text().splitlines()[0])
+    pid = next(w["pid"] for w in first["workers"] if w["rank"] == 1)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 60
+    while alive(pid):  # it saves at the next step boundary, then exits: well inside its 25 s grace
+        assert time.time() < deadline, "the signalled worker did not exit"
+        time.sleep(0.2)
+    summary = _finish(proc, stage_dir, cluster)
+    assert summary["global_step"] == 30 and summary["sigterms"] == 1, summary
+    assert summary["restarts"] >= 1 and summary["steps_redone"] == 0, summary["attempt_history"]
+    resumed = summary["attempt_history"][-1]["resumed_from_step"]
+    assert resumed >= 5 and resumed in summary["checkpointed_on_preemption_at_steps"]
+    assert pid not in [w["pid"] for w in json.loads((stage_dir / "attempts.jsonl").read_text().splitlines()[-1])["workers"]]
+    _each_step_once(summary, 30)
 
 
 @pytest.mark.slow

@@ -10,14 +10,16 @@ The estimate, in bytes per worker, is the sum of:
   8h + 4f + 2kv + heads elements (h hidden, f MLP width, kv key/value width), measured for a Llama
   layer with saved-tensor hooks (tests/test_memory_plan.py measures it again); with LoRA 2h less
   (frozen norms) plus r per adapted module and, with dropout, 1.46 copies of each adapted input; with gradient checkpointing, one h per token and layer
-  plus one layer recomputed in backward; on CPU, a share of what checkpointing saves that the
-  allocator keeps anyway (CPU_CHECKPOINT_RETAINED);
+  plus one layer recomputed in backward;
+- on CPU, what glibc's heap keeps of the step's transient tensors (CPU_HEAP_RETAINED x the
+  activations a forward without checkpointing keeps, with checkpointing or without);
 - DeepSpeed ZeRO-3 on CPU workers: the whole model loaded (no zero.Init without an accelerator)
   plus the worker's flat fp32 partition of the trained weights;
 - logits: tokens x vocabulary in fp32, three copies at the loss's backward (logits, log-softmax,
   their gradient), four for SFT (TRL's token accuracy and entropy); none for a reward model;
 - a frozen reference copy where one is kept (a full fine-tune's DPO-family stage, PPO's `copy`);
-- GRPO / PPO: the KV cache while generating, when it is larger than the training step.
+- GRPO / PPO: the KV cache while generating, when it is larger than the training step (not with
+  `generation.engine: vllm`: the engines generate, in their own processes).
 Tokens per micro-batch: batch_size x max_length (the worst case: rows are padded to the longest in
 the batch), twice that for pair stages (chosen and rejected in one forward), prompt + completion
 for GRPO / PPO. `accelerate estimate-memory` and the ZeRO paper (Rajbhandari et al. 2020) count
@@ -33,11 +35,16 @@ from typing import Any
 from rayft.compute.memory import FULL_BYTES, GIB, LORA_BYTES, NF4_BYTES_DOUBLE_QUANT, SHARDED, ModelShape
 
 RUNTIME_BYTES = {"cpu": 1.3 * GIB, "gpu": 0.6 * GIB}  # a worker before its model (CUDA context on a GPU)
-# With gradient checkpointing on CPU, glibc keeps much of the activation memory freed during
-# backward (its dynamic mmap threshold moves the ~10 MB per-layer tensors onto the heap, which it
-# does not give back): this share of what checkpointing saves stays resident (bench/memory_strategies.py:
-# 0.37 for the reward stage, 0.32 for DPO, on SmolLM2-135M, 384 tokens).
-CPU_CHECKPOINT_RETAINED = 0.35
+# On CPU, glibc's malloc keeps on its heap part of what a training step allocates and frees: after
+# the first free of a large block its dynamic mmap threshold rises (up to 32 MiB), so a decoder
+# layer's tensors come from the heap from then on, where interleaved short- and long-lived tensors
+# fragment it and freed space is not given back. The worker's high-water mark grows by a share of
+# the activations a forward without checkpointing keeps, whether autograd keeps them (checkpointing
+# off) or checkpointing frees and recomputes them. That share depends on the order of allocations:
+# measured 0.10-0.65 on SmolLM2-135M + LoRA (bench/memory_strategies.py: SFT, reward, DPO, each
+# with checkpointing on and off; decoder-only probes 0.47-0.65). 0.37 puts every measured case
+# within 25% (docs/scaling.md, "Why a CPU worker holds more than autograd keeps").
+CPU_HEAP_RETAINED = 0.37
 LORA_DROPOUT_COPIES = 1.46  # elements kept per adapted input element with lora dropout > 0 (measured)
 PAIR_STAGES = ("reward", "dpo", "orpo", "cpo")
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -146,11 +153,9 @@ def step_memory(shape: ModelShape, pipeline: Any, stage: Any, on_gpu: bool,
     else:
         kept = shape.layers * per_layer
     activations = tokens * (kept + 2 * shape.hidden) * act_bytes
-    retained = 0.0
-    if stage.training.gradient_checkpointing and not on_gpu:
-        retained = CPU_CHECKPOINT_RETAINED * tokens * (shape.layers * per_layer - kept) * act_bytes
+    retained = 0.0 if on_gpu else CPU_HEAP_RETAINED * tokens * shape.layers * per_layer * act_bytes
     logits = tokens * shape.vocab * 4.0 * copies
-    if generated:
+    if generated and pipeline.generation.engine != "vllm":  # on vLLM the engines hold the KV cache
         cache = 2 * shape.layers * shape.kv_dim * tokens * act_bytes + sequences * shape.vocab * 4.0
         if cache > activations + logits:
             return {"kv_cache": cache}

@@ -24,7 +24,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     add_bos = tokenizer.bos_token is not None and getattr(tokenizer, "add_bos_token", False)
-    eos_ids = _eos_ids(model, tokenizer)
+    stops = eos_ids(model, tokenizer)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
     try:
         for start in range(0, len(order), batch_size):
@@ -34,10 +34,10 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
             batch = {k: v.to(model.device) for k, v in batch.items()}
             with torch.inference_mode():
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=eos_ids, **sampling)
+                                     eos_token_id=stops, **sampling)
             for row, index in enumerate(chunk):
                 new = out[row, batch["input_ids"].shape[1]:].tolist()
-                ended = next((k for k, t in enumerate(new) if t in eos_ids), None)
+                ended = next((k for k, t in enumerate(new) if t in stops), None)
                 kept = new if ended is None else new[:ended]
                 results[index] = Generation(tokenizer.decode(kept, skip_special_tokens=True).strip(),
                                             len(kept), ended is None and len(new) >= max_new_tokens)
@@ -48,7 +48,8 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     return results  # type: ignore[return-value]
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The tokens that end an answer: the tokenizer's EOS and the model's generation config's."""
     ids = {tokenizer.eos_token_id}
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids.update(configured if isinstance(configured, list) else [configured])

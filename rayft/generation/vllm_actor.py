@@ -5,8 +5,10 @@ engines see the same prompt tokens) and answers leave as token ids (the driver d
 same way as the hf engine does).
 
 A request: {"ids": [int], "adapter": folder or None, "n": int, "seed": int or None,
-"temperature": float (0 = greedy), "top_p": float, "max_tokens": int, "stop_token_ids": [int]}.
-An answer: one {"ids": [int], "finish": "stop" | "length"} per sample.
+"temperature": float (0 = greedy), "top_p": float, "max_tokens": int, "stop_token_ids": [int],
+"logprobs": bool (optional)}.
+An answer: one {"ids": [int], "finish": "stop" | "length"} per sample, plus "logprobs": [float] (the
+log-probability of each sampled token) when the request asked for them.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ class VLLMEngineActor:
         prompts = [{"prompt_token_ids": r["ids"]} for r in requests]
         params = [SamplingParams(n=r["n"], temperature=r["temperature"], top_p=r["top_p"] if r["temperature"] else 1.0,
                                  max_tokens=r["max_tokens"], seed=r["seed"], stop_token_ids=r["stop_token_ids"],
-                                 skip_special_tokens=True, detokenize=False) for r in requests]
+                                 logprobs=0 if r.get("logprobs") else None, skip_special_tokens=True,
+                                 detokenize=False) for r in requests]
         loras = [self._lora(r["adapter"]) for r in requests]
         outputs = self.llm.generate(prompts, params, lora_request=loras if any(loras) else None, use_tqdm=False)
-        return [[{"ids": list(o.token_ids), "finish": o.finish_reason} for o in out.outputs] for out in outputs]
+        return [[_answer(o, bool(r.get("logprobs"))) for o in out.outputs] for r, out in zip(requests, outputs)]
 
     def _lora(self, folder: str | None) -> Any:
         if folder is None:
@@ -68,3 +71,10 @@ class VLLMEngineActor:
 
         lora_id = self.adapter_ids.setdefault(folder, len(self.adapter_ids) + 1)
         return LoRARequest(f"adapter-{lora_id}", lora_id, folder)
+
+
+def _answer(output: Any, logprobs: bool) -> dict[str, Any]:
+    answer = {"ids": list(output.token_ids), "finish": output.finish_reason}
+    if logprobs:  # logprobs=0: each position holds the sampled token's own log-probability
+        answer["logprobs"] = [float(step[token].logprob) for token, step in zip(output.token_ids, output.logprobs)]
+    return answer

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rayft.core.errors import UserError
-from rayft.generation.hf import Generation, _eos_ids
+from rayft.generation.hf import Generation, eos_ids
 
 # vLLM accepts these LoRA ranks (max_lora_rank); an adapter's r is rounded up to the next.
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -71,7 +71,10 @@ def check_vllm_adapter(folder: str | Path, base_vocab_size: int) -> None:
                         "generation.engine: hf")
 
 
-def engine_kwargs(gen_cfg: Any, model_cfg: Any, adapters: list[str], on_gpu: bool) -> dict[str, Any]:
+def engine_kwargs(gen_cfg: Any, model_cfg: Any, adapters: list[str], on_gpu: bool,
+                  lora_rank: int | None = None) -> dict[str, Any]:
+    """vLLM's `LLM` arguments. `lora_rank`: LoRA enabled for adapters that do not exist yet (a
+    policy's rollouts: a new adapter each step, one at a time)."""
     kwargs: dict[str, Any] = {"max_model_len": gen_cfg.max_model_len, "enforce_eager": not on_gpu,
                               "trust_remote_code": model_cfg.trust_remote_code, "seed": 0,
                               "dtype": gen_cfg.dtype if gen_cfg.dtype != "auto" or on_gpu else "float32"}
@@ -83,13 +86,17 @@ def engine_kwargs(gen_cfg: Any, model_cfg: Any, adapters: list[str], on_gpu: boo
         rank = max(json.loads((Path(a) / "adapter_config.json").read_text()).get("r", 8) for a in adapters)
         kwargs.update(enable_lora=True, max_loras=min(gen_cfg.max_loras, len(adapters)),
                       max_lora_rank=next((r for r in _LORA_RANKS if r >= rank), rank))
+    elif lora_rank:
+        kwargs.update(enable_lora=True, max_loras=1, max_cpu_loras=2,
+                      max_lora_rank=next((r for r in _LORA_RANKS if r >= lora_rank), lora_rank))
     return {**kwargs, **gen_cfg.engine_kwargs}
 
 
 class VLLMPool:
     """vLLM engines for one base model (and its LoRA adapters), one or more per node; `close()` ends them."""
 
-    def __init__(self, model_path: str, model_cfg: Any, gen_cfg: Any, adapters: list[str] | None = None) -> None:
+    def __init__(self, model_path: str, model_cfg: Any, gen_cfg: Any, adapters: list[str] | None = None,
+                 lora_rank: int | None = None) -> None:
         import ray
 
         from rayft.generation.vllm_actor import VLLMEngineActor
@@ -115,7 +122,7 @@ class VLLMPool:
         runtime_env = {"env_vars": env, **({} if python == sys.executable else {"py_executable": python})}
         actor = ray.remote(VLLMEngineActor).options(num_cpus=cpus, num_gpus=gpus, runtime_env=runtime_env,
                                                     scheduling_strategy="SPREAD")
-        kwargs = engine_kwargs(gen_cfg, model_cfg, adapters, on_gpu=gpus > 0)
+        kwargs = engine_kwargs(gen_cfg, model_cfg, adapters, on_gpu=gpus > 0, lora_rank=lora_rank)
         started = time.time()
         print(f"rayft: starting {count} vLLM engine(s) for {model_path} ({cpus:g} CPU, {gpus:g} GPU each) ...",
               flush=True)
@@ -137,7 +144,7 @@ class VLLMPool:
         import ray
 
         add_bos = tokenizer.bos_token is not None and getattr(tokenizer, "add_bos_token", False)
-        stops = _eos_ids(model, tokenizer)
+        stops = eos_ids(model, tokenizer)
         ids = tokenizer([(tokenizer.bos_token if add_bos else "") + p for p in prompts], add_special_tokens=False)
         folder = str(Path(adapter).resolve()) if adapter else None
         requests = [{"ids": row, "adapter": folder, "n": samples, "max_tokens": max_new_tokens,

@@ -118,5 +118,9 @@ def preemption_summary(stage_dir: Path) -> dict[str, Any]:
     notices = read_preemptions(stage_dir)
     if not notices:
         return {}
-    return {"preemption_notices": len(notices), "preempted_nodes": sorted({n for x in notices for n in x["nodes"]}),
-            "checkpointed_on_preemption_at_steps": [x["step"] for x in notices]}
+    drains = [x for x in notices if "signal" not in x]
+    out = {"preemption_notices": len(drains), "preempted_nodes": sorted({n for x in drains for n in x["nodes"]}),
+           "checkpointed_on_preemption_at_steps": [x["step"] for x in notices]}
+    if len(drains) < len(notices):
+        out["sigterms"] = len(notices) - len(drains)
+    return out

@@ -51,8 +51,10 @@ class Rollout:
 class PPOTrainer:
     def __init__(self, policy, tokenizer, cfg, lr: float, reward_fns: list[Callable], prompts: list[dict[str, Any]],
                  batch_size: int, seed: int, max_grad_norm: float, log: Callable[[dict[str, Any]], None],
-                 ref_adapter: str | None = None, ref_model: Any = None):
+                 ref_adapter: str | None = None, ref_model: Any = None, sampler: Any = None):
         self.policy, self.tokenizer, self.cfg = policy, tokenizer, cfg
+        # generation.engine vllm: completions come from vLLM engine actors (rayft.generation.rollouts.EngineSampler)
+        self.sampler = sampler
         self.ref_model = ref_model.eval().requires_grad_(False) if ref_model is not None else None
         # The reference is the starting policy. From a fresh adapter that is the base: the adapter
         # disabled. From an earlier stage's adapter (SFT -> PPO) it is that adapter, kept frozen as
@@ -88,10 +90,13 @@ class PPOTrainer:
         tok = self.tokenizer
         tok.padding_side = "left"
         batch = tok([r["prompt"] for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
-        out = self.policy.generate(**batch, do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                   max_new_tokens=self.cfg.max_new_tokens, pad_token_id=tok.pad_token_id)
         prompt_len = batch["input_ids"].shape[1]
-        completion = out[:, prompt_len:]
+        if self.sampler is not None:
+            completion = self._sample_on_engines(batch)
+        else:
+            out = self.policy.generate(**batch, do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                       max_new_tokens=self.cfg.max_new_tokens, pad_token_id=tok.pad_token_id)
+            completion = out[:, prompt_len:]
         ended = (completion == tok.eos_token_id).int().cumsum(1)
         mask = ((ended == 0) | ((ended == 1) & (completion == tok.eos_token_id))).float()  # up to and incl. EOS
         completion = torch.where(mask.bool(), completion, torch.full_like(completion, tok.pad_token_id))
@@ -100,6 +105,23 @@ class PPOTrainer:
         input_ids = torch.cat([batch["input_ids"], completion], 1)
         attention_mask = torch.cat([batch["attention_mask"], mask.long()], 1)
         return Rollout(input_ids, attention_mask, prompt_len, mask, texts, scores)
+
+    def _sample_on_engines(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Completions [B, C] from the vLLM engines, sampled from this step's policy (its LoRA
+        adapter saved by rank 0), right-padded as HF generate's would be."""
+        from rayft.generation.hf import eos_ids
+
+        rank = dist.get_rank() if self.world > 1 else 0
+        folder = self.sampler.policy_folder(
+            self.global_step, lambda path: self.policy.save_pretrained(path, selected_adapters=["default"]),
+            main=rank == 0, barrier=dist.barrier if self.world > 1 else (lambda: None))
+        prompts = [ids[m.bool()].tolist() for ids, m in zip(batch["input_ids"], batch["attention_mask"])]
+        answers = self.sampler.sample(prompts, folder, self.global_step, eos_ids(self.policy, self.tokenizer))
+        width = max(1, max(len(a["ids"]) for a in answers))
+        completion = torch.full((len(answers), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        for row, answer in enumerate(answers):
+            completion[row, :len(answer["ids"])] = torch.tensor(answer["ids"], dtype=torch.long)
+        return completion
 
     def _score(self, prompts: list[str], completions: list[str], rows: list[dict[str, Any]]) -> torch.Tensor:
         extra = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"}

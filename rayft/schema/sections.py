@@ -262,7 +262,8 @@ class ScalingConfig(Strict):
     checkpoint_on_preemption: bool = Field(
         True, description="When Ray announces that a worker's node will go (a drain with reason preemption: a "
         "spot reclaim, `ray drain-node`, a KubeRay pod's preStop hook), save a checkpoint at every step boundary "
-        "until it is gone, so the restart redoes no step.")
+        "until it is gone, so the restart redoes no step; and when a worker process gets SIGTERM (what Kubernetes "
+        "sends a pod), save at the next step boundary, then let it exit (within 25 s).")
     max_preemptions: int = Field(-1, ge=-1, description="Restarts after a node preemption, counted apart from "
                                  "max_failures (-1: no limit).")
     use_gpu: bool = Field(False, description="One GPU per worker (unless resources_per_worker says otherwise).")

@@ -55,7 +55,7 @@ class GenerationEngine:
         import torch
         import transformers
 
-        from rayft.generation.hf import _eos_ids
+        from rayft.generation.hf import eos_ids
         from rayft.models.loader import load_causal_lm, load_tokenizer
 
         transformers.utils.logging.set_verbosity_error()  # no load report tables per adapter
@@ -68,7 +68,7 @@ class GenerationEngine:
         self.device = device
         self.tokenizer = load_tokenizer(model_path, cfg.trust_remote_code, cfg)
         self.model = load_causal_lm(model_path, cfg, on_gpu=device.startswith("cuda")).to(device).eval()
-        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.eos_ids = eos_ids(self.model, self.tokenizer)
         self._add_bos = adds_bos(self.tokenizer)
         self.peft: Any = None  # the PeftModel around self.model while any LoRA adapter is loaded
         self.side: Any = None  # the PeftModel around a copy of the base while any IA3 adapter is loaded

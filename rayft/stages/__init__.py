@@ -44,6 +44,7 @@ class WorkerContext:
     run_dir: Path  # earlier stages' outputs are at run_dir / <stage name> (e.g. a reward model)
     init_adapter: str | None = None  # the adapter this stage started from (the previous stage's)
     resume: ResumePoint | None = None  # the checkpoint to resume from, if any
+    rollout_engines: tuple[Any, ...] = ()  # vLLM engine actors: the stage rolls out on them (GRPO)
 
 
 class StageImpl:

@@ -65,10 +65,23 @@ class GRPOImpl(StageImpl):
         args = GRPOConfig(**ctx.training_args, num_generations=stage.num_generations,
                           max_completion_length=stage.max_completion_length, temperature=stage.temperature,
                           beta=stage.beta, loss_type=stage.loss_type)
+        rollouts = None
+        if ctx.rollout_engines:  # generation.engine: vllm (rayft.train.rollout_engines started them)
+            from rayft.generation.rollouts import GRPORollouts
+
+            rollouts = GRPORollouts(list(ctx.rollout_engines), ctx.run_dir / stage.name / "rollout_adapters",
+                                    max_tokens=stage.max_completion_length, temperature=stage.temperature,
+                                    seed=stage.training.seed)
         trainer = GRPOTrainer(model=ctx.model, reward_funcs=rewards, args=args, train_dataset=ctx.data.train,
-                              eval_dataset=ctx.data.eval, processing_class=ctx.tokenizer)
+                              eval_dataset=ctx.data.eval, processing_class=ctx.tokenizer, rollout_func=rollouts)
         check_shared_reference(trainer, ctx.pipeline.adapter.type)
         return trainer
+
+    def training_figures(self, ctx: WorkerContext, trainer: Any, world_size: int,
+                         metrics: dict[str, Any]) -> dict[str, Any]:
+        """Where the rollouts ran; on vLLM, how long saving the adapters and generating took."""
+        rollouts = getattr(trainer, "rollout_func", None)
+        return {"rollouts": rollouts.summary() if rollouts is not None else {"engine": "hf"}}
 
     def save_extra(self, staging: Path) -> None:
         drop_reference_copy(staging)

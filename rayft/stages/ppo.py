@@ -99,9 +99,16 @@ class PPOImpl(StageImpl):
         ref_model = None
         if stage.reference == "copy" or ctx.pipeline.adapter.type == "full":
             ref_model = frozen_reference_copy(ctx.pipeline, ctx.init_adapter, ctx.on_gpu)
+        sampler = None
+        if ctx.rollout_engines:  # generation.engine: vllm (rayft.train.rollout_engines started them)
+            from rayft.generation.rollouts import EngineSampler
+
+            sampler = EngineSampler(list(ctx.rollout_engines), ctx.run_dir / stage.name / "rollout_adapters",
+                                    max_tokens=stage.max_new_tokens, temperature=stage.temperature, top_p=stage.top_p,
+                                    seed=training.seed + rank)
         trainer = PPOTrainer(ctx.model, ctx.tokenizer, stage, training.lr, rewards, shard, training.batch_size,
                              training.seed + rank, training.max_grad_norm, log=print, ref_adapter=ctx.init_adapter,
-                             ref_model=ref_model)
+                             ref_model=ref_model, sampler=sampler)
         self._trainer = trainer
         writer = StepLogger(ctx.training_args.get("report_to"), ctx.run_dir / stage.name / "tensorboard",
                             ctx.training_args.get("run_name") or stage.name,
@@ -140,6 +147,7 @@ class PPOImpl(StageImpl):
             "time_to_first_step_s": first_step_at - started_at if first_step_at else None,
             "generation_s": sum(h["generation_s"] for h in history),
             "training_s": sum(h["training_s"] for h in history),
+            "rollouts": sampler.summary() if sampler is not None else {"engine": "hf"},
         }
         return metrics, ctx.model
 

@@ -73,8 +73,12 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
 
     from rayft.train.onpolicy_pairs import with_onpolicy_pairs
 
+    from rayft.train.rollout_engines import check_rollout_policy, rollout_engine
+
     for index, stage in enumerate(pipeline.stages):  # e.g. reward functions that must import
         get_stage(stage.type).preflight(stage, index)
+        if rollout_engine(pipeline, index) == "vllm":
+            check_rollout_policy(pipeline, index)
     from rayft.records.tracking import check_wandb
 
     check_wandb(pipeline.tracking)  # the package, and a key for online mode: before any stage starts
@@ -107,7 +111,8 @@ def run_pipeline(loaded: LoadedConfig, address: str | None = None, run_name: str
         write_summary(stage_dir, status="running", stage=stage.name, type=stage.type, run_name=run_dir.name,
                       data=data.stats, num_workers=pipeline.scaling.num_workers, error=None,
                       init_adapter=str(init_adapter) if init_adapter else None, memory=plan_summary(plan), **pairs)
-        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at, callbacks, plan)
+        summary = _fit_stage(pipeline, index, stage_dir, data, init_adapter, address, started_at, callbacks, plan,
+                             model_path)
         result.stages.append(summary)
         if impl.produces_policy:
             previous = Path(summary["output"])
@@ -135,23 +140,30 @@ def _record_data(name: str, stage_dir: Path, data: Any) -> None:
         write_filtered(data.filtered, stage_dir / "data" / "filtered_rows.jsonl")
 
 
-def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None,
-               address: str | None, started_at: float, callbacks: StageCallbacks, plan: Any = None) -> dict[str, Any]:
+def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None, address: str | None,
+               started_at: float, callbacks: StageCallbacks, plan: Any = None, model_path: str = "") -> dict[str, Any]:
     from rayft.records.plots import plot_training
+    from rayft.train.rollout_engines import start_rollout_engines
     from rayft.train.memory_plan import oom_message, out_of_memory
 
     stage = pipeline.stages[index]
     t0 = time.time()
     ensure_ray(address, pipeline.scaling)
-    trainer = _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks)
+    engines = start_rollout_engines(pipeline, index, model_path, address)  # None: rollouts in the workers
     try:
-        result = trainer.fit()
-        error = result.error
-    except KeyboardInterrupt:
-        write_summary(stage_dir, status="interrupted", error="interrupted by the user", wall_s=time.time() - t0)
-        raise
-    except Exception as exc:  # noqa: BLE001 - recorded in summary.json, then re-raised as StageFailed
-        error = exc
+        trainer = _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks,
+                           tuple(engines.actors) if engines else ())
+        try:
+            result = trainer.fit()
+            error = result.error
+        except KeyboardInterrupt:
+            write_summary(stage_dir, status="interrupted", error="interrupted by the user", wall_s=time.time() - t0)
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded in summary.json, then re-raised as StageFailed
+            error = exc
+    finally:
+        if engines is not None:
+            engines.close()
     if error is not None:
         oom = out_of_memory(error)
         message = oom_message(error, plan, pipeline.scaling.max_failures) if oom else _failure_message(error)
@@ -176,7 +188,8 @@ def record_failure(stage_dir: Path, message: str, wall_s: float, failure: str = 
                   **resume_summary(stage_dir))
 
 
-def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks: StageCallbacks):
+def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks: StageCallbacks,
+             rollout_engines: tuple = ()):
     import ray.train  # its ScalingConfig is Ray's; rayft's `scaling` section is pipeline.scaling
     from ray.train.torch import TorchTrainer
 
@@ -192,7 +205,7 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbac
     threads = scaling.threads_per_worker or max(1, int(resources.get("CPU", 1)))
     job = StageJob(
         pipeline=pipeline, stage_index=index, stage_dir=stage_dir, data=data, adapter=stage_adapter(pipeline, init_adapter),
-        threads=threads, started_at=started_at, trainer_callbacks=callbacks.trainer,
+        threads=threads, started_at=started_at, trainer_callbacks=callbacks.trainer, rollout_engines=rollout_engines,
         user_deepspeed=load_user_deepspeed_config(stage.training.deepspeed.config_file,
                                                   f"stages.{index}.training.deepspeed.config_file"),
     )
@@ -209,9 +222,18 @@ def _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbac
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=stage.training.save_total_limit),
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures,
                                                    max_preemption_failures=scaling.max_preemptions),
-            callbacks=[make() for make in callbacks.ray_train],
+            callbacks=[make() for make in callbacks.ray_train] + _worker_callbacks(scaling),
         ),
     )
+
+
+def _worker_callbacks(scaling) -> list:
+    """Ray Train callbacks that run in each worker: SIGTERM caught for a checkpoint (rayft.records.sigterm)."""
+    if not scaling.checkpoint_on_preemption:
+        return []
+    from rayft.records.sigterm import SigtermCheckpoint
+
+    return [SigtermCheckpoint()]
 
 
 def stage_adapter(pipeline, init_adapter: Path | None):

@@ -32,6 +32,7 @@ class StageJob:
     started_at: float  # when the run started (time to first step)
     user_deepspeed: dict[str, Any] | None = None  # training.deepspeed.config_file, read on the driver
     trainer_callbacks: tuple[Callable[[], Any], ...] = ()  # factories of extra transformers callbacks
+    rollout_engines: tuple[Any, ...] = ()  # vLLM engine actors for the stage's rollouts (rayft.train.rollout_engines)
 
     @property
     def stage(self) -> StageBase:

@@ -65,7 +65,7 @@ def train_stage_worker(config: dict[str, StageJob]) -> None:
     resume = choose_resume_checkpoint(rank)
     attempt = record_attempt(stage_dir, rank, resume, job.started_at, grad_accum=args["gradient_accumulation_steps"])
     wctx = WorkerContext(pipeline, stage, model, tokenizer, job.data, args, on_gpu, stage_dir.parent,
-                         job.adapter.init_from, resume)
+                         job.adapter.init_from, resume, job.rollout_engines)
     tracked = start_mlflow_run(args["report_to"], args["run_name"])
     wandb_run = start_wandb_run(args["report_to"], args["run_name"])
     outcome = stage_impl.run_loop(wctx, job.started_at)  # a stage with its own explicit loop (PPO)
