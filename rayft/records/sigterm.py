@@ -70,3 +70,9 @@ class SigtermCheckpoint(WorkerCallback):
         _RELEASE.clear()
         _previous[0] = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def before_worker_shutdown(self) -> None:
+        """Ray Train ends the worker group (the stage finished, or it restarts it): the SIGTERM that
+        may come with the actor's end is Ray's to handle again."""
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, _previous[0])
