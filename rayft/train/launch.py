@@ -148,8 +148,8 @@ def _fit_stage(pipeline, index, stage_dir: Path, data, init_adapter: Path | None
 
     stage = pipeline.stages[index]
     t0 = time.time()
-    ensure_ray(address, pipeline.scaling)
-    engines = start_rollout_engines(pipeline, index, model_path, address)  # None: rollouts in the workers
+    cluster = ensure_ray(address, pipeline.scaling)
+    engines = start_rollout_engines(pipeline, index, model_path, local=cluster is None)  # None: in the workers
     try:
         trainer = _trainer(pipeline, index, stage_dir, data, init_adapter, started_at, callbacks,
                            tuple(engines.actors) if engines else ())
@@ -243,9 +243,10 @@ def stage_adapter(pipeline, init_adapter: Path | None):
     return pipeline.adapter.model_copy(update={"init_from": str(init_adapter) if init_adapter else None})
 
 
-def ensure_ray(address: str | None, scaling) -> None:
+def ensure_ray(address: str | None, scaling) -> str | None:
     """Connect to `address`, or start a local Ray sized to this machine; fail fast (instead of
-    waiting forever) when a local cluster cannot fit the requested workers."""
+    waiting forever) when a local cluster cannot fit the requested workers. Returns the cluster's
+    address, None for the local Ray."""
     import ray
 
     # Inside a Ray job (`ray job submit`, a KubeRay RayJob) Ray sets RAY_ADDRESS: that is an existing
@@ -256,7 +257,7 @@ def ensure_ray(address: str | None, scaling) -> None:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         ray.init(address=address, logging_level=logging.WARNING, configure_logging=True)
     if address is not None:
-        return
+        return address
     fewest = scaling.fewest_workers()  # elastic: the stage starts with what fits, from min_workers up
     need = {k: v * fewest for k, v in scaling.resources_per_worker.items()}
     if scaling.use_gpu:
@@ -267,6 +268,7 @@ def ensure_ray(address: str | None, scaling) -> None:
         detail = ", ".join(f"{k}: need {n:g}, have {h:g}" for k, (n, h) in short.items())
         raise UserError(f"scaling: the local Ray cluster cannot fit {fewest} workers ({detail}); "
                         "lower scaling.num_workers / scaling.resources_per_worker or pass --address")
+    return None
 
 
 def _failure_message(error: BaseException) -> str:

@@ -1,11 +1,10 @@
-"""The vLLM engines a `grpo` or `ppo` stage's rollouts run on (`generation.engine: vllm`, or `auto` where vLLM
-is installed), started by the driver for the stage's lifetime; the training workers reach them
-through their Ray actor handles (rayft.generation.rollouts). Refused before any engine or worker
-starts, naming the field, where the engine cannot sample from the policy being trained."""
+"""The vLLM engines a `grpo` or `ppo` stage's rollouts run on (`generation.engine: vllm`, or `auto`
+where vLLM is installed), started by the driver for the stage's lifetime; the training workers reach
+them through their Ray actor handles (rayft.generation.rollouts). Refused before any engine or
+worker starts, naming the field, where the engine cannot sample from the policy being trained."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from rayft.core.errors import UserError
@@ -44,38 +43,32 @@ def check_rollout_policy(pipeline: Any, index: int) -> None:
                         "set generation.engine: hf")
 
 
-def _check_room(pipeline: Any, index: int, address: str | None) -> None:
-    """On a Ray started here: CPUs for the stage's workers and its engine(s) together."""
+def _check_room(pipeline: Any, index: int, generation: Any) -> None:
+    """On a Ray started here: CPUs for the stage's workers and its engines together."""
     import ray
 
-    stage = pipeline.stages[index]
-    if _local(address):
-        generation = pipeline.generation
-        need = generation.cpus_per_engine * (1 if generation.num_engines == "auto" else generation.num_engines)
-        workers = pipeline.scaling.fewest_workers() * pipeline.scaling.resources_per_worker.get("CPU", 1)
-        have = ray.cluster_resources().get("CPU", 0)
-        if workers + need > have:
-            raise UserError(f"generation.cpus_per_engine: stage '{stage.name}' needs {workers:g} CPU(s) for its "
-                            f"training workers and {need:g} for its vLLM engine(s), and the local Ray has "
-                            f"{have:g}; lower generation.cpus_per_engine or scaling.num_workers, or set "
-                            "generation.engine: hf")
+    need = generation.cpus_per_engine * generation.num_engines
+    workers = pipeline.scaling.fewest_workers() * pipeline.scaling.resources_per_worker.get("CPU", 1)
+    have = ray.cluster_resources().get("CPU", 0)
+    if workers + need > have:
+        raise UserError(f"generation.cpus_per_engine: stage '{pipeline.stages[index].name}' needs {workers:g} CPU(s) "
+                        f"for its training workers and {need:g} for its vLLM engine(s), and the local Ray has "
+                        f"{have:g}; lower generation.cpus_per_engine or scaling.num_workers, or set "
+                        "generation.engine: hf")
 
 
-def start_rollout_engines(pipeline: Any, index: int, model_path: str, address: str | None) -> Any:
+def start_rollout_engines(pipeline: Any, index: int, model_path: str, local: bool) -> Any:
     """A VLLMPool (LoRA enabled at the policy's rank) for stage `index`'s rollouts, or None when the
-    stage rolls out in its training workers. The caller closes it when the stage ends."""
+    stage rolls out in its training workers (the policy was checked when the run started:
+    check_rollout_policy). `local`: on a Ray started here for this run, which gets one engine and is
+    checked for room. The caller closes the pool when the stage ends."""
     if rollout_engine(pipeline, index) != "vllm":
         return None
     from rayft.generation.vllm_pool import VLLMPool
 
-    check_rollout_policy(pipeline, index)
-    _check_room(pipeline, index, address)
     generation = pipeline.generation
-    if _local(address) and generation.num_engines == "auto":  # one engine: the rest of this machine trains
-        generation = generation.model_copy(update={"num_engines": 1})
+    if local:
+        if generation.num_engines == "auto":  # one engine: the rest of this machine trains
+            generation = generation.model_copy(update={"num_engines": 1})
+        _check_room(pipeline, index, generation)
     return VLLMPool(model_path, pipeline.model, generation, lora_rank=pipeline.adapter.r)
-
-
-def _local(address: str | None) -> bool:
-    """A Ray started here for this run (as rayft.train.launch.ensure_ray decides), not a cluster."""
-    return (address or os.environ.get("RAY_ADDRESS")) is None
